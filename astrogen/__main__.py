@@ -1,0 +1,5 @@
+import sys
+
+from astrogen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,148 @@
+"""The data contract between stages.
+
+Stages exchange three kinds of objects, chunk by chunk:
+
+* an :class:`astropy.table.Table` of catalog rows (canonical column names and units, see
+  :mod:`astrogen.catalog.columns`), always with an integer ``row_id`` column that seeds
+  every random draw of that row;
+* a :class:`StampBatch`: one postage stamp per catalog row, with its pixel scale, flux units
+  and PSF state, so that any generator (parametric, FlowVAE, DDPM) can feed ``observe``,
+  ``scene`` and the output stages;
+* a :class:`DensityField`: a periodic density box (or 2-D slice) with its size and redshift.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+
+from astrogen.errors import ConfigError
+
+__all__ = ["StampBatch", "DensityField", "COSMOS_ZERO_POINT"]
+
+#: AB magnitude giving 1 count per second for HST/ACS F814W, the flux convention of the
+#: COSMOS RealGalaxyCatalog (GalSim's COSMOSCatalog docs; Sirianni et al. 2005).
+COSMOS_ZERO_POINT = 25.94
+
+
+@dataclass
+class StampBatch:
+    """A batch of postage stamps, one per catalog row.
+
+    Parameters
+    ----------
+    images : numpy.ndarray, shape (n, ny, nx)
+        Pixel values in ``flux_unit`` per pixel.
+    pixel_scale : float
+        Pixel scale in arcsec / pixel.
+    catalog : astropy.table.Table
+        The ``n`` rows the stamps were drawn from (must contain ``row_id``).
+    flux_unit : str
+        Unit of the pixel values: ``"count/s"`` for intrinsic stamps (zero point
+        ``zero_point``), ``"electron"`` for stamps observed by a survey.
+    zero_point : float
+        AB magnitude of a source whose pixels sum to 1 ``flux_unit``.
+    psf : str or None
+        ``None`` for PSF-free (intrinsic) light profiles; otherwise a description of the
+        PSF that was applied (``"Kolmogorov(fwhm=0.79)"``).
+    band : str
+        Band or survey name (``"F814W"``, ``"lsst_i"``).
+    noise_sigma : numpy.ndarray or None
+        Per-stamp background noise standard deviation in ``flux_unit``; ``None`` if noiseless.
+    meta : dict
+        Free-form provenance (generator name, model version...).
+    """
+
+    images: np.ndarray
+    pixel_scale: float
+    catalog: Table
+    flux_unit: str = "count/s"
+    zero_point: float = COSMOS_ZERO_POINT
+    psf: str | None = None
+    band: str = "F814W"
+    noise_sigma: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.images = np.asarray(self.images)
+        if self.images.ndim != 3:
+            raise ConfigError("StampBatch.images must have shape (n, ny, nx).",
+                              received={"shape": self.images.shape})
+        if len(self.catalog) != self.images.shape[0]:
+            raise ConfigError("StampBatch needs one catalog row per stamp.",
+                              received={"n_images": self.images.shape[0],
+                                        "n_rows": len(self.catalog)})
+        if "row_id" not in self.catalog.colnames:
+            raise ConfigError("StampBatch.catalog must have a 'row_id' column.",
+                              received={"columns": self.catalog.colnames})
+        if not (self.pixel_scale > 0):
+            raise ConfigError("pixel_scale must be > 0 arcsec/pixel.",
+                              received={"pixel_scale": self.pixel_scale})
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def noiseless(self) -> bool:
+        return self.noise_sigma is None
+
+    @property
+    def fluxes(self) -> np.ndarray:
+        """Sum of each stamp, in ``flux_unit``."""
+        return self.images.reshape(len(self), -1).sum(axis=1)
+
+    def magnitudes(self) -> np.ndarray:
+        """AB magnitude of each stamp's total flux (``nan`` where the flux is not positive)."""
+        f = self.fluxes
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(f > 0, self.zero_point - 2.5 * np.log10(f), np.nan)
+
+    def replace(self, **changes) -> "StampBatch":
+        return replace(self, **changes)
+
+
+@dataclass
+class DensityField:
+    """A periodic matter density field (3-D box or 2-D slice).
+
+    Parameters
+    ----------
+    delta : numpy.ndarray, shape (n, n, n) or (n, n)
+        Density contrast ``rho / rho_mean - 1`` on a regular grid (dimensionless).
+    box_size : float
+        Comoving side length in Mpc/h.
+    redshift : float
+        Redshift of the field.
+    box_id : int
+        Index of the box; seeds every random draw of the box.
+    cosmology : dict
+        Cosmological parameters used (``Om0``, ``Ob0``, ``h``, ``sigma8``, ``n_s``...).
+    meta : dict
+        Free-form provenance.
+    """
+
+    delta: np.ndarray
+    box_size: float
+    redshift: float
+    box_id: int = 0
+    cosmology: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.delta = np.asarray(self.delta)
+        if self.delta.ndim not in (2, 3) or len(set(self.delta.shape)) != 1:
+            raise ConfigError("DensityField.delta must be a square 2-D or cubic 3-D grid.",
+                              received={"shape": self.delta.shape})
+        if not (self.box_size > 0):
+            raise ConfigError("box_size must be > 0 Mpc/h.", received={"box_size": self.box_size})
+
+    @property
+    def n_grid(self) -> int:
+        return self.delta.shape[0]
+
+    @property
+    def cell_size(self) -> float:
+        """Grid spacing in Mpc/h."""
+        return self.box_size / self.n_grid

@@ -1,0 +1,1 @@
+"""Catalogs: canonical columns, file readers with column mapping, and the COSMOS sampler."""

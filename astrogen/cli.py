@@ -1,0 +1,132 @@
+"""Command line: ``astrogen [-v N] {run,validate,stages} ...``.
+
+``main(argv)`` is testable in-process and returns the exit status: 0 on success, 2 for any
+:class:`~astrogen.errors.AstrogenError` (printed as one line, never a traceback), 130 when
+interrupted (rerun with ``--resume``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from astrogen.version import __version__
+
+__all__ = ["main"]
+
+
+def _silence_tensorflow(verbosity: int) -> None:
+    """TensorFlow's start-up noise is shown only with ``-v 3``."""
+    if verbosity < 3:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="astrogen",
+        description="Deep generative models as stages of astronomical image-simulation "
+                    "pipelines.")
+    p.add_argument("--version", action="version", version=f"astrogen {__version__}")
+    p.add_argument("-v", "--verbosity", type=int, default=1, choices=range(4), metavar="N",
+                   help="0: errors only, 1: progress (default), 2: debug, 3: debug + "
+                        "TensorFlow logs")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a pipeline YAML")
+    r.add_argument("file", help="pipeline YAML file")
+    r.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="override config values, e.g. seed=3 stages.render.stamp_size=96")
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in the same output folder")
+    r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    v = sub.add_parser("validate", help="check a pipeline without running it")
+    v.add_argument("file")
+    v.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    s = sub.add_parser("stages", help="list the registered stage types and their parameters")
+    s.add_argument("--modules", nargs="*", default=[], help="plug-in modules to import first")
+    return p
+
+
+def _load(file, overrides):
+    from astrogen.pipeline.build import build_pipeline
+    from astrogen.pipeline.config import apply_overrides, load_config
+
+    cfg = load_config(file)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return build_pipeline(cfg)
+
+
+def _cmd_run(args) -> int:
+    from astrogen.pipeline.runner import run_pipeline
+
+    p = _load(args.file, args.overrides)
+    progress = False if args.no_progress or args.verbosity == 0 else None
+    res = run_pipeline(p, resume=args.resume, progress=progress)
+    if args.verbosity >= 1:
+        print(f"astrogen: {p.name}: {res.n_rows} rows in {res.n_chunks} chunk(s), "
+              f"{res.wall_time:.1f} s -> {res.output}")
+        for f in res.files:
+            print(f"  {f}")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    p = _load(args.file, args.overrides)
+    print(f"astrogen: {args.file}: pipeline '{p.name}' is valid: {len(p.nodes)} stages, "
+          f"{p.n_rows()} rows in {p.n_chunks()} chunk(s), output '{p.output}'.")
+    for n in p.nodes:
+        ins = f" <- {', '.join(n.inputs)}" if n.inputs else ""
+        print(f"  {n.name} ({n.type}, {n.stage.kind}){ins}")
+    return 0
+
+
+def _cmd_stages(args) -> int:
+    import importlib
+    import inspect
+
+    import astrogen.stages  # noqa: F401
+    from astrogen.registry import STAGES
+
+    for m in args.modules:
+        importlib.import_module(m)
+    for name, cls in STAGES.items():
+        ins = ", ".join(" | ".join(t.__name__ for t in (a if isinstance(a, tuple) else (a,)))
+                        for a in cls.input_types)
+        out = cls.output_type.__name__ if cls.output_type else "files"
+        print(f"{name}  [{cls.kind}]  ({ins or '-'}) -> {out}")
+        print(f"    {cls.summary()}")
+        for k, prm in cls.parameters().items():
+            default = "required" if prm.default is inspect.Parameter.empty else f"= {prm.default!r}"
+            unit = f"  [{cls.units[k]}]" if k in cls.units else ""
+            print(f"    {k} {default}{unit}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``astrogen`` console script; returns the exit status."""
+    from astrogen.errors import AstrogenError
+
+    args = _parser().parse_args(argv)
+    _silence_tensorflow(args.verbosity)
+    level = {0: logging.ERROR, 1: logging.WARNING, 2: logging.DEBUG, 3: logging.DEBUG}
+    logging.basicConfig(level=level[args.verbosity], format="astrogen: %(message)s",
+                        stream=sys.stderr, force=True)
+    if args.verbosity >= 1:
+        logging.getLogger("astrogen").setLevel(logging.INFO if args.verbosity == 1
+                                               else logging.DEBUG)
+    try:
+        return {"run": _cmd_run, "validate": _cmd_validate, "stages": _cmd_stages}[
+            args.command](args)
+    except AstrogenError as exc:
+        print(f"astrogen: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("astrogen: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Atomic file writing, FITS products with provenance, PNG previews."""

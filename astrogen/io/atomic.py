@@ -1,0 +1,48 @@
+"""Atomic writes: write to a temporary name in the same folder, then rename.
+
+An interrupted run therefore never leaves a truncated file under a final name: either the
+previous version (or nothing) is there, or the complete new one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["atomic_path", "write_json", "save_npz"]
+
+
+@contextlib.contextmanager
+def atomic_path(final):
+    """Yield a temporary path next to ``final``; rename it onto ``final`` on success.
+
+    On an exception the temporary file is removed and ``final`` is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:  # data on disk before the rename makes it visible
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` as indented JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def save_npz(path, **arrays) -> None:
+    """``numpy.savez`` atomically (no pickles)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)

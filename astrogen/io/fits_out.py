@@ -1,0 +1,106 @@
+"""FITS products: headers with provenance, and streaming writers whose memory use does not
+depend on the number of rows or stamps."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from astrogen.io.atomic import atomic_path
+
+__all__ = ["provenance_cards", "write_image", "write_cube_stream", "write_table_stream"]
+
+
+def provenance_cards(header: fits.Header, cards: dict[str, tuple[Any, str]],
+                     history: Iterable[str] = ()) -> fits.Header:
+    """Add provenance ``cards`` (key -> (value, comment)) to ``header``, and the resolved
+    pipeline configuration as ``HISTORY`` lines."""
+    for key, (value, comment) in cards.items():
+        header[key] = (value, comment)
+    if history:
+        header["HISTORY"] = "astrogen resolved pipeline configuration (YAML):"
+        for line in history:
+            header["HISTORY"] = line
+    return header
+
+
+def write_image(path, hdus: list[fits.ImageHDU | fits.PrimaryHDU]) -> Path:
+    """Write an HDU list atomically."""
+    with atomic_path(path) as tmp:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="exception")
+    return Path(path)
+
+
+def write_cube_stream(path, header: fits.Header, shape: tuple[int, int], n: int,
+                      blocks: Iterable[np.ndarray], extra_hdus: list | None = None) -> Path:
+    """Write ``n`` images of ``shape`` as one (n, ny, nx) float32 cube, block by block.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Cards for the primary HDU (NAXIS keywords are set here).
+    blocks : iterable of numpy.ndarray
+        Consecutive blocks of shape (k, ny, nx) whose k add up to ``n``.
+    extra_hdus : list, optional
+        HDUs appended after the cube (e.g. a row-id table).
+    """
+    hdr = fits.Header([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 3),
+                       ("NAXIS1", shape[1]), ("NAXIS2", shape[0]), ("NAXIS3", n),
+                       ("EXTEND", True)])
+    for card in header.cards:
+        if card.keyword not in hdr and card.keyword not in ("COMMENT", "HISTORY", ""):
+            hdr.append(card)
+        elif card.keyword in ("COMMENT", "HISTORY"):
+            hdr.append(card)
+    with atomic_path(path) as tmp:
+        shdu = fits.StreamingHDU(tmp, hdr)
+        written = 0
+        for block in blocks:
+            block = np.asarray(block, dtype=">f4")
+            written += block.shape[0]
+            shdu.write(block)
+        shdu.close()
+        if written != n:
+            raise RuntimeError(f"cube expected {n} images, got {written}")
+        for extra in extra_hdus or []:
+            fits.append(tmp, extra.data, extra.header)
+    return Path(path)
+
+
+def write_table_stream(path, parts: list[Path], primary_header: fits.Header | None = None,
+                       extname: str = "CATALOG") -> Path:
+    """Concatenate FITS table parts (same columns) into one binary table, part by part.
+
+    The header comes from the first part with NAXIS2 set to the total row count; the rows
+    of each part are copied as raw big-endian records, so memory holds one part at a time.
+    """
+    parts = [Path(p) for p in parts]
+    with fits.open(parts[0]) as hl:
+        head = hl[1].header.copy()
+    nrows = 0
+    row_len = head["NAXIS1"]
+    for p in parts:
+        with fits.open(p) as hl:
+            if hl[1].header["NAXIS1"] != row_len or hl[1].header.get("PCOUNT", 0):
+                raise RuntimeError(f"table part {p} has another row layout")
+            nrows += hl[1].header["NAXIS2"]
+    head["NAXIS2"] = nrows
+    head["EXTNAME"] = extname
+    prim = fits.PrimaryHDU(header=primary_header)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            prim.writeto(fh)
+            fh.write(head.tostring().encode("ascii"))
+            size = 0
+            for p in parts:
+                with fits.open(p, memmap=False) as hl:
+                    raw = hl[1].data.view(np.ndarray).tobytes() if len(hl[1].data) else b""
+                    # astropy keeps FITS_rec storage big-endian as in the file
+                    fh.write(raw)
+                    size += len(raw)
+            pad = (-size) % 2880
+            fh.write(b"\0" * pad)
+    return Path(path)

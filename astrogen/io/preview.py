@@ -1,0 +1,75 @@
+"""PNG previews: a mosaic of stamps and a scene thumbnail (matplotlib, Agg backend)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from astrogen.io.atomic import atomic_path
+
+__all__ = ["asinh_stretch", "save_mosaic", "save_image"]
+
+
+def asinh_stretch(img: np.ndarray, soft: float | None = None) -> np.ndarray:
+    """Map an image to [0, 1] with an asinh stretch (Lupton et al. 2004)."""
+    img = np.asarray(img, dtype=float)
+    finite = img[np.isfinite(img)]
+    if finite.size == 0:
+        return np.zeros_like(img)
+    noise = 1.4826 * np.median(np.abs(finite - np.median(finite)))
+    soft = soft or max(noise, 1e-3 * (np.percentile(finite, 99.5) - np.median(finite)), 1e-30)
+    y = np.arcsinh((img - np.median(finite)) / soft)
+    lo, hi = np.percentile(y[np.isfinite(y)], [1, 99.8])
+    return np.clip((y - lo) / max(hi - lo, 1e-30), 0, 1)
+
+
+def save_mosaic(path, stamps: np.ndarray, labels: list[str] | None = None,
+                title: str = "", ncols: int | None = None) -> Path:
+    """Save a grid of stamps (each stretched on its own) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(stamps)
+    ncols = ncols or int(np.ceil(np.sqrt(max(n, 1))))
+    nrows = max(int(np.ceil(n / ncols)), 1)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.6 * nrows + 0.4),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if k < n:
+            ax.imshow(asinh_stretch(stamps[k]), origin="lower", cmap="gray_r")
+            if labels:
+                ax.set_title(labels[k], fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def save_image(path, image: np.ndarray, title: str = "", max_pixels: int = 2048) -> Path:
+    """Save one (possibly large, block-averaged) image as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img = np.asarray(image, dtype=float)
+    f = int(np.ceil(max(img.shape) / max_pixels))
+    if f > 1:
+        ny, nx = (img.shape[0] // f) * f, (img.shape[1] // f) * f
+        img = img[:ny, :nx].reshape(ny // f, f, nx // f, f).mean(axis=(1, 3))
+    fig, ax = plt.subplots(figsize=(8, 8 * img.shape[0] / img.shape[1]))
+    ax.imshow(asinh_stretch(img), origin="lower", cmap="gray_r")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(path)

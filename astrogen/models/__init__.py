@@ -1,0 +1,1 @@
+"""Neural-network models of astrogen (Keras 3)."""

@@ -1,0 +1,1 @@
+"""Physics around the models: survey presets, PSFs, GalSim rendering, observation, scenes."""

@@ -1,0 +1,83 @@
+"""Scene geometry (a TAN WCS) and a canvas that adds galaxies at sub-pixel positions."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import galsim
+import numpy as np
+from astropy.wcs import WCS
+
+from astrogen.errors import ConfigError
+
+__all__ = ["Field", "SceneCanvas"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """A rectangular field of view with a gnomonic (TAN) projection.
+
+    Parameters
+    ----------
+    nx, ny : int
+        Image size in pixels.
+    pixel_scale : float
+        arcsec / pixel.
+    ra, dec : float
+        Sky position of the image centre in deg.
+    """
+
+    nx: int
+    ny: int
+    pixel_scale: float
+    ra: float = 150.1
+    dec: float = 2.2
+
+    def wcs(self) -> WCS:
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crpix = [(self.nx + 1) / 2.0, (self.ny + 1) / 2.0]
+        w.wcs.crval = [self.ra, self.dec]
+        w.wcs.cdelt = [-self.pixel_scale / 3600.0, self.pixel_scale / 3600.0]
+        w.wcs.cunit = ["deg", "deg"]
+        w.wcs.radesys = "ICRS"
+        return w
+
+    @property
+    def area_arcmin2(self) -> float:
+        return self.nx * self.ny * (self.pixel_scale / 60.0) ** 2
+
+    def to_meta(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_meta(cls, meta) -> "Field":
+        try:
+            return cls(**{k: meta[k] for k in ("nx", "ny", "pixel_scale", "ra", "dec")})
+        except (KeyError, TypeError):
+            raise ConfigError("the catalog carries no scene geometry: add a 'catalog.positions' "
+                              "stage upstream.", key="inputs") from None
+
+
+class SceneCanvas:
+    """Accumulates PSF-convolved galaxies into one image (e- per pixel).
+
+    Positions are FITS pixel coordinates (1-based, pixel centres on integers).
+    """
+
+    def __init__(self, field: Field):
+        self.field = field
+        self.image = galsim.ImageF(field.nx, field.ny, scale=field.pixel_scale)
+
+    def add(self, profile: galsim.GSObject, x: float, y: float, stamp_size: int,
+            method: str = "auto") -> None:
+        """Draw ``profile`` centred at (x, y) in a ``stamp_size`` box and add it."""
+        ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+        half = stamp_size // 2
+        b = galsim.BoundsI(ix - half, ix - half + stamp_size - 1,
+                           iy - half, iy - half + stamp_size - 1)
+        overlap = b & self.image.bounds
+        if not overlap.isDefined():
+            return
+        stamp = galsim.ImageF(b, scale=self.field.pixel_scale)
+        profile.drawImage(stamp, method=method, center=galsim.PositionD(x, y))
+        self.image[overlap] += stamp[overlap]

@@ -1,0 +1,9 @@
+"""Pipeline stages. Importing this package registers the built-in stage types.
+
+Stage modules import only numpy, astropy and GalSim at import time; TensorFlow and model
+weights are loaded in ``Stage.setup``.
+"""
+from astrogen.stages import catalog, galsim_stages, output  # noqa: F401  (registration)
+from astrogen.stages.base import Stage, StageContext
+
+__all__ = ["Stage", "StageContext"]

@@ -1,0 +1,189 @@
+"""Output stages: stamp cubes, truth catalogs and PNG previews, written chunk by chunk."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from astrogen.batch import StampBatch
+from astrogen.registry import register_stage
+from astrogen.stages.base import Stage, check_file_name, check_int
+
+__all__ = ["StampsOutput", "CatalogOutput", "PreviewOutput"]
+
+
+def _part(stage: Stage, index: int, suffix: str):
+    return stage.ctx.work_dir / f"part_{index:06d}{suffix}"
+
+
+def _done_parts(stage: Stage, suffix: str):
+    return sorted(stage.ctx.work_dir.glob(f"part_*{suffix}"))
+
+
+@register_stage("output.stamps")
+class StampsOutput(Stage):
+    """Write stamps as one FITS cube (n, ny, nx) plus a ``ROWS`` table of their catalog ids.
+
+    The header carries the pixel scale, flux unit, zero point, PSF, band and a linear WCS of
+    offsets from the stamp centre in arcsec, plus the provenance cards.
+
+    Parameters
+    ----------
+    file_name : str
+        FITS file name in the output folder.
+    """
+
+    kind = "sink"
+    input_types = (StampBatch,)
+
+    def __init__(self, file_name: str = "stamps.fits"):
+        self.file_name = check_file_name("file_name", file_name, (".fits",))
+
+    def consume(self, index: int, batch: StampBatch) -> None:
+        from astrogen.io.atomic import save_npz
+
+        cols = {c: np.asarray(batch.catalog[c]) for c in ("row_id", "ra", "dec", "x", "y")
+                if c in batch.catalog.colnames}
+        meta = {"pixel_scale": batch.pixel_scale, "flux_unit": batch.flux_unit,
+                "zero_point": batch.zero_point, "psf": batch.psf or "none",
+                "band": batch.band, "noise": (None if batch.noise_sigma is None
+                                              else float(np.median(batch.noise_sigma)))}
+        save_npz(_part(self, index, ".npz"), images=batch.images.astype(np.float32),
+                 meta=np.array(json.dumps(meta)), **cols)
+
+    def finalize(self):
+        from astrogen.io.fits_out import provenance_cards, write_cube_stream
+
+        parts = _done_parts(self, ".npz")
+        if not parts:
+            return []
+        n, shape, rows = 0, None, []
+        for p in parts:
+            with np.load(p) as z:
+                n += z["images"].shape[0]
+                shape = z["images"].shape[1:]
+                rows.append({k: z[k] for k in z.files if k not in ("images", "meta")})
+                m = json.loads(str(z["meta"]))
+        h = fits.Header()
+        h["BUNIT"] = (m["flux_unit"], "pixel unit")
+        h["PIXSCALE"] = (m["pixel_scale"], "[arcsec/pixel]")
+        h["MAGZERO"] = (m["zero_point"], "[mag] AB magnitude of a 1 BUNIT source")
+        h["FILTER"] = (m["band"], "band")
+        h["PSF"] = (str(m["psf"])[:68], "PSF applied ('none': PSF-free profiles)")
+        h["NOISE"] = (m["noise"] if m["noise"] is not None else 0.0, "[BUNIT] noise sigma")
+        h["WCSAXES"] = 2
+        h["CTYPE1"], h["CTYPE2"] = "OFFSET_X", "OFFSET_Y"
+        h["CUNIT1"], h["CUNIT2"] = "arcsec", "arcsec"
+        h["CRPIX1"], h["CRPIX2"] = shape[1] / 2 + 0.5, shape[0] / 2 + 0.5
+        h["CRVAL1"], h["CRVAL2"] = 0.0, 0.0
+        h["CDELT1"], h["CDELT2"] = m["pixel_scale"], m["pixel_scale"]
+        h["NSTAMPS"] = (n, "number of stamps (NAXIS3)")
+        provenance_cards(h, self.ctx.provenance, self.ctx.history)
+        table = Table({k: np.concatenate([r[k] for r in rows]) for k in rows[0]})
+        rows_hdu = fits.BinTableHDU(table, name="ROWS")
+
+        def blocks():
+            for p in parts:
+                with np.load(p) as z:
+                    yield z["images"]
+
+        return [write_cube_stream(self.ctx.output_dir / self.file_name, h, shape, n, blocks(),
+                                  extra_hdus=[rows_hdu])]
+
+
+@register_stage("output.catalog")
+class CatalogOutput(Stage):
+    """Write every catalog row (all drawn properties, positions and fluxes) as a FITS table.
+
+    Accepts a catalog or stamps; for stamps, adds ``stamp_flux`` (sum of the stamp, in the
+    stamps' unit) and ``stamp_mag`` (mag).
+
+    Parameters
+    ----------
+    file_name : str
+        FITS file name in the output folder.
+    """
+
+    kind = "sink"
+    input_types = ((Table, StampBatch),)
+
+    def __init__(self, file_name: str = "truth_catalog.fits"):
+        self.file_name = check_file_name("file_name", file_name, (".fits",))
+
+    def consume(self, index: int, data) -> None:
+        from astrogen.io.atomic import atomic_path
+
+        if isinstance(data, StampBatch):
+            t = data.catalog.copy()
+            t["stamp_flux"] = data.fluxes
+            t["stamp_flux"].description = f"[{data.flux_unit}] sum of the stamp"
+            t["stamp_mag"] = data.magnitudes()
+            t["stamp_mag"].unit = "mag"
+        else:
+            t = data.copy()
+        t.meta.clear()
+        with atomic_path(_part(self, index, ".fits")) as tmp:
+            t.write(tmp, format="fits")
+
+    def finalize(self):
+        from astrogen.io.fits_out import provenance_cards, write_table_stream
+
+        parts = _done_parts(self, ".fits")
+        if not parts:
+            return []
+        h = provenance_cards(fits.Header(), self.ctx.provenance, self.ctx.history)
+        return [write_table_stream(self.ctx.output_dir / self.file_name, parts, h)]
+
+
+@register_stage("output.preview")
+class PreviewOutput(Stage):
+    """PNG mosaic of the first ``n_max`` stamps, labelled with row id and magnitude.
+
+    Parameters
+    ----------
+    file_name : str
+        PNG file name in the output folder.
+    n_max : int
+        Number of stamps shown.
+    """
+
+    kind = "sink"
+    input_types = (StampBatch,)
+
+    def __init__(self, file_name: str = "preview.png", n_max: int = 36):
+        self.file_name = check_file_name("file_name", file_name, (".png",))
+        self.n_max = check_int("n_max", n_max)
+        self.stamps: list[np.ndarray] = []
+        self.labels: list[str] = []
+        self.title = ""
+
+    def consume(self, index: int, batch: StampBatch) -> None:
+        self.title = (f"{batch.meta.get('generator', '')} {batch.band} "
+                      f"{batch.pixel_scale}\"/pix  psf={batch.psf or 'none'}")
+        mags = batch.catalog["mag"] if "mag" in batch.catalog.colnames else [np.nan] * len(batch)
+        for i in range(len(batch)):
+            if len(self.stamps) >= self.n_max:
+                return
+            self.stamps.append(np.asarray(batch.images[i]))
+            self.labels.append(f"#{int(batch.catalog['row_id'][i])} m={float(mags[i]):.1f}")
+
+    def get_state(self):
+        if not self.stamps:
+            return None
+        return {"stamps": np.array(self.stamps), "labels": np.array(self.labels),
+                "title": np.array(self.title)}
+
+    def set_state(self, state) -> None:
+        self.stamps = list(state["stamps"])
+        self.labels = [str(s) for s in state["labels"]]
+        self.title = str(state["title"])
+
+    def finalize(self):
+        from astrogen.io.preview import save_mosaic
+
+        if not self.stamps:
+            return []
+        return [save_mosaic(self.ctx.output_dir / self.file_name, np.array(self.stamps),
+                            self.labels, title=self.title)]
