@@ -43,7 +43,9 @@ def save_mosaic(path, stamps: np.ndarray, labels: list[str] | None = None,
             if labels:
                 ax.set_title(labels[k], fontsize=6)
     if title:
-        fig.suptitle(title, fontsize=9)
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, 12 * ncols)), fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
