@@ -66,7 +66,7 @@ def _cmd_run(args) -> int:
     progress = False if args.no_progress or args.verbosity == 0 else None
     res = run_pipeline(p, resume=args.resume, progress=progress)
     if args.verbosity >= 1:
-        print(f"astrogen: {p.name}: {res.n_rows} rows in {res.n_chunks} chunk(s), "
+        print(f"astrogen: {p.name}: {res.n_rows} item(s) (rows or boxes) in {res.n_chunks} chunk(s), "
               f"{res.wall_time:.1f} s -> {res.output}")
         for f in res.files:
             print(f"  {f}")
@@ -76,7 +76,7 @@ def _cmd_run(args) -> int:
 def _cmd_validate(args) -> int:
     p = _load(args.file, args.overrides)
     print(f"astrogen: {args.file}: pipeline '{p.name}' is valid: {len(p.nodes)} stages, "
-          f"{p.n_rows()} rows in {p.n_chunks()} chunk(s), output '{p.output}'.")
+          f"{p.n_rows()} item(s) in {p.n_chunks()} chunk(s), output '{p.output}'.")
     for n in p.nodes:
         ins = f" <- {', '.join(n.inputs)}" if n.inputs else ""
         print(f"  {n.name} ({n.type}, {n.stage.kind}){ins}")

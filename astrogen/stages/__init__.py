@@ -4,6 +4,7 @@ Stage modules import only numpy, astropy and GalSim at import time; TensorFlow a
 weights are loaded in ``Stage.setup``.
 """
 from astrogen.stages import catalog, galsim_stages, output  # noqa: F401  (registration)
+from astrogen.stages import nbody  # noqa: F401  (registration: N-body stages)
 from astrogen.stages.base import Stage, StageContext
 
 __all__ = ["Stage", "StageContext"]
