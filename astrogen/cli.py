@@ -1,4 +1,4 @@
-"""Command line: ``astrogen [-v N] {run,validate,stages} ...``.
+"""Command line: ``astrogen [-v N] {run,validate,train,stages} ...``.
 
 ``main(argv)`` is testable in-process and returns the exit status: 0 on success, 2 for any
 :class:`~astrogen.errors.AstrogenError` (printed as one line, never a traceback), 130 when
@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a pipeline without running it")
     v.add_argument("file")
     v.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    t = sub.add_parser("train", help="train a model from a training YAML (configs/*.yaml)")
+    t.add_argument("file", help="training YAML file")
+    t.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="override config values, e.g. training.vae_steps=100")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in the run folder")
     s = sub.add_parser("stages", help="list the registered stage types and their parameters")
     s.add_argument("--modules", nargs="*", default=[], help="plug-in modules to import first")
     return p
@@ -70,6 +76,16 @@ def _cmd_run(args) -> int:
               f"{res.wall_time:.1f} s -> {res.output}")
         for f in res.files:
             print(f"  {f}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from astrogen.training import run_training
+
+    res = run_training(args.file, resume=args.resume, overrides=args.overrides)
+    if args.verbosity >= 1:
+        print(f"astrogen: trained {res.get('output')} (steps {res.get('steps_done')}, "
+              f"run folder {res.get('run_dir')})")
     return 0
 
 
@@ -118,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("astrogen").setLevel(logging.INFO if args.verbosity == 1
                                                else logging.DEBUG)
     try:
-        return {"run": _cmd_run, "validate": _cmd_validate, "stages": _cmd_stages}[
+        return {"run": _cmd_run, "validate": _cmd_validate, "train": _cmd_train,
+                "stages": _cmd_stages}[
             args.command](args)
     except AstrogenError as exc:
         print(f"astrogen: error: {type(exc).__name__}: {exc}", file=sys.stderr)

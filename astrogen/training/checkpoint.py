@@ -1,0 +1,104 @@
+"""Atomic training checkpoints: all variable values of a model and its optimizers in one
+``.npz``, plus a ``latest.json`` pointer.
+
+Why not ``tf.train.Checkpoint``: it writes several files (index, data shards, a state file)
+that are not replaced as a unit, and Keras 3 auto-generated variable paths (``adam_1/...``)
+change from one process to the next. Here a checkpoint is a single file written to a
+temporary name and renamed (:mod:`astrogen.io.atomic`), the variables are stored in the
+order of ``model.weights`` / ``optimizer.variables`` (which only depends on the
+configuration) and checked by shape on restore, and the float32 values are restored
+bit for bit. The training state that is not a variable (step counter, phase) is a JSON
+string inside the same file, so weights and counter can never disagree.
+
+The random state of a run is the step counter: every random quantity of the training loop
+(data order, reparameterisation noise) is a counter-based function of ``(seed, step)``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from astrogen.errors import ResumeError
+from astrogen.io.atomic import save_npz, write_json
+
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "restore_variables"]
+
+_NAME = re.compile(r"^ckpt_(\d{9})\.npz$")
+
+
+def _arrays(groups: dict[str, list]) -> dict[str, np.ndarray]:
+    out = {}
+    for group, variables in groups.items():
+        for i, v in enumerate(variables):
+            out[f"{group}/{i:05d}"] = np.asarray(v)
+    return out
+
+
+def save_checkpoint(folder, step: int, groups: dict[str, list], state: dict,
+                    keep: int = 2) -> Path:
+    """Write ``folder/ckpt_<step>.npz`` atomically, point ``latest.json`` at it, and delete
+    all but the ``keep`` newest checkpoints.
+
+    Parameters
+    ----------
+    groups : dict of lists of variables
+        e.g. ``{"model": model.weights, "vae_optimizer": opt.variables}``.
+    state : dict
+        JSON-able training state (step, phase, ...), stored in the file.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ckpt_{int(step):09d}.npz"
+    arrays = _arrays(groups)
+    meta = dict(state, step=int(step), groups={g: len(v) for g, v in groups.items()})
+    arrays["__state__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    save_npz(path, **arrays)
+    write_json(folder / "latest.json", {"file": path.name, "step": int(step)})
+    old = sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: p.name)
+    for p in old[:-int(keep)]:
+        if p != path:
+            p.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(folder) -> Path | None:
+    """The newest complete checkpoint of ``folder`` (``None`` if there is none)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    pointer = folder / "latest.json"
+    if pointer.is_file():
+        try:
+            p = folder / json.loads(pointer.read_text())["file"]
+            if p.is_file():
+                return p
+        except (ValueError, KeyError):
+            pass
+    files = sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: p.name)
+    return files[-1] if files else None
+
+
+def load_checkpoint(path) -> tuple[dict, dict[str, list[np.ndarray]]]:
+    """``(state, {group: [arrays]})`` of a checkpoint file."""
+    with np.load(path) as z:
+        state = json.loads(bytes(z["__state__"]).decode())
+        groups = {g: [z[f"{g}/{i:05d}"] for i in range(n)] for g, n in state["groups"].items()}
+    return state, groups
+
+
+def restore_variables(variables: list, values: list[np.ndarray], group: str, path) -> None:
+    """Assign ``values`` to ``variables`` after checking count and shapes."""
+    if len(variables) != len(values):
+        raise ResumeError("the checkpoint does not match the model (number of variables).",
+                          key=f"{path}:{group}",
+                          received={"checkpoint": len(values), "model": len(variables)})
+    for v, a in zip(variables, values):
+        if tuple(v.shape) != tuple(a.shape):
+            raise ResumeError("the checkpoint does not match the model (variable shape).",
+                              key=f"{path}:{group}:{v.path}",
+                              received={"checkpoint": a.shape, "model": tuple(v.shape)})
+    for v, a in zip(variables, values):
+        v.assign(a)

@@ -1,0 +1,394 @@
+"""Training loop of the conditional FlowVAE (Lanusse et al. 2021, arXiv:2008.03833).
+
+Phases (global step ``g`` counts both):
+
+1. ``g < vae_steps``: VAE on the negative ELBO (:func:`astrogen.models.flowvae.train_vae_step`)
+   with the PSF-aware likelihood of each stamp (its PSF and noise power spectrum, or white
+   ``noise_sigma`` with ``noise_model: sigma``). Batch ``g`` is batch ``g % S`` of epoch
+   ``g // S`` (``S = n_galaxies // batch_size``) of :func:`astrogen.datasets.stamp_dataset`
+   with seed ``derive_seed(seed, "data")``; the reparameterisation noise of step ``g`` is
+   seeded with ``(seed, g)``.
+2. ``vae_steps <= g < vae_steps + flow_steps``: the encoder means of all training stamps are
+   computed once (row order, cached in ``run_dir/latents.npz``) and the conditional flow is
+   fitted on them (:func:`astrogen.models.flowvae.train_flow_step`), flow step ``f`` taking
+   rows ``perm_e[i*B:(i+1)*B]`` with ``e, i = divmod(f, n // B)`` and ``perm_e`` a numpy
+   permutation seeded with ``derive_seed(seed, "flow_data", e)``.
+
+Everything random is therefore a function of ``(seed, step)``; a checkpoint (weights,
+non-trainable condition normalisation, both optimizers' variables including their iteration
+counters, and the step) is all the state there is, and ``--resume`` continues exactly.
+
+Run folder (``run_dir``): ``config.json`` (the checked configuration), ``checkpoints/``
+(``ckpt_<step>.npz`` + ``latest.json``), ``losses.jsonl`` (one JSON object per logged step;
+on resume the lines after the restored checkpoint are dropped), ``latents.npz``,
+``eval_real.json`` (ELBO of the 100 real COSMOS stamps after the VAE phase) and
+``result.json``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from astrogen.errors import ConfigError, ResumeError
+from astrogen.io.atomic import atomic_path, save_npz, write_json
+from astrogen.seeds import derive_seed
+from astrogen.training.checkpoint import (latest_checkpoint, load_checkpoint,
+                                          restore_variables, save_checkpoint)
+from astrogen.training.config import TrainingConfig
+
+__all__ = ["train_flowvae"]
+
+
+# ---------------------------------------------------------------------- helpers
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _prepare_dataset(cfg: TrainingConfig) -> tuple[Path, dict]:
+    from astrogen.datasets.galaxy_stamps import (StampDatasetConfig, build_stamp_dataset,
+                                                 dataset_is_complete, read_manifest)
+
+    ds = dict(cfg["dataset"])
+    path = Path(ds.pop("path"))
+    dcfg = StampDatasetConfig.from_dict(ds)
+    if dataset_is_complete(path):
+        manifest = read_manifest(path)
+        have = StampDatasetConfig.from_dict(manifest["config"]).identity()
+        if have != dcfg.identity():
+            diff = {k: (v, dcfg.identity()[k]) for k, v in have.items()
+                    if dcfg.identity()[k] != v}
+            raise ConfigError("the dataset folder holds another dataset; change dataset.path "
+                              "or delete the folder.", key="dataset.path",
+                              received={"path": str(path),
+                                        "differences (existing, configured)": diff})
+        return path, manifest
+    manifest = build_stamp_dataset(path, dcfg, progress=cfg["training"]["progress"])
+    return path, manifest
+
+
+def _auto_flux_scale(path: Path) -> float:
+    """Median over (up to) the first 1024 stamps of their brightest observed pixel, rounded
+    to two significant digits: the decoder and encoder then work on numbers of order 1."""
+    from astrogen.datasets.galaxy_stamps import _Reader
+
+    r = _Reader(path, ("observed",))
+    maxima, k = [], 0
+    while sum(len(m) for m in maxima) < 1024 and k < len(r.manifest["shards"]):
+        maxima.append(r.shard(k)["observed"].max(axis=(1, 2)))
+        k += 1
+    v = float(np.median(np.concatenate(maxima)[:1024]))
+    if not (v > 0):
+        raise ConfigError("cannot set flux_scale automatically (non-positive stamps); give a "
+                          "number.", key="flowvae.flux_scale", received={"median_max": v})
+    return float(f"{v:.2g}")
+
+
+def _learning_rate(kind: str, lr: float, steps: int, final_fraction: float):
+    import keras
+
+    if kind == "cosine" and steps > 0:
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps,
+                                                      alpha=final_fraction)
+    return lr
+
+
+def _current_lr(optimizer) -> float:
+    lr = optimizer.learning_rate
+    return float(np.asarray(lr))
+
+
+def _rewrite_log(log_path: Path, up_to_step: int) -> None:
+    """Keep only the log lines of steps ``<= up_to_step`` (after a resume)."""
+    if not log_path.is_file():
+        return
+    keep = []
+    for line in log_path.read_text().splitlines():
+        try:
+            if int(json.loads(line).get("step", 0)) <= up_to_step:
+                keep.append(line)
+        except ValueError:
+            continue  # a line cut by the interruption
+    with atomic_path(log_path) as tmp:
+        tmp.write_text("".join(x + "\n" for x in keep))
+
+
+def _save_model_atomic(model, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, output)
+        os.replace(tmp.with_suffix(".json"), output.with_suffix(".json"))
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_suffix(".json").unlink(missing_ok=True)
+
+
+def _vae_eval(model, data: dict, noise_model: str, seed: int, batch: int) -> dict:
+    """Negative ELBO and its terms (beta = 1, no free bits; nats per stamp, mean over
+    ``data``), evaluated in fixed micro-batches with a fixed reparameterisation seed."""
+    n = len(data["observed"])
+    key = "noise_power" if noise_model == "power" else "noise_sigma"
+    sums: dict[str, float] = {}
+    for start in range(0, n, batch):
+        sl = slice(start, min(start + batch, n))
+        out = model.vae_losses(data["observed"][sl], data["psf"][sl], seed=(int(seed), start),
+                               beta=1.0, free_bits=0.0, **{key: data[key][sl]})
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * (sl.stop - sl.start)
+    return {k: v / n for k, v in sums.items()}
+
+
+def _evaluate_real(model, stamp_size: int, noise_model: str, seed: int) -> dict:
+    """Mean ELBO terms (nats per stamp) of the 100 real COSMOS stamps."""
+    from astrogen.datasets.galaxy_stamps import load_real_cosmos
+
+    real = load_real_cosmos(stamp_size, seed=seed)
+    out = _vae_eval(model, real, noise_model, seed, batch=50)
+    return out | {"n": len(real["observed"])}
+
+
+# ---------------------------------------------------------------------- main loop
+def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
+    """Train a FlowVAE as configured (see module docstring); returns a summary dict.
+
+    Note: the initial weights are drawn after ``keras.utils.set_random_seed(derive_seed(seed,
+    "init"))``, which also sets Python's, numpy's and TensorFlow's global seeds.
+    """
+    import keras
+
+    from astrogen.datasets.galaxy_stamps import CONDITION_NAMES, read_stamps, stamp_dataset
+    from astrogen.models.flowvae import FlowVAE, train_flow_step, train_vae_step
+
+    t_cfg, a_cfg = cfg["training"], cfg["flowvae"]
+    seed = int(cfg["seed"])
+    run_dir = cfg.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    output = Path(cfg["output"])
+    ckpt = latest_checkpoint(ckpt_dir)
+    config_file = run_dir / "config.json"
+    if ckpt is not None and not resume:
+        raise ResumeError("the run folder already holds checkpoints of a run; use --resume to "
+                          "continue it, or delete the folder / change run_dir.",
+                          key="run_dir", received={"run_dir": str(run_dir)})
+    if ckpt is not None and config_file.is_file():
+        old = TrainingConfig(json.loads(config_file.read_text()))
+        a = _flatten(old.for_comparison())
+        b = _flatten(json.loads(json.dumps(cfg.for_comparison())))
+        diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+        if diff:
+            raise ResumeError("--resume with a configuration that differs from the run's.",
+                              key="run_dir", received={"differences (run, now)": diff})
+
+    ds_path, manifest = _prepare_dataset(cfg)
+    if list(manifest["conditions"]["names"]) != list(CONDITION_NAMES):
+        raise ConfigError("unexpected condition columns in the dataset.", key="dataset.path",
+                          received={"conditions": manifest["conditions"]["names"]})
+    n_gal = int(manifest["n_galaxies"])
+    n = int(manifest["stamp_size"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(config_file, cfg)
+
+    flux_scale = a_cfg["flux_scale"]
+    if flux_scale == "auto":
+        flux_scale = _auto_flux_scale(ds_path)
+    arch = {k: v for k, v in a_cfg.items() if k != "flux_scale"}
+    keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
+    model = FlowVAE(stamp_size=n, flux_scale=flux_scale, condition_names=list(CONDITION_NAMES),
+                    pixel_scale=float(manifest["pixel_scale"]),
+                    flux_unit=str(manifest["flux_unit"]), **arch)
+    conditions = read_stamps(ds_path, fields=("conditions",))["conditions"]
+    model.adapt_conditions(conditions)
+
+    vae_steps, flow_steps = int(t_cfg["vae_steps"]), int(t_cfg["flow_steps"])
+    total = vae_steps + flow_steps
+    clip = {"global_clipnorm": t_cfg["clipnorm"]} if t_cfg["clipnorm"] else {}
+    vae_opt = keras.optimizers.Adam(
+        _learning_rate(t_cfg["lr_schedule"], t_cfg["vae_learning_rate"], vae_steps,
+                       t_cfg["lr_final_fraction"]), name="vae_adam", **clip)
+    flow_opt = keras.optimizers.Adam(
+        _learning_rate(t_cfg["lr_schedule"], t_cfg["flow_learning_rate"], flow_steps,
+                       t_cfg["lr_final_fraction"]), name="flow_adam", **clip)
+    vae_opt.build(model.vae_variables)
+    flow_opt.build(model.flow_variables)
+    groups = {"model": model.weights, "vae_optimizer": vae_opt.variables,
+              "flow_optimizer": flow_opt.variables}
+
+    step = 0
+    log_path = run_dir / "losses.jsonl"
+    if ckpt is not None:
+        state, values = load_checkpoint(ckpt)
+        for g, variables in groups.items():
+            restore_variables(variables, values[g], g, ckpt)
+        step = int(state["step"])
+        _rewrite_log(log_path, step)
+    else:
+        log_path.unlink(missing_ok=True)
+    if step < vae_steps:  # files derived from a finished VAE phase cannot be current
+        for stale in ("latents.npz", "eval_real.json", "result.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+
+    batch = int(t_cfg["batch_size"])
+    steps_per_epoch = n_gal // batch
+    fields = ("observed", "psf", "noise_power" if t_cfg["noise_model"] == "power"
+              else "noise_sigma")
+    data_seed = derive_seed(seed, "data")
+
+    def vae_batches(start: int):
+        epoch, skip = divmod(start, steps_per_epoch)
+        while True:
+            ds = stamp_dataset(ds_path, batch, fields=fields,
+                               shuffle_buffer=t_cfg["shuffle_buffer"], seed=data_seed,
+                               epoch=epoch, repeat=False, drop_remainder=True)
+            if skip:
+                ds = ds.skip(skip)
+            yield from ds
+            epoch, skip = epoch + 1, 0
+
+    latents_file = run_dir / "latents.npz"
+    latents: dict = {}
+
+    def ensure_latents():
+        if latents:
+            return
+        if latents_file.is_file():
+            with np.load(latents_file) as z:
+                latents.update(z=z["z"], conditions=z["conditions"])
+            if len(latents["z"]) == n_gal:
+                return
+            latents.clear()
+        zs, cs = [], []
+        ds = stamp_dataset(ds_path, int(t_cfg["latent_batch_size"]),
+                           fields=("observed", "conditions"), shuffle_buffer=0,
+                           drop_remainder=False)
+        for b in ds:
+            zs.append(model.encode(b["observed"]).numpy())
+            cs.append(b["conditions"].numpy())
+        latents.update(z=np.concatenate(zs), conditions=np.concatenate(cs))
+        save_npz(latents_file, **latents)
+
+    flow_batch = int(t_cfg["flow_batch_size"])
+    flow_spe = n_gal // flow_batch
+    flow_seed = derive_seed(seed, "flow_data")
+
+    def flow_rows(f: int) -> np.ndarray:
+        e, i = divmod(f, flow_spe)
+        perm = np.random.default_rng(derive_seed(flow_seed, e)).permutation(n_gal)
+        return perm[i * flow_batch:(i + 1) * flow_batch]
+
+    monitor_data = None
+    if t_cfg["monitor_size"] > 0 and vae_steps > 0:
+        monitor_data = read_stamps(ds_path, fields=fields,
+                                   rows=slice(0, min(int(t_cfg["monitor_size"]), n_gal)))
+    monitor_seed = derive_seed(seed, "monitor") % (2 ** 31)
+
+    def monitor(s: int, log) -> None:
+        ev = _vae_eval(model, monitor_data, t_cfg["noise_model"], monitor_seed,
+                       int(t_cfg["latent_batch_size"]))
+        log.write(json.dumps({"step": s, "phase": "monitor", **ev}) + "\n")
+        log.flush()
+
+    eval_file = run_dir / "eval_real.json"
+    result: dict = {"output": str(output), "run_dir": str(run_dir), "dataset": str(ds_path),
+                    "flux_scale": flux_scale, "vae_steps": vae_steps,
+                    "flow_steps": flow_steps, "start_step": step}
+    max_run = t_cfg["max_steps_this_run"]
+    stop_at = total if max_run is None else min(total, step + int(max_run))
+    every, keep = int(t_cfg["checkpoint_every"]), int(t_cfg["keep_checkpoints"])
+    log_every = int(t_cfg["log_every"])
+
+    def checkpoint(s: int, phase: str):
+        save_checkpoint(ckpt_dir, s, groups, {"phase": phase, "seed": seed}, keep=keep)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=step, desc="flowvae", unit="step",
+               disable=not t_cfg["progress"], dynamic_ncols=True)
+    last: dict = {}
+    timing = {"vae": [0, 0.0], "flow": [0, 0.0]}
+    seen: set = set()
+    t_start = time.perf_counter()
+    it = vae_batches(step) if step < vae_steps else None
+    try:
+        with open(log_path, "a") as log:
+            if monitor_data is not None and step == 0 and stop_at > 0:
+                monitor(0, log)
+            while step < stop_at:
+                t0 = time.perf_counter()
+                if step < vae_steps:
+                    phase = "vae"
+                    b = next(it)
+                    kw = ({"noise_power": b["noise_power"]} if "noise_power" in b
+                          else {"noise_sigma": b["noise_sigma"]})
+                    out = train_vae_step(model, vae_opt, b["observed"], b["psf"], step=step,
+                                         seed=seed, **kw)
+                    out["lr"] = _current_lr(vae_opt)
+                    if not math.isfinite(out["loss"]):
+                        raise ConfigError("the VAE loss is not finite (lower "
+                                          "training.vae_learning_rate or set clipnorm).",
+                                          key="training", received={"step": step, **out})
+                else:
+                    phase = "flow"
+                    it = None
+                    ensure_latents()
+                    f = step - vae_steps
+                    rows = flow_rows(f)
+                    out = train_flow_step(model, flow_opt, latents["z"][rows],
+                                          latents["conditions"][rows])
+                    out["lr"] = _current_lr(flow_opt)
+                dt = time.perf_counter() - t0
+                if phase in seen:  # the first step of a phase includes tracing: not timed
+                    timing[phase][0] += 1
+                    timing[phase][1] += dt
+                seen.add(phase)
+                step += 1
+                last = {"phase": phase, **out}
+                if step % log_every == 0 or step == stop_at or step == vae_steps:
+                    rec = {"step": step, "phase": phase, **{k: float(v) for k, v in out.items()},
+                           "time_s": round(time.perf_counter() - t_start, 3)}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.set_postfix(phase=phase, loss=f"{out['loss']:.4g}")
+                bar.update(1)
+                if monitor_data is not None and step <= vae_steps and (
+                        step == vae_steps or (t_cfg["monitor_every"]
+                                              and step % t_cfg["monitor_every"] == 0)):
+                    monitor(step, log)
+                if step == vae_steps and vae_steps > 0:
+                    if t_cfg["eval_real"]:
+                        ev = _evaluate_real(model, n, t_cfg["noise_model"], seed)
+                        write_json(eval_file, {"step": step, **ev})
+                        log.write(json.dumps({"step": step, "phase": "eval_real", **ev}) + "\n")
+                        log.flush()
+                    checkpoint(step, phase)
+                elif step % every == 0 or step == stop_at:
+                    checkpoint(step, phase)
+    finally:
+        bar.close()
+
+    complete = step >= total
+    result.update(steps_done=step, complete=complete, last=last,
+                  steps_per_second={k: (v[0] / v[1] if v[1] > 0 else None)
+                                    for k, v in timing.items()})
+    mon = [json.loads(x) for x in log_path.read_text().splitlines()
+           if '"monitor"' in x] if log_path.is_file() else []
+    if mon:
+        result["monitor"] = {"first": mon[0], "last": mon[-1]}
+    if eval_file.is_file():
+        result["eval_real"] = json.loads(eval_file.read_text())
+    if complete:
+        _save_model_atomic(model, output)
+    write_json(run_dir / "result.json", result)
+    return result
