@@ -69,6 +69,10 @@ def _cmd_run(args) -> int:
     from astrogen.pipeline.runner import run_pipeline
 
     p = _load(args.file, args.overrides)
+    if args.verbosity < 3 and any(type(n.stage).uses_tensorflow for n in p.nodes):
+        from astrogen.tf_quiet import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
     progress = False if args.no_progress or args.verbosity == 0 else None
     res = run_pipeline(p, resume=args.resume, progress=progress)
     if args.verbosity >= 1:
@@ -82,6 +86,10 @@ def _cmd_run(args) -> int:
 def _cmd_train(args) -> int:
     from astrogen.training import run_training
 
+    if args.verbosity < 3:
+        from astrogen.tf_quiet import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
     res = run_training(args.file, resume=args.resume, overrides=args.overrides)
     if args.verbosity >= 1:
         print(f"astrogen: trained {res.get('output')} (steps {res.get('steps_done')}, "

@@ -74,6 +74,8 @@ class Stage:
     output_type: ClassVar[type | None] = None
     #: Units of the constructor arguments, shown by ``astrogen stages``.
     units: ClassVar[dict[str, str]] = {}
+    #: Whether the stage imports TensorFlow (the CLI then imports it quietly beforehand).
+    uses_tensorflow: ClassVar[bool] = False
 
     ctx: StageContext | None = None
 

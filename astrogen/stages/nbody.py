@@ -225,6 +225,7 @@ class NBodyPM(Stage):
 
     input_types = (DensityField,)
     output_type = NBodySnapshot
+    uses_tensorflow = True
     units = {"redshift": "dimensionless", "a_init": "scale factor",
              "force_resolution": "mesh cells per particle spacing",
              "density_grid": "cells per side"}

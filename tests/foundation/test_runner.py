@@ -195,3 +195,13 @@ def test_cli_is_quick_and_does_not_import_tensorflow():
     seconds, tf_loaded = r.stderr.split()[-2:]
     assert tf_loaded == "False"
     assert float(seconds) < 5.0
+
+
+def test_tensorflow_start_up_noise_is_silenced(tmp_path):
+    code = ("from astrogen.tf_quiet import import_tensorflow_quietly; "
+            "tf = import_tensorflow_quietly(); print(tf.__version__)")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       check=True)
+    assert r.stdout.strip().startswith("2.")
+    assert r.stderr == ""
