@@ -116,6 +116,10 @@ class FlowVAE(keras.Model):
         Pixel scale of the training stamps in arcsec/pixel (metadata for generation).
     flux_unit : str
         Flux unit of the training stamps' pixels (metadata for generation).
+    condition_range : list of two lists, optional
+        ``[minima, maxima]`` of each condition over the training catalog, in physical units
+        (set by :meth:`adapt_conditions`); generation stages use it to refuse or clip rows
+        outside the range the flow was trained on.
     """
 
     def __init__(self, stamp_size=64, latent_dim=32, channels=(32, 64, 128, 256),
@@ -124,7 +128,7 @@ class FlowVAE(keras.Model):
                  flow_num_bijectors=4, flow_hidden_units=(128, 128), flow_activation="elu",
                  flow_permutation="random", flow_seed=0, beta=1.0, free_bits=0.0,
                  kl_warmup_steps=0, pad_psf=True, pixel_scale=0.03, flux_unit="count/s",
-                 **kwargs):
+                 condition_range=None, **kwargs):
         super().__init__(**kwargs)
         check_architecture(stamp_size, latent_dim, channels, blocks_per_level,
                            output_activation, flux_scale)
@@ -161,6 +165,7 @@ class FlowVAE(keras.Model):
         self.pad_psf = bool(pad_psf)
         self.pixel_scale = float(pixel_scale)
         self.flux_unit = str(flux_unit)
+        self.condition_range = self._check_range(condition_range)
 
         self.encoder = build_encoder(self.stamp_size, self.latent_dim, self.channels,
                                      self.blocks_per_level, activation, self.flux_scale,
@@ -200,6 +205,7 @@ class FlowVAE(keras.Model):
             "pad_psf": self.pad_psf,
             "pixel_scale": self.pixel_scale,
             "flux_unit": self.flux_unit,
+            "condition_range": self.condition_range,
         }
 
     @classmethod
@@ -255,9 +261,25 @@ class FlowVAE(keras.Model):
                                received={"bad_rows": np.flatnonzero(bad)[:5].tolist()})
         return arr.astype(np.float32)
 
+    def _check_range(self, condition_range):
+        if condition_range is None:
+            return None
+        lo, hi = (np.asarray(v, dtype=np.float64) for v in condition_range)
+        c = len(self.condition_names)
+        if lo.shape != (c,) or hi.shape != (c,) or not np.all(lo <= hi):
+            raise ConfigError(f"must be [minima, maxima], two lists of {c} values with "
+                              "minima <= maxima.", key="condition_range",
+                              received={"condition_range": condition_range})
+        return [[float(v) for v in lo], [float(v) for v in hi]]
+
     def adapt_conditions(self, conditions) -> None:
-        """Set the condition normalisation (mean, std) from the training catalog."""
-        self.flow.adapt(self.condition_array(conditions))
+        """Set the condition normalisation (mean, std) and the training range (min, max)
+        from the training catalog."""
+        arr = self.condition_array(conditions)
+        self.flow.adapt(arr)
+        if len(arr):
+            self.condition_range = [arr.min(axis=0).astype(float).tolist(),
+                                    arr.max(axis=0).astype(float).tolist()]
 
     @property
     def condition_normalization(self) -> dict:
@@ -407,8 +429,32 @@ class FlowVAE(keras.Model):
             Light profiles in ``flux_unit`` per pixel at ``pixel_scale`` arcsec/pixel.
         """
         c = self.condition_array(conditions)
+        u = self._row_noise(c.shape[0], seed_per_row, temperature)
+        return self.generate_from_noise(u, c, batch_size=batch_size)
+
+    def generate_from_noise(self, noise, conditions, batch_size: int = 16) -> np.ndarray:
+        """Decode ``z = flow.forward(noise, c)``: generation with the caller's base noise.
+
+        Parameters
+        ----------
+        noise : array (B, latent_dim)
+            Standard-normal base noise (already scaled by any temperature), e.g. drawn from
+            GalSim's per-object random number generator by the GalSim plug-in.
+        conditions : array (B, C) or table
+            As in :meth:`generate`.
+        batch_size : int
+            Fixed micro-batch size (the last one padded).
+
+        Returns
+        -------
+        numpy.ndarray, float32, shape (B, N, N)
+        """
+        c = self.condition_array(conditions)
+        u = np.asarray(noise, dtype=np.float32)
         n_rows = c.shape[0]
-        u = self._row_noise(n_rows, seed_per_row, temperature)
+        if u.shape != (n_rows, self.latent_dim):
+            raise ConfigError(f"noise must have shape ({n_rows}, {self.latent_dim}).",
+                              key="noise", received={"shape": u.shape})
         n = self.stamp_size
         out = np.empty((n_rows, n, n), dtype=np.float32)
         bs = int(batch_size)
@@ -443,6 +489,7 @@ class FlowVAE(keras.Model):
             "stamp_size": self.stamp_size,
             "pixel_scale": self.pixel_scale,
             "flux_unit": self.flux_unit,
+            "condition_range": self.condition_range,
         }
 
     def save(self, filepath, overwrite: bool = True, **kwargs) -> None:

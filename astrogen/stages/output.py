@@ -49,7 +49,10 @@ class StampsOutput(Stage):
         meta = {"pixel_scale": batch.pixel_scale, "flux_unit": batch.flux_unit,
                 "zero_point": batch.zero_point, "psf": batch.psf or "none",
                 "band": batch.band, "noise": (None if batch.noise_sigma is None
-                                              else float(np.median(batch.noise_sigma)))}
+                                              else float(np.median(batch.noise_sigma))),
+                "generator": str(batch.meta.get("generator", "")),
+                "model": str(batch.meta.get("model", "")),
+                "model_sha256": str(batch.meta.get("model_sha256", ""))}
         save_npz(_part(self, index, ".npz"), images=batch.images.astype(np.float32),
                  meta=np.array(json.dumps(meta)), **cols)
 
@@ -73,6 +76,11 @@ class StampsOutput(Stage):
         h["FILTER"] = (m["band"], "band")
         h["PSF"] = (str(m["psf"])[:68], "PSF applied ('none': PSF-free profiles)")
         h["NOISE"] = (m["noise"] if m["noise"] is not None else 0.0, "[BUNIT] noise sigma")
+        if m.get("generator"):
+            h["GENERATR"] = (m["generator"][:68], "stage that generated the light profiles")
+        if m.get("model"):
+            h["GENMODEL"] = (m["model"][-68:], "generative model (shipped name or file)")
+            h["GENMDSHA"] = (m["model_sha256"], "SHA-256 of the model file")
         h["WCSAXES"] = 2
         h["CTYPE1"], h["CTYPE2"] = "OFFSET_X", "OFFSET_Y"
         h["CUNIT1"], h["CUNIT2"] = "arcsec", "arcsec"
