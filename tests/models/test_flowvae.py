@@ -281,3 +281,25 @@ def test_conditions_from_table(model):
         model.condition_array(Table({"mag_auto": [1.0], "flux_radius": [1.0]}))
     with pytest.raises(CatalogError, match="finite"):
         model.condition_array(np.array([[np.nan, 1.0, 1.0]]))
+
+
+def test_condition_range_from_adapt_survives_save_load(tmp_path):
+    keras.utils.set_random_seed(4)
+    m = FlowVAE(**TINY)
+    cond = np.array([[20.0, 0.1, 0.3], [25.0, 0.5, 2.0], [22.0, 0.3, 1.0]], dtype="float32")
+    m.adapt_conditions(cond)
+    np.testing.assert_allclose(m.condition_range, [[20, 0.1, 0.3], [25, 0.5, 2.0]], rtol=1e-6)
+    m.save(tmp_path / "m.keras")
+    back = load_flowvae(tmp_path / "m.keras")
+    assert back.condition_range == m.condition_range
+    with pytest.raises(ConfigError, match="condition_range"):
+        FlowVAE(**{**TINY, "condition_range": [[1, 2, 3], [0, 2, 3]]})
+
+
+def test_generate_from_noise_is_generate_with_the_rows_normals(model):
+    cond = np.array([[23.0, 0.1, 0.5], [24.5, 0.2, 1.5]], dtype="float32")
+    row = seeds.row_seeds(7, np.arange(2))
+    u = seeds.normals(row, LATENT).astype("float32")
+    np.testing.assert_array_equal(model.generate_from_noise(u, cond), model.generate(cond, row))
+    with pytest.raises(ConfigError, match="noise"):
+        model.generate_from_noise(u[:1], cond)
