@@ -82,9 +82,14 @@ def robust(values: np.ndarray) -> tuple[float, float]:
 
 def morphology(images: np.ndarray, noise_sigma: np.ndarray) -> dict[str, np.ndarray]:
     """statmorph statistics of the central object of each stamp (NaN where it fails)."""
+    import logging
+    import warnings
+
     import sep
     import statmorph
 
+    warnings.simplefilter("ignore")  # statmorph's per-stamp fit warnings
+    logging.getLogger("astropy").setLevel(logging.ERROR)
     out = {k: np.full(len(images), np.nan) for k in STATS}
     for i, img in enumerate(images):
         data = np.ascontiguousarray(img, dtype=np.float64)
@@ -169,6 +174,63 @@ def _png_grid(path, rows: dict[str, np.ndarray], n_cols: int, title: str):
     plt.close(fig)
 
 
+def realism_scores(generators: dict, real: dict, indices, reps: int, seed: int,
+                   reference: str = "galsim_sersic"):
+    """KS distances of statmorph statistics between real stamps ``indices`` and simulations.
+
+    Parameters
+    ----------
+    generators : dict
+        Label -> set-up stage with ``process(table) -> StampBatch`` (PSF-free stamps).
+    real : dict
+        :func:`astrogen.datasets.galaxy_stamps.load_real_cosmos` output.
+    indices : array of int
+        Real galaxies to compare with (their own PSF and noise are applied to the sims).
+    reps : int
+        Simulated galaxies per real galaxy.
+
+    Returns
+    -------
+    realism : dict, sims : dict of observed-like stamps, psf_free : dict, idx : array
+    """
+    import galsim
+    from astropy.table import Table
+
+    from astrogen.catalog.cosmos import CosmosSampler
+    from astrogen.data import cosmos_dir
+    from astrogen.datasets.galaxy_stamps import REAL_CATALOG
+
+    rcat = real["catalog"]
+    rgc = galsim.RealGalaxyCatalog(REAL_CATALOG, dir=str(cosmos_dir()))
+    indices = np.asarray(indices)
+    idx = np.repeat(indices, reps)
+    mt = Table({"row_id": np.arange(len(idx)), "mag": np.asarray(rcat["mag"])[idx],
+                "hlr": np.asarray(rcat["hlr_psf_free"])[idx],
+                "z": np.asarray(rcat["zphot"])[idx]})
+    shape = CosmosSampler().sample(seed + 1, np.arange(len(idx)))
+    for col in ("sersic_n", "q", "beta"):
+        mt[col] = shape[col]
+    psf_free = {k: g.process(mt).images for k, g in generators.items()}
+    sims = {k: _observe_like_real(v, real["psf"], rgc, idx, seed) for k, v in psf_free.items()}
+    sig_real = real["noise_sigma"]
+    m_real = morphology(real["observed"][indices], sig_real[indices])
+    out = {"n_real": int(len(indices)), "realizations": int(reps), "statistics": {}}
+    for label, imgs in sims.items():
+        m_sim = morphology(imgs, sig_real[idx])
+        for k in STATS:
+            out["statistics"].setdefault(k, {})[label] = ks_distance(m_real[k], m_sim[k])
+    for label in generators:
+        if label == reference or reference not in generators:
+            continue
+        flags = [out["statistics"][k][label]["ks"] < out["statistics"][k][reference]["ks"]
+                 for k in STATS]
+        out[f"{label}_closer_than_{reference}_count"] = int(sum(flags))
+        for k, f in zip(STATS, flags):
+            out["statistics"][k][f"{label}_closer_than_{reference}"] = bool(f)
+    out["n_statistics"] = len(STATS)
+    return out, sims, psf_free, idx
+
+
 # ---------------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -190,11 +252,8 @@ def main(argv=None):
 
     tf = import_tensorflow_quietly()
     import galsim
-    from astropy.table import Table
-
     from astrogen.catalog.cosmos import CosmosSampler
-    from astrogen.data import cosmos_dir
-    from astrogen.datasets.galaxy_stamps import REAL_CATALOG, load_real_cosmos
+    from astrogen.datasets.galaxy_stamps import load_real_cosmos
     from astrogen.stages.flowvae import FlowVAEGenerate
     from astrogen.stages.galsim_stages import ParametricGalaxies
     from astrogen.version import __version__
@@ -258,32 +317,9 @@ def main(argv=None):
     # ---------------------------------------------------------------- 2. realism
     real = load_real_cosmos(n_pix, seed=args.seed)
     rcat = real["catalog"]
-    rgc = galsim.RealGalaxyCatalog(REAL_CATALOG, dir=str(cosmos_dir()))
-    n_real = len(rcat)
+    realism, sims, fv, idx = realism_scores({"flowvae": gen, "galsim_sersic": param}, real,
+                                            np.arange(len(rcat)), args.realizations, args.seed)
     reps = args.realizations
-    idx = np.repeat(np.arange(n_real), reps)
-    mt = Table({"row_id": np.arange(len(idx)), "mag": np.asarray(rcat["mag"])[idx],
-                "hlr": np.asarray(rcat["hlr_psf_free"])[idx], "z": np.asarray(rcat["zphot"])[idx]})
-    shape = sampler.sample(args.seed + 1, np.arange(len(idx)))
-    for col in ("sersic_n", "q", "beta"):
-        mt[col] = shape[col]
-    fv = gen.process(mt).images
-    ps = param.process(mt).images
-    sims = {"flowvae": _observe_like_real(fv, real["psf"], rgc, idx, args.seed),
-            "galsim_sersic": _observe_like_real(ps, real["psf"], rgc, idx, args.seed)}
-    sig_real = real["noise_sigma"]
-    m_real = morphology(real["observed"], sig_real)
-    realism = {"n_real": n_real, "realizations": reps, "statistics": {}}
-    for label, imgs in sims.items():
-        m_sim = morphology(imgs, sig_real[idx])
-        for k in STATS:
-            realism["statistics"].setdefault(k, {})[label] = ks_distance(m_real[k], m_sim[k])
-    for k in STATS:
-        st = realism["statistics"][k]
-        st["flowvae_closer_than_galsim_sersic"] = st["flowvae"]["ks"] < st["galsim_sersic"]["ks"]
-    realism["flowvae_closer_than_galsim_sersic_count"] = int(sum(
-        realism["statistics"][k]["flowvae_closer_than_galsim_sersic"] for k in STATS))
-    realism["n_statistics"] = len(STATS)
     results["realism"] = realism
     print(json.dumps(realism, indent=1), flush=True)
 
@@ -293,7 +329,7 @@ def main(argv=None):
               {"real COSMOS": real["observed"][show],
                "FlowVAE": sims["flowvae"][show * reps],
                "Sersic (sampler)": sims["galsim_sersic"][show * reps],
-               "FlowVAE PSF-free": fv[show * reps]},
+               "FlowVAE PSF-free": fv["flowvae"][show * reps]},
               len(show), "real HST/COSMOS galaxies (top) and simulations with matched mag, hlr, "
               "z, the real PSF and noise")
     _write_conditional_png(out / "conditional.png", req_mag, req_hlr, acc)

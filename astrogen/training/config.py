@@ -138,6 +138,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "lr_final_fraction": (0.05, _float(0.0)),
         "clipnorm": (None, _float(0.0, strict=True, optional=True)),
         "noise_model": ("power", _choice("power", "sigma")),
+        "max_peak_snr": (None, _float(0.0, strict=True, optional=True)),
         "shuffle_buffer": (1024, _int(0)),
         "flow_batch_size": (128, _int(1)),
         "latent_batch_size": (128, _int(1)),

@@ -107,3 +107,20 @@ def test_resume_gives_identical_weights(full_run, tiny_overrides):
     # resuming a finished run only rewrites the model
     d = run_training(str(TINY_CONFIG), resume=True, overrides=ov)
     assert d["complete"] and d["start_step"] == 30
+
+
+def test_temper_bright_stamps_caps_the_peak_snr():
+    import numpy as np
+
+    from astrogen.training.flowvae_trainer import temper_bright_stamps
+
+    obs = np.zeros((3, 8, 8), np.float32)
+    obs[:, 4, 4] = [1.0, 10.0, 1000.0]
+    sigma = np.array([1.0, 1.0, 2.0], np.float32)
+    power = np.ones((3, 8, 5), np.float32)
+    out = temper_bright_stamps({"observed": obs, "noise_sigma": sigma, "noise_power": power}, 50.0)
+    # peak S/N 1, 10 unchanged; 500 -> 50: variance x 100
+    np.testing.assert_allclose(out["noise_sigma"].numpy(), [1.0, 1.0, 20.0], rtol=1e-6)
+    np.testing.assert_allclose(out["noise_power"].numpy()[:, 0, 0], [1.0, 1.0, 100.0], rtol=1e-5)
+    peak_snr = obs.max(axis=(1, 2)) / out["noise_sigma"].numpy()
+    assert peak_snr.max() <= 50.0 + 1e-4
