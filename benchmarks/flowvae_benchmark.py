@@ -28,7 +28,8 @@ Writes ``results.json`` and ``realism.png`` / ``conditional.png`` into ``--out``
    real and each simulated distribution is the two-sample Kolmogorov-Smirnov statistic.
 3. Speed in the same run: stamps per second of the ``flowvae.generate`` stage and of the
    ``galsim.parametric`` stage drawing Sersic stamps of the same size (64 x 64 at 0.03"/pixel)
-   for the same rows.
+   for the same rows (the peer the issue names), and of GalSim drawing real HST galaxies
+   (``galsim.RealGalaxy``, the classical way to get realistic morphologies) on the same grid.
 """
 from __future__ import annotations
 
@@ -149,6 +150,24 @@ def _observe_like_real(stamps, psf, cat, indices, seed):
         im.addNoise(cat.getNoise(int(k)).copy(rng=galsim.BaseDeviate(galsim_seed(seeds[i]))))
         out[i] = im.array
     return out
+
+
+def _time_real_galaxy(n_pix: int, scale: float, n: int) -> tuple[float, int]:
+    """Seconds for GalSim to draw ``n`` realistic galaxies the classical way: a real HST
+    galaxy (``galsim.RealGalaxy``, deconvolved by its PSF) reconvolved by a 0.05" Gaussian
+    (it cannot be drawn unconvolved) on the same ``n_pix`` grid."""
+    import galsim
+
+    from astrogen.data import cosmos_dir
+    from astrogen.datasets.galaxy_stamps import REAL_CATALOG
+
+    rgc = galsim.RealGalaxyCatalog(REAL_CATALOG, dir=str(cosmos_dir()))
+    psf = galsim.Gaussian(fwhm=0.05)
+    t0 = time.perf_counter()
+    for i in range(n):
+        gal = galsim.RealGalaxy(rgc, index=i % rgc.nobjects, noise_pad_size=0)
+        galsim.Convolve(gal, psf).drawImage(nx=n_pix, ny=n_pix, scale=scale, method="no_pixel")
+    return time.perf_counter() - t0, n
 
 
 def _png_grid(path, rows: dict[str, np.ndarray], n_cols: int, title: str):
@@ -289,6 +308,7 @@ def main(argv=None):
     p = param.process(cat)
     t_par = time.perf_counter() - t0
 
+    t_real, n_realgal = _time_real_galaxy(n_pix, scale, min(len(cat), 200))
     req_mag = np.asarray(cat["mag"], float)
     req_hlr = np.asarray(cat["hlr"], float)
     acc = {"n": int(len(cat)), "n_outside_training_range_dropped": int((~inside).sum())}
@@ -309,6 +329,9 @@ def main(argv=None):
                         "flowvae_stamps_per_s": len(cat) / t_gen,
                         "galsim_sersic_stamps_per_s": len(cat) / t_par,
                         "ratio_flowvae_over_galsim": t_par / t_gen,
+                        "galsim_realgalaxy_stamps_per_s": n_realgal / t_real,
+                        "ratio_flowvae_over_galsim_realgalaxy": (len(cat) / t_gen)
+                        / (n_realgal / t_real),
                         "tf_threads": {"intra": tf.config.threading.get_intra_op_parallelism_threads(),
                                        "inter": tf.config.threading.get_inter_op_parallelism_threads()}}
     print(json.dumps({"conditional_accuracy": results["conditional_accuracy"],

@@ -184,11 +184,21 @@ class Scene(_SurveyStage):
 
         require_columns(batch.catalog, ["x", "y"], "scene (add a catalog.positions stage)")
         field = Field.from_meta(batch.catalog.meta.get("scene", {}))
+        xs, ys = np.asarray(batch.catalog["x"], float), np.asarray(batch.catalog["y"], float)
         if abs(field.pixel_scale - self.survey.pixel_scale) > 1e-12:
-            raise ConfigError("the positions were made for another pixel scale than this "
-                              "scene's survey.", key="survey",
-                              received={"positions_pixel_scale": field.pixel_scale,
-                                        "survey_pixel_scale": self.survey.pixel_scale})
+            # Positions made for another survey: same sky footprint and centre, this survey's
+            # pixels; objects placed from their ra/dec through this scene's TAN WCS.
+            if not {"ra", "dec"} <= set(batch.catalog.colnames):
+                raise ConfigError("the positions were made for another pixel scale than this "
+                                  "scene's survey, and the rows have no ra/dec to re-project.",
+                                  key="survey",
+                                  received={"positions_pixel_scale": field.pixel_scale,
+                                            "survey_pixel_scale": self.survey.pixel_scale})
+            ratio = field.pixel_scale / self.survey.pixel_scale
+            field = Field(nx=int(round(field.nx * ratio)), ny=int(round(field.ny * ratio)),
+                          pixel_scale=self.survey.pixel_scale, ra=field.ra, dec=field.dec)
+            xs, ys = field.wcs().all_world2pix(np.asarray(batch.catalog["ra"], float),
+                                               np.asarray(batch.catalog["dec"], float), 1)
         if self.canvas is None:
             self.canvas = SceneCanvas(field)
         flux = self._fluxes(batch)
@@ -196,8 +206,7 @@ class Scene(_SurveyStage):
         for i in range(len(batch)):
             prof = observed_profile(batch.images[i], batch.pixel_scale, float(flux[i]), self.psf)
             if prof is not None:
-                self.canvas.add(prof, float(batch.catalog["x"][i]), float(batch.catalog["y"][i]),
-                                size, self.draw_method)
+                self.canvas.add(prof, float(xs[i]), float(ys[i]), size, self.draw_method)
         self.n_objects += len(batch)
 
     def get_state(self):

@@ -132,3 +132,58 @@ def test_pipeline_runs_to_observed_stamps_with_model_provenance(tiny_flowvae_fil
         assert hdul[0].header["GENERATR"] == "flowvae.generate"
         assert len(hdul[0].header["GENMDSHA"]) == 64
         assert np.isfinite(hdul[0].data).all()
+
+
+def test_shipped_model_and_pipeline_run_small(tmp_path):
+    """pipelines/flowvae_mock.yaml with the shipped weights, shrunk to 6 galaxies."""
+    from pathlib import Path
+
+    from astrogen.models.pretrained import PRETRAINED, models_dir
+    from astrogen.pipeline.config import apply_overrides
+
+    entry = PRETRAINED["flowvae_cosmos64"]
+    assert (models_dir() / entry.file).is_file() and (models_dir() / entry.file).stat().st_size < 10e6
+    path = Path(__file__).resolve().parents[2] / "pipelines" / "flowvae_mock.yaml"
+    cfg = apply_overrides(load_config(path), [f"output={tmp_path / 'out'}",
+                                              "stages.catalog.n_objects=6",
+                                              "stages.catalog.chunk_size=4"])
+    res = run_pipeline(build_pipeline(cfg), progress=False)
+    names = {f.name for f in res.files}
+    assert {"stamps_lsst_i.fits", "stamps_euclid_vis.fits", "scene_euclid_vis.fits",
+            "truth_catalog.fits", "preview_intrinsic.png"} <= names
+    with fits.open(tmp_path / "out" / "stamps_intrinsic.fits") as hdul:
+        stamps = hdul[0].data
+        assert stamps.shape == (6, 64, 64) and hdul[0].header["GENMODEL"] == "flowvae_cosmos64"
+    assert np.all(stamps >= 0) and np.all(stamps.sum(axis=(1, 2)) > 0)
+
+
+def test_scene_reprojects_positions_made_for_another_survey(tmp_path):
+    """One positions stage (Euclid VIS pixels), scenes for Euclid and LSST: same sky place."""
+    from astropy.wcs import WCS
+
+    out = tmp_path / "out"
+    text = textwrap.dedent(f"""\
+    name: two_scenes
+    seed: 4
+    output: {out}
+    stages:
+      - {{name: catalog, type: catalog.cosmos, n_objects: 1, mag_range: [19.0, 20.0]}}
+      - {{name: pos, type: catalog.positions, inputs: [catalog], survey: euclid_vis, size: 200, margin: 40}}
+      - {{name: gen, type: galsim.parametric, inputs: [pos]}}
+      - {{name: euclid, type: scene, inputs: [gen], survey: euclid_vis, add_noise: false,
+         file_name: e.fits, preview: null}}
+      - {{name: lsst, type: scene, inputs: [gen], survey: lsst_i, add_noise: false,
+         file_name: l.fits, preview: null}}
+      - {{name: truth, type: output.catalog, inputs: [pos]}}
+    """)
+    (tmp_path / "p.yaml").write_text(text)
+    run_pipeline(build_pipeline(load_config(tmp_path / "p.yaml")), progress=False)
+    row = Table.read(out / "truth_catalog.fits")[0]
+    for name, n in (("e.fits", 200), ("l.fits", 100)):
+        with fits.open(out / name) as hdul:
+            img = hdul["NOISELESS"].data if "NOISELESS" in hdul else hdul[0].data
+            assert img.shape == (n, n)
+            y, x = np.indices(img.shape)
+            cx, cy = (img * x).sum() / img.sum() + 1, (img * y).sum() / img.sum() + 1
+            px, py = WCS(hdul[0].header).all_world2pix(row["ra"], row["dec"], 1)
+            assert abs(cx - px) < 0.3 and abs(cy - py) < 0.3
