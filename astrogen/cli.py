@@ -41,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in the same output folder")
     r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    r.add_argument("--executor", choices=("local", "dask"), default=None,
+                   help="where map stages run (default: the pipeline's 'executor:' key, "
+                        "else local)")
+    r.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="dask: worker processes of a LocalCluster (implies --executor dask)")
+    r.add_argument("--threads-per-worker", type=int, default=None, metavar="N",
+                   help="dask: threads per worker process (implies --executor dask)")
+    r.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask: address of a running scheduler, e.g. tcp://host:8786 "
+                        "(dask-jobqueue, SLURM, Kubernetes; implies --executor dask)")
     v = sub.add_parser("validate", help="check a pipeline without running it")
     v.add_argument("file")
     v.add_argument("overrides", nargs="*", metavar="key.sub=value")
@@ -66,9 +76,13 @@ def _load(file, overrides):
 
 
 def _cmd_run(args) -> int:
+    from astrogen.pipeline.executors import executor_with
     from astrogen.pipeline.runner import run_pipeline
 
     p = _load(args.file, args.overrides)
+    p.executor = executor_with(p.executor, type=args.executor, n_workers=args.workers,
+                               threads_per_worker=args.threads_per_worker,
+                               address=args.scheduler)
     if args.verbosity < 3 and any(type(n.stage).uses_tensorflow for n in p.nodes):
         from astrogen.tf_quiet import import_tensorflow_quietly
 
@@ -138,9 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     level = {0: logging.ERROR, 1: logging.WARNING, 2: logging.DEBUG, 3: logging.DEBUG}
     logging.basicConfig(level=level[args.verbosity], format="astrogen: %(message)s",
                         stream=sys.stderr, force=True)
-    if args.verbosity >= 1:
-        logging.getLogger("astrogen").setLevel(logging.INFO if args.verbosity == 1
-                                               else logging.DEBUG)
+    if args.verbosity < 2:
+        # Dask's client threads log connection tear-down errors (CommClosedError tracebacks)
+        # after a run stopped on bad input; below -v 2 the user gets the one-line error only.
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    # Always set: an earlier in-process call (tests, notebooks) may have lowered it.
+    logging.getLogger("astrogen").setLevel({0: logging.ERROR, 1: logging.INFO}.get(
+        args.verbosity, logging.DEBUG))
     try:
         return {"run": _cmd_run, "validate": _cmd_validate, "train": _cmd_train,
                 "stages": _cmd_stages}[

@@ -16,6 +16,7 @@ from typing import Any
 from astrogen.errors import (AstrogenError, ConfigError, OutputError, PipelineGraphError,
                              UnknownKeyError, suggest)
 from astrogen.pipeline.config import Config, key_path
+from astrogen.pipeline.executors import ExecutorSpec, parse_executor
 from astrogen.registry import STAGES
 from astrogen.stages.base import Stage
 
@@ -29,6 +30,8 @@ TOP_LEVEL_KEYS: dict[str, tuple[bool, tuple, str]] = {
     "output": (True, (str,), "output folder"),
     "modules": (False, (list,), "plug-in modules to import (they register stage types)"),
     "stages": (True, (list,), "ordered list of stages"),
+    "executor": (False, (dict, str), "where map stages run: local (default) or dask; "
+                                     "not part of the configuration hash"),
 }
 _RESERVED = ("name", "type", "inputs")
 
@@ -57,6 +60,9 @@ class Pipeline:
     resolved: dict[str, Any]
     source: str = "<string>"
     modules: list[str] = field(default_factory=list)
+    #: where the map stages run (``executor:`` key); not part of :attr:`config_hash`, so the
+    #: outputs and ``--resume`` do not depend on it
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
     @property
     def config_hash(self) -> str:
@@ -234,6 +240,7 @@ def build_pipeline(cfg: Config) -> Pipeline:
     if data["seed"] < 0:
         raise ConfigError("must be >= 0.", key="seed", line=cfg.line(("seed",)),
                           received={"seed": data["seed"]})
+    executor = parse_executor(data.get("executor"), cfg.line)
     modules = list(data.get("modules") or [])
     _import_modules(cfg, modules)
     if not data["stages"]:
@@ -289,4 +296,4 @@ def build_pipeline(cfg: Config) -> Pipeline:
         full.update(n.params)
         resolved["stages"].append({"name": n.name, "type": n.type, "inputs": n.inputs, **full})
     return Pipeline(name=data["name"], seed=data["seed"], output=output, nodes=ordered,
-                    resolved=resolved, source=cfg.source, modules=modules)
+                    resolved=resolved, source=cfg.source, modules=modules, executor=executor)

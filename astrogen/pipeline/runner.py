@@ -1,8 +1,10 @@
 """Run a validated pipeline chunk by chunk, with checkpoints, provenance and ``--resume``.
 
-For every chunk ``i`` the runner reads the sources, applies the map stages and hands the
-results to the sinks, which write per-chunk parts atomically. Then it checkpoints the sinks
-that accumulate (a scene image) and records ``i`` as done in ``ledger.json``, in that order.
+For every chunk ``i`` the runner reads the sources, applies the map stages (through an
+executor: in process, or one Dask task per chunk, see :mod:`astrogen.pipeline.executors`)
+and hands the results, in chunk order, to the sinks, which write per-chunk parts
+atomically. Then it checkpoints the sinks that accumulate (a scene image) and records ``i``
+as done in ``ledger.json``, in that order.
 A run stopped at any moment (Ctrl-C, kill -9) is resumed with ``--resume``: finished chunks
 are skipped, the sinks' states are restored from the last finished chunk, and since every
 random draw depends only on ``(seed, stage, row)``, the outputs are identical to those of an
@@ -29,6 +31,7 @@ import yaml
 from astrogen.errors import AstrogenError, ResumeError
 from astrogen.io.atomic import save_npz, write_json
 from astrogen.pipeline.build import Pipeline
+from astrogen.pipeline.executors import ExecutorSpec, make_executor
 from astrogen.seeds import derive_seed
 from astrogen.stages.base import StageContext
 from astrogen.version import __version__
@@ -87,7 +90,8 @@ def _versions() -> dict:
     return v
 
 
-def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None) -> RunResult:
+def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None,
+                 executor: ExecutorSpec | None = None) -> RunResult:
     """Run ``p`` (see the module docstring).
 
     Parameters
@@ -98,6 +102,9 @@ def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None
         Continue an interrupted run in the same output folder.
     progress : bool or None
         Show a progress bar (``None``: only on a terminal).
+    executor : ExecutorSpec, optional
+        Where the map stages run; default ``p.executor`` (the ``executor:`` key, local if
+        absent). See :mod:`astrogen.pipeline.executors`.
 
     Raises
     ------
@@ -105,10 +112,23 @@ def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None
         ``resume`` on a folder written by a different pipeline configuration.
     AstrogenError
         Bad input found while running; the files this run created are removed.
+    ExecutorError
+        The Dask cluster failed (unreachable, a chunk lost too many workers); what was
+        committed is kept and ``--resume`` continues.
     """
+    t_start = time.time()
+    executor = make_executor(executor or p.executor)
+    executor.start()  # a cluster that cannot be reached fails the run before any write
+    try:
+        return _run(p, executor, resume, progress, t_start)
+    finally:
+        executor.close()
+
+
+def _run(p: Pipeline, executor, resume: bool, progress, t_start: float) -> RunResult:
+    """The body of :func:`run_pipeline` once the executor is started."""
     from tqdm.auto import tqdm
 
-    t_start = time.time()
     out = p.output
     created_output = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -130,20 +150,29 @@ def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None
         if work.exists():
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
+    for stale in out.rglob(".*.tmp-*"):  # temporary files of a killed run (never final)
+        with contextlib.suppress(OSError):
+            stale.unlink()
     written: list[Path] = []
     timings = {n.name: 0.0 for n in p.nodes}
     sinks = [n for n in p.nodes if n.stage.kind == "sink"]
     history = _config_history(p)
     try:
+        contexts = {}
         for n in p.nodes:
             cards = _provenance_cards(p, n)
             ctx = StageContext(name=n.name, seed=derive_seed(p.seed, n.name), output_dir=out,
                                work_dir=work / n.name, provenance=cards, log=log,
                                history=history)
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            n.stage.setup(ctx)
-            timings[n.name] += time.perf_counter() - t0
+            contexts[n.name] = ctx
+            if n.stage.kind != "map":  # map stages are set up by the executor
+                t0 = time.perf_counter()
+                n.stage.setup(ctx)
+                timings[n.name] += time.perf_counter() - t0
+        executor.open(p, {n.name: contexts[n.name] for n in p.nodes if n.stage.kind == "map"})
+        for name, dt in executor.setup_timings.items():
+            timings[name] += dt
         if start > 0:
             for n in sinks:
                 state_file = n.stage.ctx.work_dir / f"state_{start - 1:06d}.npz"
@@ -154,36 +183,38 @@ def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None
                                  "done": start, "pipeline": p.name})
         bar = tqdm(total=n_chunks, initial=start, unit="chunk", desc=p.name,
                    disable=(not sys.stderr.isatty()) if progress is None else not progress)
-        for i in range(start, n_chunks):
-            results = {}
-            for n in p.nodes:
+        # sources and map stages: by the executor (here or on workers), in chunk order
+        for i, results, chunk_timings in executor.chunks(range(start, n_chunks)):
+            for name, dt in chunk_timings.items():
+                timings[name] += dt
+            for n in sinks:
                 t0 = time.perf_counter()
-                args = [results[name] for name in n.inputs]
-                if n.stage.kind == "source":
-                    results[n.name] = n.stage.read_chunk(i)
-                elif n.stage.kind == "map":
-                    results[n.name] = n.stage.process(*args)
-                else:
-                    n.stage.consume(i, *args)
+                n.stage.consume(i, *[results[name] for name in n.inputs])
                 timings[n.name] += time.perf_counter() - t0
             for n in sinks:  # checkpoint accumulating sinks, then mark the chunk done
                 state = n.stage.get_state()
                 if state is not None:
                     save_npz(n.stage.ctx.work_dir / f"state_{i:06d}.npz", **state)
-                    with contextlib.suppress(FileNotFoundError):
-                        (n.stage.ctx.work_dir / f"state_{i - 1:06d}.npz").unlink()
             write_json(ledger_path, {"config_hash": p.config_hash, "n_chunks": n_chunks,
                                      "done": i + 1, "pipeline": p.name})
+            # only now is the previous checkpoint no longer the one --resume would load
+            for n in sinks:
+                with contextlib.suppress(FileNotFoundError):
+                    (n.stage.ctx.work_dir / f"state_{i - 1:06d}.npz").unlink()
             bar.update(1)
             log.debug("chunk %d / %d done", i + 1, n_chunks)
         bar.close()
+        executor_info = executor.describe()
+        executor.close()
         for n in sinks:
             t0 = time.perf_counter()
             for path in n.stage.finalize():
                 written.append(Path(path))
                 log.info("wrote %s", path)
             timings[n.name] += time.perf_counter() - t0
-    except AstrogenError:
+    except AstrogenError as exc:
+        if getattr(exc, "resumable", False):  # the executor failed: keep what is committed
+            raise
         # bad input: leave nothing behind that this run made
         for path in written:
             with contextlib.suppress(FileNotFoundError):
@@ -197,7 +228,7 @@ def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None
         "pipeline": p.name, "seed": p.seed, "config_hash": p.config_hash,
         "config": json.loads(json.dumps(p.resolved, default=str)), "source": p.source,
         "versions": _versions(), "n_chunks": n_chunks, "n_rows": n_rows,
-        "resumed_from_chunk": start,
+        "resumed_from_chunk": start, "executor": executor_info,
         "timing_s": {k: round(v, 4) for k, v in timings.items()},
         "wall_time_s": round(wall, 3),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -205,5 +236,9 @@ def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None
     }
     write_json(out / "provenance.json", prov)
     written.append(out / "provenance.json")
+    # the ledger goes first: a kill while the parts are being deleted must not leave a ledger
+    # that says "all done" next to missing parts (--resume then simply starts over)
+    with contextlib.suppress(FileNotFoundError):
+        ledger_path.unlink()
     shutil.rmtree(work, ignore_errors=True)
     return RunResult(out, written, timings, n_chunks, n_rows, start, wall)

@@ -1,0 +1,39 @@
+"""Fixtures of the Dask executor tests: a loopback LocalCluster shared by the module."""
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # before any worker is spawned: workers inherit sys.path
+    sys.path.insert(0, str(HERE))
+
+
+@pytest.fixture(scope="session")
+def dask_address():
+    """Address of a 2-process LocalCluster on 127.0.0.1 (no dashboard)."""
+    from distributed import LocalCluster
+
+    from astrogen.pipeline.executors import LOOPBACK_NO_DASHBOARD
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", silence_logs=logging.ERROR,
+                           **LOOPBACK_NO_DASHBOARD)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close(timeout=20)
+
+
+@pytest.fixture
+def write_pipeline(tmp_path):
+    """``write_pipeline(name, **kw)`` -> (yaml path, output folder) in ``tmp_path``."""
+    from dask_pipeline_text import pipeline_text
+
+    def make(name="pipe", **kw):
+        out = kw.pop("output", tmp_path / f"out_{name}")
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(pipeline_text(out, **kw))
+        return path, out
+    return make
