@@ -1,0 +1,541 @@
+r"""Training of the galaxy diffusion model (``model: ddpm`` in a training YAML).
+
+Data: the ``truth`` field (PSF-free, noise-free stamps) of the same sharded training set as
+the FlowVAE (:mod:`astrogen.datasets.galaxy_stamps`), mapped to the network space of
+:class:`astrogen.models.ddpm_galaxy.DDPMGalaxyModel` (per-row flux normalisation by the
+catalog magnitude, then ``arcsinh(. / s) / d``), conditioned on the features ``(mag, ln hlr,
+ln(1+z))`` standardised with the training rows' mean and standard deviation. The last
+``training.holdout`` rows of the dataset are not trained on (they are the held-out set of the
+memorisation test of ``benchmarks/ddpm_benchmark.py``).
+
+Loss: the "simple" loss of Ho et al. (2020) with ``t`` uniform in ``[0, T)``; the condition of
+each row is replaced by the null condition with probability ``ddpm.cond_drop_prob``
+(classifier-free guidance). Adam with linear warm-up then cosine decay, optional global-norm
+clipping, an exponential moving average of the weights (:class:`astrogen.models.ema.EMA`)
+which is what the final model holds.
+
+Determinism and resume: step ``g`` uses rows ``perm_e[i*B:(i+1)*B]`` with ``e, i = divmod(g,
+n_train // B)`` and ``perm_e`` a numpy permutation seeded with ``derive_seed(seed, "data",
+e)``; its timesteps, noise and dropout mask are TensorFlow stateless draws seeded with
+``(derive_seed(seed, "step") mod 2**31, g)``. A checkpoint (network weights, EMA shadow
+weights and counter, optimizer variables, step) is therefore all the state there is:
+``--resume`` continues exactly.
+
+Run folder: ``config.json``, ``checkpoints/`` (``ckpt_<step>.npz`` + ``latest.json``),
+``losses.jsonl`` (``loss`` per logged step; ``monitor`` lines: the loss of the EMA weights
+on a fixed set of held-out rows at fixed timesteps and noise), ``result.json``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from astrogen.errors import AstrogenError, ConfigError, ResumeError, UnknownKeyError, suggest
+from astrogen.io.atomic import write_json
+from astrogen.seeds import derive_seed
+from astrogen.training.checkpoint import (latest_checkpoint, load_checkpoint,
+                                          restore_variables, save_checkpoint)
+
+__all__ = ["train_ddpm", "check_ddpm_config", "export_checkpoint", "DDPM_RESUME_MUTABLE_KEYS"]
+
+
+def _checks():
+    from astrogen.training import config as c
+
+    return c
+
+
+def _schema() -> dict:
+    c = _checks()
+    req = c._REQUIRED
+    return {
+        "": {
+            "model": (req, c._choice("ddpm")),
+            "seed": (0, c._int(0)),
+            "output": (req, c._str),
+            "run_dir": (None, lambda v: v if v is None else c._str(v)),
+            "description": ("", lambda v: "" if v is None else str(v)),
+            "dataset": ({}, c._any),
+            "ddpm": ({}, c._any),
+            "training": ({}, c._any),
+        },
+        "ddpm": {
+            "base_channels": (16, c._int(1)),
+            "channel_mults": ([1, 2, 4, 4], c._int_list),
+            "num_res_blocks": (1, c._int(1)),
+            "attention_resolutions": ([8], c._int_list),
+            "num_heads": (1, c._int(1)),
+            "dropout": (0.0, c._float(0.0)),
+            "norm_groups": (8, c._int(1)),
+            "cond_drop_prob": (0.1, c._float(0.0)),
+            "schedule": ("cosine", c._choice("cosine", "linear")),
+            "num_train_steps": (1000, c._int(2)),
+            "flux_normalize": (True, c._bool),
+            "intensity_scale": (3e-4, c._float(0.0, strict=True)),
+            "intensity_divisor": (3.0, c._float(0.0, strict=True)),
+        },
+        "training": {
+            "batch_size": (32, c._int(1)),
+            "steps": (req, c._int(0)),
+            "learning_rate": (5e-4, c._float(0.0, strict=True)),
+            "warmup_steps": (100, c._int(0)),
+            "lr_schedule": ("cosine", c._choice("constant", "cosine")),
+            "lr_final_fraction": (0.05, c._float(0.0)),
+            "clipnorm": (1.0, c._float(0.0, strict=True, optional=True)),
+            "ema_decay": (0.999, c._float(0.0)),
+            "holdout": (1000, c._int(0)),
+            "checkpoint_every": (200, c._int(1)),
+            "keep_checkpoints": (2, c._int(1)),
+            "log_every": (10, c._int(1)),
+            "max_steps_this_run": (None, c._int(1, optional=True)),
+            "monitor_size": (128, c._int(0)),
+            "monitor_every": (500, c._int(0)),
+            "progress": (True, c._bool),
+        },
+    }
+
+
+#: Keys that may differ between a run and its ``--resume`` (they do not change the result).
+DDPM_RESUME_MUTABLE_KEYS = {
+    "description", "training.checkpoint_every", "training.keep_checkpoints",
+    "training.log_every", "training.max_steps_this_run", "training.progress",
+    "training.monitor_every", "dataset.shard_size",
+}
+
+
+def _check(data: Any, schema: dict, cfg, path: tuple) -> dict:
+    from astrogen.pipeline.config import key_path
+
+    if not isinstance(data, dict):
+        raise ConfigError("must be a mapping.", key=key_path(path) or "<top level>",
+                          line=cfg.line(path), received={"type": type(data).__name__})
+    for key in data:
+        if key not in schema:
+            raise UnknownKeyError(f"unknown key.{suggest(str(key), schema)}",
+                                  key=key_path(path + (key,)), line=cfg.line(path + (key,)),
+                                  received={"allowed": sorted(schema)})
+    out = {}
+    req = _checks()._REQUIRED
+    for key, (default, check) in schema.items():
+        if key not in data:
+            if default is req:
+                raise ConfigError("is required.", key=key_path(path + (key,)),
+                                  line=cfg.line(path))
+            out[key] = copy.deepcopy(default)
+            continue
+        try:
+            out[key] = check(data[key])
+        except AstrogenError as exc:
+            raise type(exc)(exc.message, key=key_path(path + (key,)),
+                            line=cfg.line(path + (key,)), received=exc.received) from None
+    return out
+
+
+def check_ddpm_config(cfg):
+    """Check a parsed training YAML with ``model: ddpm``; returns a ``TrainingConfig``.
+
+    Called by :func:`astrogen.training.config.load_training_config`.
+    """
+    c = _checks()
+    schema = _schema()
+    top = _check(cfg.data, schema[""], cfg, ())
+    out = c.TrainingConfig(top)
+    out.source = cfg.source
+    out["ddpm"] = _check(top["ddpm"] or {}, schema["ddpm"], cfg, ("ddpm",))
+    out["training"] = _check(top["training"] or {}, schema["training"], cfg, ("training",))
+    out["dataset"] = c._check_dataset(top["dataset"], cfg)
+    if not str(out["output"]).endswith(".keras"):
+        raise ConfigError("must be a file name ending in '.keras'.", key="output",
+                          line=cfg.line(("output",)), received={"output": out["output"]})
+    d, t, ds = out["ddpm"], out["training"], out["dataset"]
+    n, levels = ds["stamp_size"], len(d["channel_mults"])
+    if n % (2 ** (levels - 1)):
+        raise ConfigError(f"dataset.stamp_size must be a multiple of 2**(len(channel_mults)-1)"
+                          f" = {2 ** (levels - 1)}.", key="ddpm.channel_mults",
+                          line=cfg.line(("ddpm", "channel_mults")),
+                          received={"stamp_size": n, "channel_mults": d["channel_mults"]})
+    res = [n // 2 ** i for i in range(levels)]
+    bad = [r for r in d["attention_resolutions"] if r not in res]
+    if bad:
+        raise ConfigError(f"must be among the U-Net resolutions {res}.",
+                          key="ddpm.attention_resolutions",
+                          line=cfg.line(("ddpm", "attention_resolutions")),
+                          received={"attention_resolutions": d["attention_resolutions"]})
+    for key, hi in (("cond_drop_prob", 1.0), ("dropout", 0.999)):
+        if d[key] > hi:
+            raise ConfigError(f"must be <= {hi}.", key=f"ddpm.{key}",
+                              line=cfg.line(("ddpm", key)), received={key: d[key]})
+    if t["ema_decay"] >= 1.0:
+        raise ConfigError("must be < 1.", key="training.ema_decay",
+                          line=cfg.line(("training", "ema_decay")),
+                          received={"ema_decay": t["ema_decay"]})
+    if t["holdout"] + t["batch_size"] > ds["n_galaxies"]:
+        raise ConfigError("training.holdout + training.batch_size must not exceed "
+                          "dataset.n_galaxies.", key="training.holdout",
+                          line=cfg.line(("training", "holdout")),
+                          received={"holdout": t["holdout"], "batch_size": t["batch_size"],
+                                    "n_galaxies": ds["n_galaxies"]})
+    return out
+
+
+def _for_comparison(cfg) -> dict:
+    d = copy.deepcopy(dict(cfg))
+    for key in DDPM_RESUME_MUTABLE_KEYS:
+        parts = key.split(".")
+        node = d
+        for p in parts[:-1]:
+            node = node.get(p, {})
+        node.pop(parts[-1], None)
+    return d
+
+
+# ---------------------------------------------------------------------- helpers
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def build_network(d: dict, cond_mean, cond_std, image_size: int):
+    """The :class:`DDPMUNet` of a ``ddpm`` config block."""
+    from astrogen.models.ddpm_galaxy import FEATURE_NAMES
+    from astrogen.models.ddpm_unet import DDPMUNet
+
+    return DDPMUNet(image_size=image_size, channels=1, base_channels=d["base_channels"],
+                    channel_mults=tuple(d["channel_mults"]), num_res_blocks=d["num_res_blocks"],
+                    attention_resolutions=tuple(d["attention_resolutions"]),
+                    num_heads=d["num_heads"], dropout=d["dropout"],
+                    norm_groups=d["norm_groups"], cond_dim=3, cond_names=FEATURE_NAMES,
+                    cond_mean=[float(v) for v in cond_mean],
+                    cond_std=[float(v) for v in cond_std], cond_drop_prob=d["cond_drop_prob"])
+
+
+def _lr(step, t_cfg):
+    base, warm, total = t_cfg["learning_rate"], t_cfg["warmup_steps"], t_cfg["steps"]
+    if warm and step < warm:
+        return base * (step + 1) / warm
+    if t_cfg["lr_schedule"] == "constant" or total <= warm:
+        return base
+    u = min(1.0, (step - warm) / max(1, total - warm))
+    a = t_cfg["lr_final_fraction"]
+    return base * (a + (1 - a) * 0.5 * (1 + math.cos(math.pi * u)))
+
+
+def _save_atomic(gm, output: Path) -> None:
+    import os
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.keras")
+    try:
+        gm.save(tmp)
+        os.replace(tmp, output)
+        os.replace(tmp.with_suffix(".json"), output.with_suffix(".json"))
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_suffix(".json").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- main loop
+def train_ddpm(cfg, resume: bool = False) -> dict:
+    """Train the galaxy DDPM as configured (see module docstring); returns a summary dict.
+
+    A second process on the same run folder is refused (``run_dir/.lock``)."""
+    seed = int(cfg["seed"])
+    run_dir = cfg.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    output = Path(cfg["output"])
+    ckpt = latest_checkpoint(ckpt_dir)
+    config_file = run_dir / "config.json"
+    if ckpt is not None and not resume:
+        raise ResumeError("the run folder already holds checkpoints of a run; use --resume to "
+                          "continue it, or delete the folder / change run_dir.",
+                          key="run_dir", received={"run_dir": str(run_dir)})
+    if ckpt is not None and config_file.is_file():
+        a = _flatten(_for_comparison(json.loads(config_file.read_text())))
+        b = _flatten(json.loads(json.dumps(_for_comparison(cfg))))
+        diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+        if diff:
+            raise ResumeError("--resume with a configuration that differs from the run's.",
+                              key="run_dir", received={"differences (run, now)": diff})
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _take_lock(run_dir)
+    try:
+        return _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _take_lock(run_dir: Path) -> Path:
+    """``run_dir/.lock`` holding this process id; refuse if a live process holds it."""
+    import os
+
+    lock = run_dir / ".lock"
+    if lock.is_file():
+        try:
+            pid = int(lock.read_text().strip())
+            os.kill(pid, 0)  # raises if there is no such process
+        except (ValueError, ProcessLookupError):
+            pass  # stale lock of a killed run
+        except PermissionError:  # alive, owned by another user
+            raise ResumeError("another training process is using this run folder.",
+                              key="run_dir", received={"run_dir": str(run_dir), "pid": pid})
+        else:
+            if pid != os.getpid():
+                raise ResumeError("another training process is using this run folder.",
+                                  key="run_dir", received={"run_dir": str(run_dir), "pid": pid})
+    lock.write_text(f"{os.getpid()}\n")
+    return lock
+
+
+def _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from astrogen.datasets.galaxy_stamps import CONDITION_NAMES, read_stamps
+    from astrogen.models.ddpm_galaxy import DDPMGalaxyModel, condition_features
+    from astrogen.models.ddpm_unet import diffusion_loss
+    from astrogen.models.ema import EMA
+    from astrogen.schedulers import NoiseSchedule
+    from astrogen.training.flowvae_trainer import _prepare_dataset, _rewrite_log
+
+    t_cfg, d_cfg = cfg["training"], cfg["ddpm"]
+    ds_path, manifest = _prepare_dataset(cfg)
+    if list(manifest["conditions"]["names"]) != list(CONDITION_NAMES):
+        raise ConfigError("unexpected condition columns in the dataset.", key="dataset.path",
+                          received={"conditions": manifest["conditions"]["names"]})
+    n_gal, n = int(manifest["n_galaxies"]), int(manifest["stamp_size"])
+    write_json(config_file, cfg)
+
+    # ---- data (held in memory: 20000 64x64 stamps are 330 MB in float32) -----------------
+    data = read_stamps(ds_path, fields=("truth", "conditions"))
+    n_train = n_gal - int(t_cfg["holdout"])
+    raw_c = data["conditions"].astype(np.float64)
+    feats = condition_features(raw_c)
+    f_mean = feats[:n_train].astype(np.float64).mean(axis=0)
+    f_std = feats[:n_train].astype(np.float64).std(axis=0)
+    schedule = NoiseSchedule(kind=d_cfg["schedule"], num_train_steps=d_cfg["num_train_steps"])
+    intensity = {"flux_normalize": d_cfg["flux_normalize"], "scale": d_cfg["intensity_scale"],
+                 "divisor": d_cfg["intensity_divisor"]}
+    keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
+    net = build_network(d_cfg, f_mean, f_std, n)
+    net.build()
+    meta = {"stamp_size": n, "pixel_scale": float(manifest["pixel_scale"]),
+            "flux_unit": str(manifest["flux_unit"]), "zero_point": float(manifest["zero_point"]),
+            "condition_range": {k: [float(raw_c[:n_train, j].min()),
+                                    float(raw_c[:n_train, j].max())]
+                                for j, k in enumerate(CONDITION_NAMES)},
+            "training": {"dataset": str(ds_path), "dataset_config": manifest["config"],
+                         "rows_trained": [0, n_train], "holdout_rows": [n_train, n_gal],
+                         "field": "truth", "seed": seed, "steps": int(t_cfg["steps"]),
+                         "batch_size": int(t_cfg["batch_size"]),
+                         "ema_decay": t_cfg["ema_decay"]}}
+    gm = DDPMGalaxyModel(net, schedule, intensity, meta)
+    x_all = gm.encode(data["truth"], raw_c[:, 0]).astype(np.float32)
+    del data
+
+    clip = {"global_clipnorm": t_cfg["clipnorm"]} if t_cfg["clipnorm"] else {}
+    opt = keras.optimizers.Adam(learning_rate=float(_lr(0, t_cfg)), name="ddpm_adam", **clip)
+    opt.build(net.trainable_variables)
+    ema = EMA(net, float(t_cfg["ema_decay"]))
+    groups = {"model": net.weights, "optimizer": opt.variables,
+              "ema": ema.shadow + [ema.num_updates]}
+
+    step = 0
+    log_path = run_dir / "losses.jsonl"
+    if ckpt is not None:
+        state, values = load_checkpoint(ckpt)
+        for g, variables in groups.items():
+            restore_variables(variables, values[g], g, ckpt)
+        step = int(state["step"])
+        _rewrite_log(log_path, step)
+    else:
+        log_path.unlink(missing_ok=True)
+    (run_dir / "result.json").unlink(missing_ok=True)
+
+    T = schedule.num_train_steps
+    p_drop = float(d_cfg["cond_drop_prob"])
+    step_seed = derive_seed(seed, "step") % (2 ** 31)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x0, c, g):
+        s = tf.stack([tf.constant(step_seed, tf.int64), tf.cast(g, tf.int64)])
+        b = tf.shape(x0)[0]
+        t = tf.random.stateless_uniform([b], seed=s, minval=0, maxval=T, dtype=tf.int32)
+        noise = tf.random.stateless_normal(tf.shape(x0), seed=s + [0, 1 << 40])
+        u = tf.random.stateless_uniform([b], seed=s + [0, 2 << 40])
+        mask = tf.cast(u >= p_drop, tf.float32)
+        with tf.GradientTape() as tape:
+            loss = diffusion_loss(net, schedule, x0, t, noise, c, mask, training=True)
+        grads = tape.gradient(loss, net.trainable_variables)
+        opt.apply_gradients(zip(grads, net.trainable_variables))
+        ema.update()
+        return loss
+
+    # monitor: EMA loss on fixed held-out rows, fixed t and noise
+    mon = None
+    m_size = min(int(t_cfg["monitor_size"]), n_gal - n_train)
+    if m_size > 0:
+        rng = np.random.default_rng(derive_seed(seed, "monitor"))
+        mon = {"x": x_all[n_train:n_train + m_size], "c": feats[n_train:n_train + m_size],
+               "t": rng.integers(0, T, m_size).astype(np.int32),
+               "noise": rng.standard_normal((m_size, n, n, 1)).astype(np.float32)}
+
+    @tf.function(reduce_retracing=True)
+    def eval_loss(x0, c, t, noise):
+        return diffusion_loss(net, schedule, x0, t, noise, c, None, training=False)
+
+    def monitor(s, log):
+        with ema.apply():
+            vals = [float(eval_loss(mon["x"][i:i + 64], mon["c"][i:i + 64], mon["t"][i:i + 64],
+                                    mon["noise"][i:i + 64])) * len(mon["x"][i:i + 64])
+                    for i in range(0, m_size, 64)]
+        rec = {"step": s, "phase": "monitor", "ema_loss_holdout": sum(vals) / m_size}
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+
+    batch = int(t_cfg["batch_size"])
+    spe = n_train // batch
+    data_seed = derive_seed(seed, "data")
+    perms: dict = {}
+
+    def rows(g: int) -> np.ndarray:
+        e, i = divmod(g, spe)
+        if e not in perms:
+            perms.clear()
+            perms[e] = np.random.default_rng(derive_seed(data_seed, e)).permutation(n_train)
+        return perms[e][i * batch:(i + 1) * batch]
+
+    total = int(t_cfg["steps"])
+    max_run = t_cfg["max_steps_this_run"]
+    stop_at = total if max_run is None else min(total, step + int(max_run))
+    every, keep = int(t_cfg["checkpoint_every"]), int(t_cfg["keep_checkpoints"])
+    log_every = int(t_cfg["log_every"])
+    result = {"output": str(output), "run_dir": str(run_dir), "dataset": str(ds_path),
+              "steps": total, "start_step": step, "n_train": n_train,
+              "holdout": n_gal - n_train}
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=step, desc="ddpm", unit="step",
+               disable=not t_cfg["progress"], dynamic_ncols=True)
+    timing = [0, 0.0]
+    first_loss = None
+    t_start = time.perf_counter()
+    out = None
+    try:
+        with open(log_path, "a") as log:
+            if mon is not None and step == 0 and stop_at > 0:
+                monitor(0, log)
+            while step < stop_at:
+                t0 = time.perf_counter()
+                r = rows(step)
+                opt.learning_rate = float(_lr(step, t_cfg))
+                loss = float(train_step(tf.constant(x_all[r]), tf.constant(feats[r]),
+                                        tf.constant(step, tf.int64)))
+                if not math.isfinite(loss):
+                    raise ConfigError("the diffusion loss is not finite (lower "
+                                      "training.learning_rate or set clipnorm).",
+                                      key="training", received={"step": step, "loss": loss})
+                dt = time.perf_counter() - t0
+                if step > result["start_step"]:  # the first step includes tracing
+                    timing[0] += 1
+                    timing[1] += dt
+                first_loss = loss if first_loss is None else first_loss
+                step += 1
+                out = {"loss": loss, "lr": float(np.asarray(opt.learning_rate))}
+                if step % log_every == 0 or step == stop_at:
+                    log.write(json.dumps({"step": step, "phase": "train", **out,
+                                          "time_s": round(time.perf_counter() - t_start, 3)})
+                              + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{loss:.4g}")
+                bar.update(1)
+                if mon is not None and t_cfg["monitor_every"] and (
+                        step % t_cfg["monitor_every"] == 0 or step == total):
+                    monitor(step, log)
+                if step % every == 0 or step == stop_at:
+                    save_checkpoint(ckpt_dir, step, groups, {"seed": seed}, keep=keep)
+    finally:
+        bar.close()
+
+    complete = step >= total
+    result.update(steps_done=step, complete=complete, last=out,
+                  steps_per_second=(timing[0] / timing[1] if timing[1] > 0 else None))
+    lines = [json.loads(x) for x in log_path.read_text().splitlines()] \
+        if log_path.is_file() else []
+    mons = [x for x in lines if x.get("phase") == "monitor"]
+    if mons:
+        result["monitor"] = {"first": mons[0], "last": mons[-1]}
+    if complete:
+        ema.copy_to(net)  # the shipped model holds the averaged weights
+        gm.meta["training"].update(final_monitor=mons[-1] if mons else None, steps_done=step,
+                                   complete=True)
+        _save_atomic(gm, output)
+    write_json(run_dir / "result.json", result)
+    return result
+
+
+def export_checkpoint(config_path, overrides: list[str] | None = None, output=None) -> Path:
+    """Write the EMA weights of the newest checkpoint of a (possibly unfinished) run as a
+    model file (``output``, default the config's ``output``), e.g. to use or ship the model
+    of a run stopped by ``training.max_steps_this_run``. The sidecar's ``training`` block
+    records ``steps_done`` and ``complete``.
+
+    Example::
+
+        python -c "from astrogen.training.ddpm_trainer import export_checkpoint; \\
+                   export_checkpoint('configs/ddpm.yaml', ['run_dir=...'], 'm.keras')"
+    """
+    from astrogen.datasets.galaxy_stamps import CONDITION_NAMES, read_manifest, read_stamps
+    from astrogen.models.ddpm_galaxy import DDPMGalaxyModel, condition_features
+    from astrogen.schedulers import NoiseSchedule
+    from astrogen.training.config import load_training_config
+
+    cfg = load_training_config(str(config_path), overrides)
+    t_cfg, d_cfg = cfg["training"], cfg["ddpm"]
+    ckpt = latest_checkpoint(cfg.run_dir / "checkpoints")
+    if ckpt is None:
+        raise ResumeError("no checkpoint in the run folder.", key="run_dir",
+                          received={"run_dir": str(cfg.run_dir)})
+    ds_path = Path(cfg["dataset"]["path"])
+    manifest = read_manifest(ds_path)
+    n_gal, n = int(manifest["n_galaxies"]), int(manifest["stamp_size"])
+    n_train = n_gal - int(t_cfg["holdout"])
+    raw_c = read_stamps(ds_path, fields=("conditions",))["conditions"].astype(np.float64)
+    feats = condition_features(raw_c)[:n_train].astype(np.float64)
+    net = build_network(d_cfg, feats.mean(axis=0), feats.std(axis=0), n)
+    net.build()
+    state, values = load_checkpoint(ckpt)
+    restore_variables(net.weights, values["model"], "model", ckpt)
+    restore_variables(net.trainable_weights, values["ema"][:-1], "ema", ckpt)
+    step = int(state["step"])
+    schedule = NoiseSchedule(kind=d_cfg["schedule"], num_train_steps=d_cfg["num_train_steps"])
+    intensity = {"flux_normalize": d_cfg["flux_normalize"], "scale": d_cfg["intensity_scale"],
+                 "divisor": d_cfg["intensity_divisor"]}
+    meta = {"stamp_size": n, "pixel_scale": float(manifest["pixel_scale"]),
+            "flux_unit": str(manifest["flux_unit"]), "zero_point": float(manifest["zero_point"]),
+            "condition_range": {k: [float(raw_c[:n_train, j].min()),
+                                    float(raw_c[:n_train, j].max())]
+                                for j, k in enumerate(CONDITION_NAMES)},
+            "training": {"dataset": str(ds_path), "dataset_config": manifest["config"],
+                         "rows_trained": [0, n_train], "holdout_rows": [n_train, n_gal],
+                         "field": "truth", "seed": int(cfg["seed"]),
+                         "steps": int(t_cfg["steps"]), "steps_done": step,
+                         "complete": step >= int(t_cfg["steps"]),
+                         "batch_size": int(t_cfg["batch_size"]),
+                         "ema_decay": t_cfg["ema_decay"], "checkpoint": ckpt.name}}
+    out = Path(output) if output is not None else Path(cfg["output"])
+    _save_atomic(DDPMGalaxyModel(net, schedule, intensity, meta), out)
+    return out
