@@ -46,4 +46,20 @@ def run_training(config_path: str, resume: bool = False,
         from astrogen.training.flowvae_trainer import train_flowvae
 
         return train_flowvae(cfg, resume=resume)
+    if cfg["model"] in ("unet", "prob_unet"):
+        from astrogen.training.unet_trainer import train_segmenter
+
+        return train_segmenter(cfg, resume=resume)
+    if cfg["model"] == "ddpm":
+        from astrogen.training.ddpm_trainer import train_ddpm
+
+        return train_ddpm(cfg, resume=resume)
+    if cfg["model"] == "nbody_gan":
+        from astrogen.training.gan_trainer import train_nbody_gan
+
+        return train_nbody_gan(cfg, resume=resume)
+    if cfg["model"] == "halo_unet":
+        from astrogen.training.halo_trainer import train_halo_unet
+
+        return train_halo_unet(cfg, resume=resume)
     raise AssertionError(cfg["model"])  # pragma: no cover - the schema allows flowvae only

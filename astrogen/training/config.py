@@ -27,6 +27,8 @@ __all__ = ["load_training_config", "TrainingConfig", "SCHEMA", "MODELS",
            "RESUME_MUTABLE_KEYS"]
 
 MODELS = ("flowvae",)
+#: Deblending segmenters, checked by astrogen.training.unet_trainer.load_segmenter_config.
+SEGMENTER_MODELS = ("unet", "prob_unet")
 
 
 # ---------------------------------------------------------------------- value checks
@@ -256,6 +258,18 @@ def load_training_config(source, overrides: list[str] | None = None) -> Training
     cfg = load_config(source)
     if overrides:
         cfg = apply_overrides(cfg, list(overrides))
+    if isinstance(cfg.data, dict) and cfg.data.get("model") in SEGMENTER_MODELS:
+        from astrogen.training.unet_trainer import load_segmenter_config
+
+        return load_segmenter_config(cfg)
+    if isinstance(cfg.data, dict) and cfg.data.get("model") == "ddpm":  # galaxy diffusion model
+        from astrogen.training.ddpm_trainer import check_ddpm_config
+
+        return check_ddpm_config(cfg)
+    if isinstance(cfg.data, dict) and cfg.data.get("model") in ("nbody_gan", "halo_unet"):
+        from astrogen.training.gan_trainer import check_nbody_config  # N-body emulator
+
+        return check_nbody_config(cfg)
     top = _check_section(cfg.data, "", cfg, ())
     out = TrainingConfig(top)
     out.source = cfg.source
