@@ -24,7 +24,8 @@ import numpy as np
 from astrogen.errors import ResumeError
 from astrogen.io.atomic import save_npz, write_json
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "restore_variables"]
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "restore_variables",
+           "flatten", "resume_checkpoint"]
 
 _NAME = re.compile(r"^ckpt_(\d{9})\.npz$")
 
@@ -102,3 +103,53 @@ def restore_variables(variables: list, values: list[np.ndarray], group: str, pat
                               received={"checkpoint": a.shape, "model": tuple(v.shape)})
     for v, a in zip(variables, values):
         v.assign(a)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (configuration comparison)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def resume_checkpoint(run_dir, resume: bool, comparable) -> Path | None:
+    """The latest checkpoint of ``run_dir`` if the run may continue from it, else ``None``.
+
+    Parameters
+    ----------
+    run_dir : pathlib.Path
+        Run folder (``checkpoints/`` and the ``config.json`` of the run inside).
+    resume : bool
+        ``--resume`` was given.
+    comparable : callable
+        ``comparable(config_dict) -> dict``: the flat view of a configuration (the run's
+        stored ``config.json`` and, with ``None``, the current one) in which any difference
+        forbids resuming.
+
+    Raises
+    ------
+    ResumeError
+        Checkpoints present without ``resume``, or a configuration that differs from the run's
+        (the differing keys are listed).
+    """
+    run_dir = Path(run_dir)
+    ckpt = latest_checkpoint(run_dir / "checkpoints")
+    config_file = run_dir / "config.json"
+    if ckpt is not None and not resume:
+        raise ResumeError("the run folder already holds checkpoints of a run; use --resume to "
+                          "continue it, or delete the folder / change run_dir.",
+                          key="run_dir", received={"run_dir": str(run_dir)})
+    if ckpt is not None and config_file.is_file():
+        # through JSON, as config.json was: tuples and lists compare equal
+        a = json.loads(json.dumps(comparable(json.loads(config_file.read_text()))))
+        b = json.loads(json.dumps(comparable(None)))
+        diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+        if diff:
+            raise ResumeError("--resume with a configuration that differs from the run's.",
+                              key="run_dir", received={"differences (run, now)": diff})
+    return ckpt

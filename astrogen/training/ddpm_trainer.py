@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from astrogen.errors import AstrogenError, ConfigError, ResumeError, UnknownKeyError, suggest
+from astrogen.training.checkpoint import flatten as _flatten
+from astrogen.training.checkpoint import resume_checkpoint
 from astrogen.io.atomic import write_json
 from astrogen.seeds import derive_seed
 from astrogen.training.checkpoint import (latest_checkpoint, load_checkpoint,
@@ -196,17 +198,6 @@ def _for_comparison(cfg) -> dict:
 
 
 # ---------------------------------------------------------------------- helpers
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
 def build_network(d: dict, cond_mean, cond_std, image_size: int):
     """The :class:`DDPMUNet` of a ``ddpm`` config block."""
     from astrogen.models.ddpm_galaxy import FEATURE_NAMES
@@ -255,19 +246,9 @@ def train_ddpm(cfg, resume: bool = False) -> dict:
     run_dir = cfg.run_dir
     ckpt_dir = run_dir / "checkpoints"
     output = Path(cfg["output"])
-    ckpt = latest_checkpoint(ckpt_dir)
     config_file = run_dir / "config.json"
-    if ckpt is not None and not resume:
-        raise ResumeError("the run folder already holds checkpoints of a run; use --resume to "
-                          "continue it, or delete the folder / change run_dir.",
-                          key="run_dir", received={"run_dir": str(run_dir)})
-    if ckpt is not None and config_file.is_file():
-        a = _flatten(_for_comparison(json.loads(config_file.read_text())))
-        b = _flatten(json.loads(json.dumps(_for_comparison(cfg))))
-        diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
-        if diff:
-            raise ResumeError("--resume with a configuration that differs from the run's.",
-                              key="run_dir", received={"differences (run, now)": diff})
+    ckpt = resume_checkpoint(run_dir, resume, lambda old: _flatten(
+        _for_comparison(old if old is not None else cfg)))
 
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _take_lock(run_dir)

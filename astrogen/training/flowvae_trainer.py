@@ -34,28 +34,18 @@ from pathlib import Path
 
 import numpy as np
 
-from astrogen.errors import ConfigError, ResumeError
+from astrogen.errors import ConfigError
 from astrogen.io.atomic import atomic_path, save_npz, write_json
 from astrogen.seeds import derive_seed
-from astrogen.training.checkpoint import (latest_checkpoint, load_checkpoint,
-                                          restore_variables, save_checkpoint)
+from astrogen.training.checkpoint import flatten as _flatten
+from astrogen.training.checkpoint import (load_checkpoint, restore_variables,
+                                          resume_checkpoint, save_checkpoint)
 from astrogen.training.config import TrainingConfig
 
 __all__ = ["train_flowvae"]
 
 
 # ---------------------------------------------------------------------- helpers
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
 def _prepare_dataset(cfg: TrainingConfig) -> tuple[Path, dict]:
     from astrogen.datasets.galaxy_stamps import (StampDatasetConfig, build_stamp_dataset,
                                                  dataset_is_complete, read_manifest)
@@ -200,20 +190,9 @@ def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
     run_dir = cfg.run_dir
     ckpt_dir = run_dir / "checkpoints"
     output = Path(cfg["output"])
-    ckpt = latest_checkpoint(ckpt_dir)
     config_file = run_dir / "config.json"
-    if ckpt is not None and not resume:
-        raise ResumeError("the run folder already holds checkpoints of a run; use --resume to "
-                          "continue it, or delete the folder / change run_dir.",
-                          key="run_dir", received={"run_dir": str(run_dir)})
-    if ckpt is not None and config_file.is_file():
-        old = TrainingConfig(json.loads(config_file.read_text()))
-        a = _flatten(old.for_comparison())
-        b = _flatten(json.loads(json.dumps(cfg.for_comparison())))
-        diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
-        if diff:
-            raise ResumeError("--resume with a configuration that differs from the run's.",
-                              key="run_dir", received={"differences (run, now)": diff})
+    ckpt = resume_checkpoint(run_dir, resume, lambda old: _flatten(
+        (TrainingConfig(old) if old is not None else cfg).for_comparison()))
 
     ds_path, manifest = _prepare_dataset(cfg)
     if list(manifest["conditions"]["names"]) != list(CONDITION_NAMES):

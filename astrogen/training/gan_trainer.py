@@ -25,11 +25,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from astrogen.errors import AstrogenError, ConfigError, ResumeError, UnknownKeyError, suggest
+from astrogen.errors import AstrogenError, ConfigError, UnknownKeyError, suggest
 from astrogen.io.atomic import atomic_path, write_json
 from astrogen.seeds import derive_seed
-from astrogen.training.checkpoint import (latest_checkpoint, load_checkpoint,
-                                          restore_variables, save_checkpoint)
+from astrogen.training.checkpoint import flatten as _flatten
+from astrogen.training.checkpoint import (load_checkpoint, restore_variables,
+                                          resume_checkpoint, save_checkpoint)
 from astrogen.training.config import (_REQUIRED, TrainingConfig, _bool, _float, _int,
                                       _int_list, _str)
 
@@ -157,41 +158,20 @@ def check_nbody_config(cfg) -> TrainingConfig:
 
 
 # ------------------------------------------------------------------------- shared helpers
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def prepare_run(cfg: TrainingConfig, resume: bool, log=print):
     """Resume checks, dataset build; returns ``(run_dir, ckpt, dataset_path)``."""
     from astrogen.datasets.nbody_slices import (SliceDatasetConfig, build_slice_dataset,
                                                 dataset_is_complete)
 
     run_dir = cfg.run_dir
-    ckpt = latest_checkpoint(run_dir / "checkpoints")
     config_file = run_dir / "config.json"
-    if ckpt is not None and not resume:
-        raise ResumeError("the run folder already holds checkpoints of a run; use --resume to "
-                          "continue it, or delete the folder / change run_dir.",
-                          key="run_dir", received={"run_dir": str(run_dir)})
-    if ckpt is not None and config_file.is_file():
-        old = TrainingConfig(json.loads(config_file.read_text()))
-        a = _flatten(old.for_comparison())
-        b = _flatten(json.loads(json.dumps(cfg.for_comparison())))
-        for k in [k for k in a if k.startswith("training.") and k.split(".")[1] in
-                  ("max_steps_this_run", "export_every_checkpoint", "progress", "steps")]:
-            a.pop(k, None)
-            b.pop(k, None)
-        diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
-        if diff:
-            raise ResumeError("--resume with a configuration that differs from the run's.",
-                              key="run_dir", received={"differences (run, now)": diff})
+
+    def comparable(old):
+        flat = _flatten((TrainingConfig(old) if old is not None else cfg).for_comparison())
+        return {k: v for k, v in flat.items() if not (k.startswith("training.") and k.split(".")[1]
+                in ("max_steps_this_run", "export_every_checkpoint", "progress", "steps"))}
+
+    ckpt = resume_checkpoint(run_dir, resume, comparable)
     ds = {k: v for k, v in cfg["dataset"].items() if k != "path"}
     path = Path(cfg["dataset"]["path"])
     if not dataset_is_complete(path):

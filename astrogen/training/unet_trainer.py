@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 
 from astrogen.errors import AstrogenError, ConfigError, ResumeError, UnknownKeyError, suggest
+from astrogen.training.checkpoint import flatten as _flatten
+from astrogen.training.checkpoint import resume_checkpoint
 from astrogen.io.atomic import write_json
 from astrogen.seeds import derive_seed
 
@@ -284,17 +286,6 @@ def make_batch(images, models, sigma, rows, arch_cfg: dict, augment: bool, seed:
             "weights": weights.astype(np.float32)}
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
 def _for_comparison(cfg: dict) -> dict:
     d = copy.deepcopy(dict(cfg))
     for key in RESUME_MUTABLE_KEYS:
@@ -325,8 +316,7 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
 
     from astrogen.datasets.blends import (BlendDatasetConfig, blend_dataset_is_complete,
                                           build_blend_dataset, read_blend_scenes)
-    from astrogen.training.checkpoint import (latest_checkpoint, load_checkpoint,
-                                              restore_variables, save_checkpoint)
+    from astrogen.training.checkpoint import load_checkpoint, restore_variables, save_checkpoint
 
     arch = cfg["model"]
     a_cfg, t_cfg = cfg[arch], cfg["training"]
@@ -334,19 +324,9 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
     run_dir = cfg.run_dir
     ckpt_dir = run_dir / "checkpoints"
     output = Path(cfg["output"])
-    ckpt = latest_checkpoint(ckpt_dir)
     config_file = run_dir / "config.json"
-    if ckpt is not None and not resume:
-        raise ResumeError("the run folder already holds checkpoints of a run; use --resume to "
-                          "continue it, or delete the folder / change run_dir.",
-                          key="run_dir", received={"run_dir": str(run_dir)})
-    if ckpt is not None and config_file.is_file():
-        a = _flatten(_for_comparison(json.loads(config_file.read_text())))
-        b = _flatten(_for_comparison(json.loads(json.dumps(cfg))))
-        diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
-        if diff:
-            raise ResumeError("--resume with a configuration that differs from the run's.",
-                              key="run_dir", received={"differences (run, now)": diff})
+    ckpt = resume_checkpoint(run_dir, resume, lambda old: _flatten(_for_comparison(
+        old if old is not None else json.loads(json.dumps(cfg)))))
 
     ds = dict(cfg["dataset"])
     ds_path = Path(ds.pop("path"))
