@@ -126,9 +126,10 @@ class FlowVAEGenerate(Stage):
         total = images.reshape(len(images), -1).sum(axis=1, dtype=np.float64)
         zp = COSMOS_ZERO_POINT
         cat = table.copy(copy_data=False)
+        want = (10.0 ** (-0.4 * (np.asarray(table["mag"], float) - zp))
+                if "mag" in table.colnames else None)
         if self.flux == "catalog":
             require_columns(table, ["mag"], "flowvae.generate (flux: catalog)")
-            want = 10.0 ** (-0.4 * (np.asarray(table["mag"], float) - zp))
             scale = np.where(total > 0, want / np.where(total > 0, total, 1.0), 0.0)
             images = (images * scale[:, None, None]).astype(np.float32)
             total = total * scale
@@ -137,8 +138,7 @@ class FlowVAEGenerate(Stage):
                                       np.inf)
         cat["gen_mag"].unit = "mag"
         cat["gen_mag"].description = "AB magnitude of the generated stamp's total flux"
-        if "mag" in table.colnames:
-            want = 10.0 ** (-0.4 * (np.asarray(table["mag"], float) - zp))
+        if want is not None:
             cat["stamp_flux_frac"] = total / want
             cat["stamp_flux_frac"].description = "generated stamp flux / catalog flux"
         return StampBatch(images=images, pixel_scale=float(model.pixel_scale), catalog=cat,

@@ -189,8 +189,10 @@ class TrainingConfig(dict):
         return d
 
 
-def _check_section(data: dict, section: str, cfg: Config, path: tuple) -> dict:
-    schema = SCHEMA[section]
+def check_mapping(data: Any, schema: dict, cfg: Config, path: tuple) -> dict:
+    """Check one mapping of a training YAML against ``schema`` (``key -> (default, check)``):
+    unknown keys (with a suggestion), required keys, values; errors name the key path and
+    line. Shared by every model's configuration."""
     if not isinstance(data, dict):
         raise ConfigError("must be a mapping.", key=key_path(path) or "<top level>",
                           line=cfg.line(path), received={"type": type(data).__name__})
@@ -214,6 +216,10 @@ def _check_section(data: dict, section: str, cfg: Config, path: tuple) -> dict:
             raise type(exc)(exc.message, key=key_path(path + (key,)),
                             line=cfg.line(path + (key,)), received=exc.received) from None
     return out
+
+
+def _check_section(data: dict, section: str, cfg: Config, path: tuple) -> dict:
+    return check_mapping(data, SCHEMA[section], cfg, path)
 
 
 def _check_dataset(data: Any, cfg: Config) -> dict:

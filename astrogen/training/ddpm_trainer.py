@@ -32,11 +32,10 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from astrogen.errors import AstrogenError, ConfigError, ResumeError, UnknownKeyError, suggest
+from astrogen.errors import ConfigError, ResumeError
 from astrogen.training.checkpoint import flatten as _flatten
 from astrogen.training.checkpoint import resume_checkpoint
 from astrogen.io.atomic import write_json
@@ -111,33 +110,6 @@ DDPM_RESUME_MUTABLE_KEYS = {
 }
 
 
-def _check(data: Any, schema: dict, cfg, path: tuple) -> dict:
-    from astrogen.pipeline.config import key_path
-
-    if not isinstance(data, dict):
-        raise ConfigError("must be a mapping.", key=key_path(path) or "<top level>",
-                          line=cfg.line(path), received={"type": type(data).__name__})
-    for key in data:
-        if key not in schema:
-            raise UnknownKeyError(f"unknown key.{suggest(str(key), schema)}",
-                                  key=key_path(path + (key,)), line=cfg.line(path + (key,)),
-                                  received={"allowed": sorted(schema)})
-    out = {}
-    req = _checks()._REQUIRED
-    for key, (default, check) in schema.items():
-        if key not in data:
-            if default is req:
-                raise ConfigError("is required.", key=key_path(path + (key,)),
-                                  line=cfg.line(path))
-            out[key] = copy.deepcopy(default)
-            continue
-        try:
-            out[key] = check(data[key])
-        except AstrogenError as exc:
-            raise type(exc)(exc.message, key=key_path(path + (key,)),
-                            line=cfg.line(path + (key,)), received=exc.received) from None
-    return out
-
 
 def check_ddpm_config(cfg):
     """Check a parsed training YAML with ``model: ddpm``; returns a ``TrainingConfig``.
@@ -146,11 +118,12 @@ def check_ddpm_config(cfg):
     """
     c = _checks()
     schema = _schema()
-    top = _check(cfg.data, schema[""], cfg, ())
+    top = c.check_mapping(cfg.data, schema[""], cfg, ())
     out = c.TrainingConfig(top)
     out.source = cfg.source
-    out["ddpm"] = _check(top["ddpm"] or {}, schema["ddpm"], cfg, ("ddpm",))
-    out["training"] = _check(top["training"] or {}, schema["training"], cfg, ("training",))
+    out["ddpm"] = c.check_mapping(top["ddpm"] or {}, schema["ddpm"], cfg, ("ddpm",))
+    out["training"] = c.check_mapping(top["training"] or {}, schema["training"], cfg,
+                                      ("training",))
     out["dataset"] = c._check_dataset(top["dataset"], cfg)
     if not str(out["output"]).endswith(".keras"):
         raise ConfigError("must be a file name ending in '.keras'.", key="output",

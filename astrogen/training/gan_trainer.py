@@ -32,7 +32,7 @@ from astrogen.training.checkpoint import flatten as _flatten
 from astrogen.training.checkpoint import (load_checkpoint, restore_variables,
                                           resume_checkpoint, save_checkpoint)
 from astrogen.training.config import (_REQUIRED, TrainingConfig, _bool, _float, _int,
-                                      _int_list, _str)
+                                      _int_list, _str, check_mapping)
 
 __all__ = ["check_nbody_config", "train_nbody_gan", "augment", "GAN_SCHEMA"]
 
@@ -79,33 +79,6 @@ GAN_SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
 }
 
 
-def _check(data, schema: dict, cfg, path: tuple) -> dict:
-    from astrogen.pipeline.config import key_path
-
-    if not isinstance(data, dict):
-        raise ConfigError("must be a mapping.", key=key_path(path) or "<top level>",
-                          line=cfg.line(path), received={"type": type(data).__name__})
-    for key in data:
-        if key not in schema:
-            raise UnknownKeyError(f"unknown key.{suggest(str(key), schema)}",
-                                  key=key_path(path + (key,)), line=cfg.line(path + (key,)),
-                                  received={"allowed": sorted(schema)})
-    out = {}
-    for key, (default, check) in schema.items():
-        if key not in data:
-            if default is _REQUIRED:
-                raise ConfigError("is required.", key=key_path(path + (key,)),
-                                  line=cfg.line(path))
-            out[key] = json.loads(json.dumps(default))
-            continue
-        try:
-            out[key] = check(data[key])
-        except AstrogenError as exc:
-            raise type(exc)(exc.message, key=key_path(path + (key,)),
-                            line=cfg.line(path + (key,)), received=exc.received) from None
-    return out
-
-
 def _check_slice_dataset(data, cfg) -> dict:
     from astrogen.datasets.nbody_slices import SliceDatasetConfig
 
@@ -139,11 +112,11 @@ def check_nbody_config(cfg) -> TrainingConfig:
         from astrogen.training.halo_trainer import HALO_SCHEMA
 
         schema, section = HALO_SCHEMA, "halo_unet"
-    top = _check(cfg.data, schema[""], cfg, ())
+    top = check_mapping(cfg.data, schema[""], cfg, ())
     out = TrainingConfig(top)
     out.source = cfg.source
-    out[section] = _check(top.get(section) or {}, schema[section], cfg, (section,))
-    out["training"] = _check(top["training"] or {}, schema["training"], cfg, ("training",))
+    out[section] = check_mapping(top.get(section) or {}, schema[section], cfg, (section,))
+    out["training"] = check_mapping(top["training"] or {}, schema["training"], cfg, ("training",))
     out["dataset"] = _check_slice_dataset(top["dataset"], cfg)
     if not str(out["output"]).endswith(".keras"):
         raise ConfigError("must be a file name ending in '.keras'.", key="output",
@@ -227,6 +200,27 @@ def save_model_atomic(model, output: Path) -> None:
 
 
 # ------------------------------------------------------------------------- GAN training
+def checkpointing(cfg, run_dir: Path, step: int, groups: dict, model, name: str):
+    """``(total_steps, stop_step, checkpoint)`` of a run at ``step``: ``checkpoint(s)`` saves
+    the variables of ``groups`` and, at the end (or every time with
+    ``training.export_every_checkpoint``), exports ``model`` to ``cfg["output"]``."""
+    t_cfg = cfg["training"]
+    total = int(t_cfg["steps"])
+    stop = total if t_cfg["max_steps_this_run"] is None else min(
+        total, step + int(t_cfg["max_steps_this_run"]))
+    output = Path(cfg["output"])
+
+    def checkpoint(s):
+        save_checkpoint(run_dir / "checkpoints", s, groups, {"model": name},
+                        keep=t_cfg["keep_checkpoints"])
+        if t_cfg["export_every_checkpoint"] or s >= total:
+            model.meta["training"]["steps_done"] = int(s)
+            model.meta["training"]["steps_total"] = total
+            save_model_atomic(model, output)
+
+    return total, stop, checkpoint
+
+
 def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dict:
     """Train the emulator as configured (see the module docstring); returns a summary."""
     import keras
@@ -320,18 +314,8 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
         return (tf.constant(t[..., None]), tf.constant(c[..., None]), tf.constant(z),
                 tf.constant(eps))
 
-    total = int(t_cfg["steps"])
-    stop = total if t_cfg["max_steps_this_run"] is None else min(
-        total, step + int(t_cfg["max_steps_this_run"]))
+    total, stop, checkpoint = checkpointing(cfg, run_dir, step, groups, gan, "nbody_gan")
     output = Path(cfg["output"])
-
-    def checkpoint(s):
-        save_checkpoint(run_dir / "checkpoints", s, groups, {"model": "nbody_gan"},
-                        keep=t_cfg["keep_checkpoints"])
-        if t_cfg["export_every_checkpoint"] or s >= total:
-            gan.meta["training"]["steps_done"] = int(s)
-            gan.meta["training"]["steps_total"] = total
-            save_model_atomic(gan, output)
 
     t0 = time.perf_counter()
     start = step

@@ -17,10 +17,10 @@ import numpy as np
 from astrogen.errors import AstrogenError
 from astrogen.io.atomic import write_json
 from astrogen.seeds import derive_seed
-from astrogen.training.checkpoint import load_checkpoint, restore_variables, save_checkpoint
+from astrogen.training.checkpoint import load_checkpoint, restore_variables
 from astrogen.training.config import TrainingConfig, _float, _int_list
-from astrogen.training.gan_trainer import (_COMMON_TOP, _COMMON_TRAINING, augment, prepare_run,
-                                           rewrite_log, save_model_atomic)
+from astrogen.training.gan_trainer import (_COMMON_TOP, _COMMON_TRAINING, augment, checkpointing,
+                                           prepare_run, rewrite_log)
 
 __all__ = ["HALO_SCHEMA", "train_halo_unet", "halo_loss"]
 
@@ -115,18 +115,9 @@ def train_halo_unet(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
         return total, bce, sd, mse
 
     batch = min(int(t_cfg["batch_size"]), n_img)
-    total_steps = int(t_cfg["steps"])
-    stop = total_steps if t_cfg["max_steps_this_run"] is None else min(
-        total_steps, step + int(t_cfg["max_steps_this_run"]))
+    total_steps, stop, checkpoint = checkpointing(cfg, run_dir, step, groups, model,
+                                                  "halo_unet")
     output = Path(cfg["output"])
-
-    def checkpoint(s):
-        save_checkpoint(run_dir / "checkpoints", s, groups, {"model": "halo_unet"},
-                        keep=t_cfg["keep_checkpoints"])
-        if t_cfg["export_every_checkpoint"] or s >= total_steps:
-            model.meta["training"]["steps_done"] = int(s)
-            model.meta["training"]["steps_total"] = total_steps
-            save_model_atomic(model, output)
 
     t0 = time.perf_counter()
     start = step

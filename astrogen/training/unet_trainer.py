@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astrogen.errors import AstrogenError, ConfigError, ResumeError, UnknownKeyError, suggest
+from astrogen.errors import AstrogenError, ConfigError, ResumeError, UnknownKeyError
 from astrogen.training.checkpoint import flatten as _flatten
 from astrogen.training.checkpoint import resume_checkpoint
 from astrogen.io.atomic import write_json
@@ -130,7 +130,7 @@ def load_segmenter_config(cfg):
 
     schema = _schema()
     c = _checks()
-    top = _check_section(schema, cfg.data, "", cfg, ())
+    top = c.check_mapping(cfg.data, schema[""], cfg, ())
     out = TrainingConfig(top)
     out.source = cfg.source
     arch = top["model"]
@@ -138,9 +138,9 @@ def load_segmenter_config(cfg):
     if top[other]:
         raise UnknownKeyError(f"is the section of model '{other}', not of '{arch}'.",
                               key=other, line=cfg.line((other,)))
-    out[arch] = _check_section(schema, top[arch] or {}, arch, cfg, (arch,))
+    out[arch] = c.check_mapping(top[arch] or {}, schema[arch], cfg, (arch,))
     out.pop(other)
-    out["training"] = _check_section(schema, top["training"] or {}, "training", cfg,
+    out["training"] = c.check_mapping(top["training"] or {}, schema["training"], cfg,
                                      ("training",))
     data = top["dataset"]
     if not isinstance(data, dict) or "path" not in data:
@@ -172,37 +172,6 @@ def load_segmenter_config(cfg):
                           line=cfg.line(("training", "validation_scenes")),
                           received={"n_scenes": ds.n_scenes, **{k: t[k] for k in (
                               "validation_scenes", "batch_size")}})
-    return out
-
-
-def _check_section(schema: dict, data, section: str, cfg, path: tuple) -> dict:
-    """Check one section against ``schema[section]`` (unknown keys, required keys, values),
-    errors naming the key path and line (as :mod:`astrogen.training.config`)."""
-    from astrogen.pipeline.config import key_path
-
-    c = _checks()
-    sch = schema[section]
-    if not isinstance(data, dict):
-        raise ConfigError("must be a mapping.", key=key_path(path) or "<top level>",
-                          line=cfg.line(path), received={"type": type(data).__name__})
-    for key in data:
-        if key not in sch:
-            raise UnknownKeyError(f"unknown key.{suggest(str(key), sch)}",
-                                  key=key_path(path + (key,)), line=cfg.line(path + (key,)),
-                                  received={"allowed": sorted(sch)})
-    out = {}
-    for key, (default, check) in sch.items():
-        if key not in data:
-            if default is c._REQUIRED:
-                raise ConfigError("is required.", key=key_path(path + (key,)),
-                                  line=cfg.line(path))
-            out[key] = copy.deepcopy(default)
-            continue
-        try:
-            out[key] = check(data[key])
-        except AstrogenError as exc:
-            raise type(exc)(exc.message, key=key_path(path + (key,)),
-                            line=cfg.line(path + (key,)), received=exc.received) from None
     return out
 
 
