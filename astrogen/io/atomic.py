@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_json", "save_npz"]
+__all__ = ["atomic_path", "write_json", "save_npz", "save_model_atomic"]
 
 
 @contextlib.contextmanager
@@ -46,3 +46,22 @@ def save_npz(path, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
+
+
+def save_model_atomic(model, output) -> None:
+    """``model.save`` to a temporary name beside ``output``, then rename the ``.keras`` file
+    and, if the model's ``save`` wrote one, its ``.json`` sidecar into place."""
+    import os
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.keras")
+    side = tmp.with_suffix(".json")
+    try:
+        model.save(tmp)
+        os.replace(tmp, output)
+        if side.exists():
+            os.replace(side, output.with_suffix(".json"))
+    finally:
+        tmp.unlink(missing_ok=True)
+        side.unlink(missing_ok=True)

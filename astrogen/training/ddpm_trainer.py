@@ -38,7 +38,7 @@ import numpy as np
 from astrogen.errors import ConfigError, ResumeError
 from astrogen.training.checkpoint import flatten as _flatten
 from astrogen.training.checkpoint import resume_checkpoint
-from astrogen.io.atomic import write_json
+from astrogen.io.atomic import save_model_atomic, write_json
 from astrogen.seeds import derive_seed
 from astrogen.training.checkpoint import (latest_checkpoint, load_checkpoint,
                                           restore_variables, save_checkpoint)
@@ -194,20 +194,6 @@ def _lr(step, t_cfg):
     u = min(1.0, (step - warm) / max(1, total - warm))
     a = t_cfg["lr_final_fraction"]
     return base * (a + (1 - a) * 0.5 * (1 + math.cos(math.pi * u)))
-
-
-def _save_atomic(gm, output: Path) -> None:
-    import os
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.keras")
-    try:
-        gm.save(tmp)
-        os.replace(tmp, output)
-        os.replace(tmp.with_suffix(".json"), output.with_suffix(".json"))
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp.with_suffix(".json").unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------- main loop
@@ -436,7 +422,7 @@ def _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed) -> dict:
         ema.copy_to(net)  # the shipped model holds the averaged weights
         gm.meta["training"].update(final_monitor=mons[-1] if mons else None, steps_done=step,
                                    complete=True)
-        _save_atomic(gm, output)
+        save_model_atomic(gm, output)
     write_json(run_dir / "result.json", result)
     return result
 
@@ -491,5 +477,5 @@ def export_checkpoint(config_path, overrides: list[str] | None = None, output=No
                          "batch_size": int(t_cfg["batch_size"]),
                          "ema_decay": t_cfg["ema_decay"], "checkpoint": ckpt.name}}
     out = Path(output) if output is not None else Path(cfg["output"])
-    _save_atomic(DDPMGalaxyModel(net, schedule, intensity, meta), out)
+    save_model_atomic(DDPMGalaxyModel(net, schedule, intensity, meta), out)
     return out

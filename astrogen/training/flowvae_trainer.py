@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from astrogen.errors import ConfigError
-from astrogen.io.atomic import atomic_path, save_npz, write_json
+from astrogen.io.atomic import atomic_path, save_npz, save_model_atomic, write_json
 from astrogen.seeds import derive_seed
 from astrogen.training.checkpoint import flatten as _flatten
 from astrogen.training.checkpoint import (load_checkpoint, restore_variables,
@@ -112,18 +111,6 @@ def _rewrite_log(log_path: Path, up_to_step: int) -> None:
             continue  # a line cut by the interruption
     with atomic_path(log_path) as tmp:
         tmp.write_text("".join(x + "\n" for x in keep))
-
-
-def _save_model_atomic(model, output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, output)
-        os.replace(tmp.with_suffix(".json"), output.with_suffix(".json"))
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp.with_suffix(".json").unlink(missing_ok=True)
 
 
 def _vae_eval(model, data: dict, noise_model: str, seed: int, batch: int) -> dict:
@@ -396,6 +383,6 @@ def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
     if eval_file.is_file():
         result["eval_real"] = json.loads(eval_file.read_text())
     if complete:
-        _save_model_atomic(model, output)
+        save_model_atomic(model, output)
     write_json(run_dir / "result.json", result)
     return result

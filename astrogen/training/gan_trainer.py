@@ -18,7 +18,6 @@ checkpoint, so a run stopped early still leaves a usable model.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from astrogen.errors import AstrogenError, ConfigError, UnknownKeyError, suggest
-from astrogen.io.atomic import atomic_path, write_json
+from astrogen.io.atomic import atomic_path, save_model_atomic, write_json
 from astrogen.seeds import derive_seed
 from astrogen.training.checkpoint import flatten as _flatten
 from astrogen.training.checkpoint import (load_checkpoint, restore_variables,
@@ -183,20 +182,6 @@ def rewrite_log(log_path: Path, up_to_step: int) -> None:
             continue
     with atomic_path(log_path) as tmp:
         tmp.write_text("".join(x + "\n" for x in keep))
-
-
-def save_model_atomic(model, output: Path) -> None:
-    """``model.save`` to a temporary name, then rename ``.keras`` and ``.json``."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp.with_suffix(".json"), output.with_suffix(".json"))
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp.with_suffix(".json").unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------- GAN training

@@ -42,7 +42,6 @@ import copy
 import itertools
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -51,7 +50,7 @@ import numpy as np
 from astrogen.errors import AstrogenError, ConfigError, ResumeError, UnknownKeyError
 from astrogen.training.checkpoint import flatten as _flatten
 from astrogen.training.checkpoint import resume_checkpoint
-from astrogen.io.atomic import write_json
+from astrogen.io.atomic import save_model_atomic, write_json
 from astrogen.seeds import derive_seed
 
 __all__ = ["SEGMENTER_MODELS", "load_segmenter_config", "train_segmenter"]
@@ -266,16 +265,6 @@ def _for_comparison(cfg: dict) -> dict:
     return d
 
 
-def _save_model_atomic(model, output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # ---------------------------------------------------------------------- training loop
 def train_segmenter(cfg, resume: bool = False) -> dict:
     """Train a U-Net or probabilistic U-Net as configured; returns a summary dict (also in
@@ -473,7 +462,7 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
     result.update(steps_done=step, complete=complete, last=last,
                   steps_per_second=(timed[0] / timed[1]) if timed[1] > 0 else None)
     if complete:
-        _save_model_atomic(model, output)
+        save_model_atomic(model, output)
     write_json(run_dir / "result.json", result)
     return result
 
@@ -509,5 +498,5 @@ def export_checkpoint(config_path, overrides: list[str] | None = None, output=No
     state, values = load_checkpoint(ckpt)
     restore_variables(model.weights, values["model"], "model", ckpt)
     out = Path(output or cfg["output"])
-    _save_model_atomic(model, out)
+    save_model_atomic(model, out)
     return {"output": str(out), "step": int(state["step"]), "steps": int(cfg["training"]["steps"])}
