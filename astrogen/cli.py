@@ -143,11 +143,39 @@ def _cmd_stages(args) -> int:
     return 0
 
 
+def _quiet_dask_logs() -> None:
+    """Silence Dask, Tornado and asyncio loggers now and when ``distributed`` is imported later.
+
+    Importing ``distributed`` sets its loggers to INFO from Dask's config, which would undo a
+    level set before the import; setting the config too keeps them quiet either way.
+    """
+    try:
+        import dask.config
+    except ImportError:  # pragma: no cover - dask is a dependency
+        pass
+    else:
+        dask.config.set({"distributed.logging": {"distributed": "critical",
+                                                 "distributed.client": "critical",
+                                                 "distributed.gc": "critical"}})
+    prefixes = ("distributed", "tornado", "asyncio")
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in prefixes]
+    for name in {*prefixes, *names}:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``astrogen`` console script; returns the exit status."""
     from astrogen.errors import AstrogenError
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # overrides may come after options (``train file --resume key=value``), which argparse
+    # does not gather into one positional list by itself
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if a.startswith("-") or "=" not in a]
+    if bad or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     _silence_tensorflow(args.verbosity)
     level = {0: logging.ERROR, 1: logging.WARNING, 2: logging.DEBUG, 3: logging.DEBUG}
     logging.basicConfig(level=level[args.verbosity], format="astrogen: %(message)s",
@@ -155,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbosity < 2:
         # Dask's client threads log connection tear-down errors (CommClosedError tracebacks)
         # after a run stopped on bad input; below -v 2 the user gets the one-line error only.
-        for name in ("distributed", "tornado", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        _quiet_dask_logs()
     # Always set: an earlier in-process call (tests, notebooks) may have lowered it.
     logging.getLogger("astrogen").setLevel({0: logging.ERROR, 1: logging.INFO}.get(
         args.verbosity, logging.DEBUG))

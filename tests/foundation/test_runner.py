@@ -205,3 +205,17 @@ def test_tensorflow_start_up_noise_is_silenced(tmp_path):
                        check=True)
     assert r.stdout.strip().startswith("2.")
     assert r.stderr == ""
+
+
+def test_cli_overrides_may_follow_options(small_yaml, capsys):
+    path, out = small_yaml()
+    # key=value after an option is an override, as before it
+    assert main(["validate", str(path), "stages.render.stamp_size=-4"]) == 2
+    before = capsys.readouterr().err
+    assert main(["run", str(path), "--no-progress", "stages.render.stamp_size=-4"]) == 2
+    after = capsys.readouterr().err
+    assert "stamp_size" in before and after.splitlines()[-1] == before.splitlines()[-1]
+    assert not out.exists()
+    with pytest.raises(SystemExit):  # anything else is still refused
+        main(["run", str(path), "--no-progress", "--no-such-option"])
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err

@@ -1,4 +1,6 @@
 """The ``executor:`` key and the command-line options: checked like the rest of the YAML."""
+import logging
+
 import pytest
 
 from astrogen.cli import main
@@ -88,3 +90,20 @@ def test_cli_reports_bad_option_in_one_line(write_pipeline, capsys):
     assert err == ["astrogen: error: ConfigError: --workers: is used only by the dask "
                    "executor (set type: dask). Received: n_workers=2"]
     assert not out.exists()
+
+
+def test_quiet_command_line_keeps_dask_quiet_when_distributed_is_imported_later():
+    # importing distributed sets its loggers to INFO; below -v 2 the command line must win,
+    # or Dask's connection tear-down messages reach the user after a one-line error
+    import subprocess
+    import sys
+
+    code = ("import logging\n"
+            "from astrogen.cli import _quiet_dask_logs\n"
+            "_quiet_dask_logs()\n"
+            "import distributed\n"
+            "print(min(logging.getLogger(n).getEffectiveLevel() for n in\n"
+            "          ('distributed', 'distributed.batched', 'distributed.client')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert int(out) == logging.CRITICAL
