@@ -17,6 +17,12 @@ def dask_address():
 
     from astrogen.pipeline.executors import LOOPBACK_NO_DASHBOARD
 
+    # This scheduler runs in the test process, unlike a user's: its tear-down messages about
+    # a client that left ("Batched Comm Closed") can arrive after an executor restored the
+    # levels it found, in the middle of a later test's captured stderr. Keep them quiet.
+    quiet = logging.getLogger("distributed")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                            host="127.0.0.1", silence_logs=logging.ERROR,
                            **LOOPBACK_NO_DASHBOARD)
@@ -24,6 +30,7 @@ def dask_address():
         yield cluster.scheduler_address
     finally:
         cluster.close(timeout=20)
+        quiet.setLevel(level)
 
 
 @pytest.fixture
