@@ -291,6 +291,20 @@ def main(argv=None) -> int:
     result["state_at_end"] = machine_state()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("dask_scaling_quick.json" if args.quick else "dask_scaling.json")
+    if parts != {1, 2, 3} and path.exists():
+        # a partial rerun replaces only its own measurements; the others keep their run's
+        # machine state under "state_of_part"
+        old = json.loads(path.read_text())
+        states = old.pop("state_of_part", {})
+        for k, n in (("scaling", 1), ("overhead", 2), ("memory", 3)):
+            if n not in parts and k in old:
+                states.setdefault(k, {"state_at_start": old.get("state_at_start"),
+                                      "state_at_end": old.get("state_at_end"),
+                                      "versions": old.get("versions")})
+                result[k] = old[k]
+            else:
+                states.pop(k, None)
+        result["state_of_part"] = states
     path.write_text(json.dumps(result, indent=2) + "\n")
 
     s, o, m = (result.get(k) for k in ("scaling", "overhead", "memory"))

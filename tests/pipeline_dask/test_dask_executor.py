@@ -131,3 +131,31 @@ def test_cli_dask_with_scheduler_address(write_pipeline, dask_address, capsys):
     assert prov["executor"] == {"type": "dask", "address": dask_address, "retries": 3,
                                 "max_in_flight": None, "worker_threads": 2}
     assert (out / "stamps.fits").is_file()
+
+
+def test_driver_keeps_no_old_chunks(tmp_path, monkeypatch):
+    """The driver's memory does not grow with the catalog: by the last chunk, no earlier
+    chunk's table is alive in the driver (Dask's recent-message logs once kept them all)."""
+    import gc
+
+    from astropy.table import Table
+
+    path = tmp_path / "mem.yaml"
+    path.write_text(f"name: mem\nseed: 1\noutput: {tmp_path / 'out'}\nstages:\n"
+                    "  - {name: catalog, type: catalog.cosmos, n_objects: 600, chunk_size: 20}\n"
+                    "  - {name: positions, type: catalog.positions, inputs: [catalog], "
+                    "size: 256}\n"
+                    "  - {name: truth, type: output.catalog, inputs: [positions]}\n")
+    alive, consume = [], CatalogOutput.consume
+
+    def census(self, index, data):
+        consume(self, index, data)
+        if index == 29:
+            gc.collect()
+            alive.extend(int(o["row_id"][0]) // 20 for o in gc.get_objects()
+                         if isinstance(o, Table) and "row_id" in o.colnames and len(o))
+
+    monkeypatch.setattr(CatalogOutput, "consume", census)
+    _run(path, executor=ExecutorSpec(type="dask", n_workers=1, max_in_flight=2))
+    old = sorted(set(i for i in alive if i < 29 - 2))
+    assert alive and old == []
