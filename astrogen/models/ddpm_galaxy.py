@@ -173,6 +173,8 @@ class DDPMGalaxyModel:
                                               reduce_retracing=True)
         f_c, f_u = self._fns["cond"], self._fns["uncond"]
         n_cond = int(self.network.cond_dim)
+        prediction = getattr(self.network, "prediction", "eps")
+        from astrogen.models.ddpm_unet import eps_from_output
 
         def eps(x_t, t, cond=None):
             x = np.asarray(x_t, dtype=np.float32)
@@ -191,7 +193,7 @@ class DDPMGalaxyModel:
                     cb[:m] = c[i:i + m]
                     y = f_c(tf.constant(xb), tf.constant(tb), tf.constant(cb))
                 out[i:i + m] = np.asarray(y)[:m]
-            return out
+            return eps_from_output(out, x, tt, self.schedule, prediction)
 
         return eps
 

@@ -38,10 +38,13 @@ from astrogen.models.layers_diffusion import (AttentionBlock, Downsample, Residu
                                               SinusoidalTimeEmbedding, Upsample, group_count)
 
 __all__ = ["DDPMUNet", "DiffusionTrainer", "diffusion_loss", "as_eps_model", "EMA",
-           "DEFAULT_COND_NAMES"]
+           "eps_from_output", "DEFAULT_COND_NAMES", "PREDICTIONS"]
 
 #: Default conditioning columns (canonical catalog names).
 DEFAULT_COND_NAMES = ("mag", "half_light_radius", "redshift")
+
+#: What a :class:`DDPMUNet` can be trained to predict.
+PREDICTIONS = ("eps", "v")
 
 
 def _int(name, value, minimum=1):
@@ -100,6 +103,13 @@ class DDPMUNet(keras.Model):
     cond_drop_prob : float
         Probability that training replaces a row's condition by the null condition (for
         classifier-free guidance); used by :class:`DiffusionTrainer`.
+    prediction : {"eps", "v"}
+        What the output is: the noise ``eps`` (Ho et al. 2020) or the velocity
+        ``v = sqrt(abar) eps - sqrt(1 - abar) x0`` (Salimans & Ho 2022, arXiv:2202.00512).
+        With ``eps``, the clean image ``(x_t - sqrt(1 - abar) eps) / sqrt(abar)`` multiplies
+        the network's error by ``1 / sqrt(abar)`` at high noise (up to ~2e4 with the cosine
+        schedule), with ``v`` by at most 1. Samplers always receive ``eps``
+        (:func:`eps_from_output`).
     """
 
     def __init__(self, image_size: int = 64, channels: int = 1, base_channels: int = 64,
@@ -109,7 +119,7 @@ class DDPMUNet(keras.Model):
                  cond_names: Sequence[str] | None = None,
                  cond_mean: Sequence[float] | None = None,
                  cond_std: Sequence[float] | None = None, cond_drop_prob: float = 0.1,
-                 max_period: float = 10000.0, **kwargs):
+                 max_period: float = 10000.0, prediction: str = "eps", **kwargs):
         kwargs.setdefault("name", "ddpm_unet")
         super().__init__(**kwargs)
         # ---- argument checks -------------------------------------------------------------
@@ -167,6 +177,10 @@ class DDPMUNet(keras.Model):
             raise ConfigError("must be a probability in [0, 1].", key="cond_drop_prob",
                               received={"cond_drop_prob": cond_drop_prob})
         self.cond_drop_prob = float(cond_drop_prob)
+        if prediction not in PREDICTIONS:
+            raise ConfigError(f"must be one of {list(PREDICTIONS)}.", key="prediction",
+                              received={"prediction": prediction})
+        self.prediction = str(prediction)
         if isinstance(max_period, bool) or not isinstance(max_period, Real) or max_period <= 1:
             raise ConfigError("must be a number > 1.", key="max_period",
                               received={"max_period": max_period})
@@ -248,7 +262,7 @@ class DDPMUNet(keras.Model):
                 "norm_groups": self.norm_groups, "cond_dim": self.cond_dim,
                 "cond_names": list(self.cond_names), "cond_mean": self.cond_mean,
                 "cond_std": self.cond_std, "cond_drop_prob": self.cond_drop_prob,
-                "max_period": self.max_period}
+                "max_period": self.max_period, "prediction": self.prediction}
 
     @classmethod
     def from_config(cls, config):
@@ -350,7 +364,8 @@ def diffusion_loss(model: DDPMUNet, schedule, x0, t, noise, cond=None, cond_mask
                    training: bool = False):
     r"""The "simple" loss of Ho et al. (2020): :math:`\| \epsilon - \epsilon_\theta(
     \sqrt{\bar\alpha_t}x_0+\sqrt{1-\bar\alpha_t}\epsilon, t, c)\|^2`, averaged (a scalar
-    tensor), for given ``t`` and ``noise``."""
+    tensor), for given ``t`` and ``noise``; with ``model.prediction == "v"`` the target is
+    :math:`v = \sqrt{\bar\alpha_t}\epsilon - \sqrt{1-\bar\alpha_t}x_0` instead."""
     sa, sb = _schedule_tables(schedule)
     x0 = ops.cast(x0, "float32")
     noise = ops.cast(noise, "float32")
@@ -358,8 +373,25 @@ def diffusion_loss(model: DDPMUNet, schedule, x0, t, noise, cond=None, cond_mask
     a = ops.reshape(ops.take(sa, t), (-1, 1, 1, 1))
     b = ops.reshape(ops.take(sb, t), (-1, 1, 1, 1))
     x_t = a * x0 + b * noise
-    eps = model((x_t, t, cond, cond_mask), training=training)
-    return ops.mean(ops.square(eps - noise))
+    out = model((x_t, t, cond, cond_mask), training=training)
+    target = a * noise - b * x0 if getattr(model, "prediction", "eps") == "v" else noise
+    return ops.mean(ops.square(out - target))
+
+
+def eps_from_output(output, x_t, t, schedule, prediction: str = "eps"):
+    """The noise prediction ``eps`` from a network output (numpy, float64).
+
+    ``prediction="v"``: ``eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t`` (exact inverse of the
+    training target given ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``).
+    """
+    out = np.asarray(output, dtype=np.float64)
+    if prediction == "eps":
+        return out
+    t = np.asarray(t).astype(np.int64)
+    shape = (-1,) + (1,) * (out.ndim - 1)
+    a = schedule.sqrt_alpha_bar[t].reshape(shape)
+    b = schedule.sqrt_one_minus_alpha_bar[t].reshape(shape)
+    return a * out + b * np.asarray(x_t, dtype=np.float64)
 
 
 class DiffusionTrainer:
@@ -437,16 +469,22 @@ class DiffusionTrainer:
 
 
 # ---- sampling adapter ---------------------------------------------------------------------
-def as_eps_model(model: DDPMUNet, batch_size: int | None = None, jit: bool = True):
+def as_eps_model(model: DDPMUNet, batch_size: int | None = None, jit: bool = True,
+                 schedule=None):
     """A callable ``(x_t, t, cond) -> eps_hat`` (float64 numpy) for the samplers.
 
     ``cond=None`` gives the unconditional (null-condition) prediction, so
     ``guided(as_eps_model(model), cond, None, scale)`` is classifier-free guidance. Inputs are
-    cast to float32 and evaluated in inference mode, in chunks of ``batch_size`` rows.
+    cast to float32 and evaluated in inference mode, in chunks of ``batch_size`` rows. A
+    ``prediction="v"`` network needs its training ``schedule`` to convert ``v`` to ``eps``.
     """
     if not isinstance(model, keras.Model):
         raise ConfigError("must be a keras Model.", key="model",
                           received={"model": type(model).__name__})
+    prediction = getattr(model, "prediction", "eps")
+    if prediction != "eps" and schedule is None:
+        raise ConfigError("a v-prediction network needs its noise schedule.", key="schedule",
+                          received={"prediction": prediction})
     if batch_size is not None:
         batch_size = _int("batch_size", batch_size)
     if isinstance(model, DDPMUNet):
@@ -479,6 +517,6 @@ def as_eps_model(model: DDPMUNet, batch_size: int | None = None, jit: bool = Tru
             sl = slice(i, i + step)
             y = _run_uncond(x[sl], tt[sl]) if c is None else _run(x[sl], tt[sl], c[sl])
             out.append(np.asarray(y, dtype=np.float64))
-        return np.concatenate(out, axis=0)
+        return eps_from_output(np.concatenate(out, axis=0), x, tt, schedule, prediction)
 
     return eps_model

@@ -32,8 +32,13 @@ SPACINGS = ("leading", "linspace", "trailing", "logsnr")
 
 
 def make_timesteps(num_train_steps: int, num_steps: int, spacing: str = "trailing",
-                   alpha_bar: np.ndarray | None = None) -> np.ndarray:
+                   alpha_bar: np.ndarray | None = None,
+                   max_timestep: int | None = None) -> np.ndarray:
     r"""A strictly decreasing int64 array of ``num_steps`` training timesteps in [0, T).
+
+    With ``max_timestep`` the timesteps are chosen the same way among ``0 ... max_timestep``
+    only (as if ``T = max_timestep + 1``): sampling then starts at a noise level whose
+    signal-to-noise ratio is small but not ~0 (see :class:`Sampler`).
 
     ``"leading"``: ``0, k, 2k, ...`` with ``k = T // num_steps`` (DDIM paper; never visits
     ``T-1``); ``"linspace"``: evenly spaced from ``T-1`` down to 0; ``"trailing"``: evenly
@@ -48,6 +53,9 @@ def make_timesteps(num_train_steps: int, num_steps: int, spacing: str = "trailin
                           + suggest(spacing, SPACINGS), key="timestep_spacing",
                           received={"timestep_spacing": spacing})
     T, n = int(num_train_steps), int(num_steps)
+    if max_timestep is not None:
+        T = int(max_timestep) + 1
+        alpha_bar = None if alpha_bar is None else np.asarray(alpha_bar)[:T]
     if spacing == "leading":
         ts = np.arange(n, dtype=np.int64) * (T // n)
     elif spacing == "linspace":
@@ -86,23 +94,38 @@ class Sampler:
     clip_x0 : (float, float), optional
         Clip the predicted clean image to this range at every step (off by default:
         astronomical images have no natural bounds).
+    max_timestep : int, optional
+        Noisiest timestep visited (default ``T - 1``). Sampling starts there from
+        ``x ~ N(0, I)``. Schedules whose last steps have ``alpha_bar`` ~ 0 (the cosine
+        schedule ends at ~1e-9) make the clean-image prediction
+        ``(x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)`` multiply the network's error by
+        up to ``1 / sqrt(alpha_bar)`` ~ 2e4 there; starting where ``alpha_bar`` is ~1e-3
+        instead changes the starting distribution by ``sqrt(alpha_bar) x_0`` only.
     """
 
     #: True if :meth:`step` draws random numbers.
     stochastic: bool = False
 
     def __init__(self, schedule: NoiseSchedule, num_steps: int | None = None,
-                 timestep_spacing: str = "trailing", clip_x0: Sequence[float] | None = None):
+                 timestep_spacing: str = "trailing", clip_x0: Sequence[float] | None = None,
+                 max_timestep: int | None = None):
         if not isinstance(schedule, NoiseSchedule):
             raise ConfigError("must be an astrogen.schedulers.NoiseSchedule.", key="schedule",
                               received={"schedule": type(schedule).__name__})
         T = schedule.num_train_steps
+        if max_timestep is not None:
+            if isinstance(max_timestep, bool) or not isinstance(max_timestep, Integral) \
+                    or not 0 <= max_timestep < T:
+                raise ConfigError(f"must be an integer in [0, {T - 1}].", key="max_timestep",
+                                  received={"max_timestep": max_timestep})
+            max_timestep = int(max_timestep)
+        n_avail = T if max_timestep is None else max_timestep + 1
         if num_steps is None:
-            num_steps = T
+            num_steps = n_avail
         if isinstance(num_steps, bool) or not isinstance(num_steps, Integral) \
-                or not 1 <= num_steps <= T:
-            raise ConfigError(f"must be an integer in [1, {T}] (the schedule's "
-                              "num_train_steps).", key="num_steps",
+                or not 1 <= num_steps <= n_avail:
+            raise ConfigError(f"must be an integer in [1, {n_avail}] (the schedule's "
+                              "num_train_steps, or max_timestep + 1).", key="num_steps",
                               received={"num_steps": num_steps})
         if clip_x0 is not None:
             try:
@@ -117,8 +140,9 @@ class Sampler:
         self.num_steps = int(num_steps)
         self.timestep_spacing = timestep_spacing
         self.clip_x0 = clip_x0
+        self.max_timestep = n_avail - 1
         self._timesteps = make_timesteps(T, self.num_steps, timestep_spacing,
-                                         schedule.alpha_bar)
+                                         schedule.alpha_bar, max_timestep)
         # alpha_bar at every step and at its target; the last target is clean data (abar=1).
         self._abar = schedule.alpha_bar[self._timesteps]
         self._abar_prev = np.concatenate([self._abar[1:], [1.0]])

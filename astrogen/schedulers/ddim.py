@@ -39,13 +39,16 @@ class DDIMSampler(Sampler):
         See :func:`~astrogen.schedulers.base.make_timesteps`; ``"leading"`` is the DDIM
         paper's uniform choice.
     clip_x0 : (float, float), optional
+    max_timestep : int, optional
+        See :class:`~astrogen.schedulers.base.Sampler`.
     """
 
     def __init__(self, schedule: NoiseSchedule, num_steps: int | None = 50, eta: float = 0.0,
-                 timestep_spacing: str = "trailing", clip_x0: Sequence[float] | None = None):
+                 timestep_spacing: str = "trailing", clip_x0: Sequence[float] | None = None,
+                 max_timestep: int | None = None):
         if isinstance(eta, bool) or not isinstance(eta, Real) or not 0.0 <= eta <= 1.0:
             raise ConfigError("must be a number in [0, 1].", key="eta", received={"eta": eta})
-        super().__init__(schedule, num_steps, timestep_spacing, clip_x0)
+        super().__init__(schedule, num_steps, timestep_spacing, clip_x0, max_timestep)
         self.eta = float(eta)
         self.stochastic = self.eta > 0
         a, ap = self._abar, self._abar_prev

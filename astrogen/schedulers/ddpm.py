@@ -43,7 +43,7 @@ class DDPMSampler(Sampler):
         Default ``T`` (the original sampler). Fewer steps use respaced betas.
     variance : {"posterior", "beta"}
         :math:`\\tilde\\beta_t` ("fixed small") or :math:`\\beta_t` ("fixed large").
-    timestep_spacing, clip_x0 :
+    timestep_spacing, clip_x0, max_timestep :
         See :class:`~astrogen.schedulers.base.Sampler`.
     """
 
@@ -51,12 +51,13 @@ class DDPMSampler(Sampler):
 
     def __init__(self, schedule: NoiseSchedule, num_steps: int | None = None,
                  variance: str = "posterior", timestep_spacing: str = "trailing",
-                 clip_x0: Sequence[float] | None = None):
+                 clip_x0: Sequence[float] | None = None,
+                 max_timestep: int | None = None):
         if variance not in VARIANCES:
             raise ConfigError("must be one of " + ", ".join(map(repr, VARIANCES)) + "."
                               + suggest(variance, VARIANCES), key="variance",
                               received={"variance": variance})
-        super().__init__(schedule, num_steps, timestep_spacing, clip_x0)
+        super().__init__(schedule, num_steps, timestep_spacing, clip_x0, max_timestep)
         self.variance = variance
         a, ap = self._abar, self._abar_prev
         beta = 1.0 - a / ap

@@ -43,16 +43,17 @@ class DPMSolverSampler(Sampler):
     lower_order_final : bool
         Also take the second-to-last step at first order when ``num_steps < 15`` (the
         stabilising heuristic of the reference implementation and diffusers).
-    timestep_spacing, clip_x0 :
+    timestep_spacing, clip_x0, max_timestep :
         See :class:`~astrogen.schedulers.base.Sampler`.
     """
 
     def __init__(self, schedule: NoiseSchedule, num_steps: int | None = 20, order: int = 2,
                  lower_order_final: bool = True, timestep_spacing: str = "trailing",
-                 clip_x0: Sequence[float] | None = None):
+                 clip_x0: Sequence[float] | None = None,
+                 max_timestep: int | None = None):
         if order not in (1, 2) or isinstance(order, bool):
             raise ConfigError("must be 1 or 2.", key="order", received={"order": order})
-        super().__init__(schedule, num_steps, timestep_spacing, clip_x0)
+        super().__init__(schedule, num_steps, timestep_spacing, clip_x0, max_timestep)
         self.order = int(order)
         self.lower_order_final = bool(lower_order_final)
         a = self._abar

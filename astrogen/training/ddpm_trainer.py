@@ -80,6 +80,7 @@ def _schema() -> dict:
             "flux_normalize": (True, c._bool),
             "intensity_scale": (3e-4, c._float(0.0, strict=True)),
             "intensity_divisor": (3.0, c._float(0.0, strict=True)),
+            "prediction": ("eps", c._choice("eps", "v")),
         },
         "training": {
             "batch_size": (32, c._int(1)),
@@ -182,7 +183,8 @@ def build_network(d: dict, cond_mean, cond_std, image_size: int):
                     num_heads=d["num_heads"], dropout=d["dropout"],
                     norm_groups=d["norm_groups"], cond_dim=3, cond_names=FEATURE_NAMES,
                     cond_mean=[float(v) for v in cond_mean],
-                    cond_std=[float(v) for v in cond_std], cond_drop_prob=d["cond_drop_prob"])
+                    cond_std=[float(v) for v in cond_std], cond_drop_prob=d["cond_drop_prob"],
+                    prediction=d.get("prediction", "eps"))
 
 
 def _lr(step, t_cfg):

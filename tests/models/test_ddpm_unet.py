@@ -236,3 +236,54 @@ def test_unconditional_model_rejects_cond():
     assert tuple(m((x, np.array([3]))).shape) == x.shape
     with pytest.raises(ConfigError):
         m((x, np.array([3]), np.zeros((1, 3), np.float32)))
+
+
+def test_v_prediction_target_and_its_inverse():
+    from astrogen.models.ddpm_unet import eps_from_output
+    from astrogen.schedulers import NoiseSchedule
+
+    sch = NoiseSchedule.cosine(1000)
+    rng = np.random.default_rng(0)
+    x0, eps = rng.normal(size=(2, 3, 4, 4, 1))
+    t = np.array([5, 3, 999])
+    a = sch.sqrt_alpha_bar[t][:, None, None, None]
+    b = sch.sqrt_one_minus_alpha_bar[t][:, None, None, None]
+    x_t, v = a * x0 + b * eps, a * eps - b * x0
+    np.testing.assert_allclose(eps_from_output(v, x_t, t, sch, "v"), eps, atol=1e-12)
+    np.testing.assert_array_equal(eps_from_output(eps, x_t, t, sch, "eps"), eps)
+    # x0 from v stays bounded where x0 from eps is amplified by 1/sqrt(abar) ~ 2e4 (t = 999)
+    err = 0.01
+    x0_from_eps = (x_t - b * (eps + err)) / a
+    x0_from_v = a * x_t - b * (v + err)
+    assert np.abs(x0_from_eps - x0)[2].max() > 100 and np.abs(x0_from_v - x0).max() < 0.011
+
+
+def test_v_prediction_network_config_loss_and_eps_adapter():
+    from astrogen.models.ddpm_unet import as_eps_model, diffusion_loss
+    from astrogen.schedulers import NoiseSchedule
+
+    kw = dict(image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
+              norm_groups=4, cond_dim=3)
+    with pytest.raises(ConfigError, match="prediction"):
+        DDPMUNet(prediction="x0", **kw)
+    net = DDPMUNet(prediction="v", **kw)
+    again = DDPMUNet.from_config(net.get_config())
+    assert again.prediction == "v" and DDPMUNet(**kw).prediction == "eps"
+    sch = NoiseSchedule.cosine(1000)
+    with pytest.raises(ConfigError, match="schedule"):
+        as_eps_model(net)
+    rng = np.random.default_rng(1)
+    x0 = rng.normal(size=(2, 8, 8, 1)).astype("float32")
+    noise = rng.normal(size=(2, 8, 8, 1)).astype("float32")
+    t = np.array([10, 900], "int32")
+    out = np.asarray(net((x0 * 0 + noise, t), training=False), dtype=np.float64)
+    # the loss is the MSE to v; the adapter turns the output into eps with the schedule
+    a = sch.sqrt_alpha_bar[t][:, None, None, None]
+    b = sch.sqrt_one_minus_alpha_bar[t][:, None, None, None]
+    x_t = (a * x0 + b * noise).astype("float32")
+    pred = np.asarray(net((x_t, t), training=False), dtype=np.float64)
+    loss = float(diffusion_loss(net, sch, x0, t, noise))
+    np.testing.assert_allclose(loss, np.mean((pred - (a * noise - b * x0)) ** 2), rtol=1e-4)
+    eps = as_eps_model(net, jit=False, schedule=sch)(x_t, t)
+    np.testing.assert_allclose(eps, a * pred + b * x_t, rtol=1e-5, atol=1e-6)
+    assert out.shape == x0.shape

@@ -215,3 +215,28 @@ def test_clip_x0_bounds_the_prediction(cosine):
     out = s.sample(lambda x, t, c: -10 * np.ones_like(x), (2, 3), seed=0)
     assert np.all(np.abs(out) <= 1 + 1e-12)
     assert isinstance(s, Sampler)
+
+
+# ---- max_timestep: start below the near-zero-SNR end of the schedule -----------------------
+@pytest.mark.parametrize("cls", [DDIMSampler, DPMSolverSampler, DDPMSampler])
+def test_max_timestep_bounds_the_timesteps_and_keeps_exactness(cosine, oracles, cls):
+    x0 = _x0((2, 4, 4, 1))
+    tmax = int(np.nonzero(cosine.alpha_bar >= 1e-2)[0].max())
+    smp = cls(cosine, num_steps=20, max_timestep=tmax)
+    ts = smp.timesteps
+    assert ts[0] == tmax and ts.max() <= tmax and smp.max_timestep == tmax
+    # the default is unchanged: trailing starts at T - 1
+    assert cls(cosine, num_steps=20).timesteps[0] == 999
+    out = smp.sample(oracles.oracle(cosine, x0), x0.shape, seed=3)
+    np.testing.assert_allclose(out, x0, atol=1e-5)
+    # all the timesteps up to max_timestep: as many steps as there are
+    assert len(cls(cosine, num_steps=None, max_timestep=tmax).timesteps) == tmax + 1
+
+
+def test_max_timestep_errors(cosine):
+    with pytest.raises(ConfigError, match="max_timestep") as e:
+        DDIMSampler(cosine, num_steps=10, max_timestep=1000)
+    assert e.value.received == {"max_timestep": 1000}
+    with pytest.raises(ConfigError, match=r"\[1, 51\]") as e:
+        DDIMSampler(cosine, num_steps=60, max_timestep=50)
+    assert e.value.key == "num_steps"
