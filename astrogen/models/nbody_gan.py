@@ -205,13 +205,40 @@ def critic_loss(d_real, d_fake, gp, gp_weight: float):
     return -w + gp_weight * gp, w
 
 
-def generator_loss(d_fake, fake, real, l1_weight: float):
-    """``-E[D(fake)] + l1_weight * mean|fake - real|`` (the L1 term, as in pix2pix, ties the
-    conditional output to its initial conditions)."""
+def smooth_periodic(x, sigma: float):
+    """Gaussian smoothing of periodic images ``(B, H, W, C)`` by FFT; ``sigma`` in pixels.
+
+    ``sigma = 0`` returns ``x`` unchanged. The filter is ``exp(-k^2 sigma^2 / 2)`` on the
+    discrete wavenumbers, so the mean of each image is kept.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    if sigma <= 0:
+        return x
+    h, w = int(x.shape[1]), int(x.shape[2])
+    ky = 2 * np.pi * np.fft.fftfreq(h)[:, None]
+    kx = 2 * np.pi * np.fft.rfftfreq(w)[None, :]
+    filt = tf.constant(np.exp(-0.5 * sigma ** 2 * (ky ** 2 + kx ** 2)), tf.complex64)
+    xc = tf.transpose(x, [0, 3, 1, 2])  # FFT over the last two axes
+    out = tf.signal.irfft2d(tf.signal.rfft2d(xc) * filt, fft_length=[h, w])
+    return tf.transpose(out, [0, 2, 3, 1])
+
+
+def generator_loss(d_fake, fake, real, l1_weight: float, l1_smoothing: float = 0.0):
+    """``-E[D(fake)] + l1_weight * mean|S(fake) - S(real)|``.
+
+    The L1 term, as in pix2pix, ties the conditional output to its initial conditions. With
+    ``l1_smoothing`` = sigma > 0 (pixels) both fields are first smoothed with a periodic
+    Gaussian ``S``: only the large scales, which the linear field determines, are pulled to
+    the N-body field, and the small scales, which it does not, are left to the adversarial
+    term (a plain L1 pulls them to their conditional median, which removes small-scale power).
+    """
     import tensorflow as tf
 
     adv = -tf.reduce_mean(d_fake)
-    l1 = tf.reduce_mean(tf.abs(fake - real))
+    l1 = tf.reduce_mean(tf.abs(smooth_periodic(fake, l1_smoothing)
+                               - smooth_periodic(real, l1_smoothing)))
     return adv + l1_weight * l1, adv, l1
 
 

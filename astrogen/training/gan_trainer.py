@@ -4,7 +4,8 @@
 (:mod:`astrogen.datasets.nbody_slices`) if its folder is incomplete (resumable), then trains
 :class:`astrogen.models.nbody_gan.NBodyGAN`. One training step = ``n_critic`` critic updates
 (WGAN loss + gradient penalty, each on its own batch) + one generator update (adversarial
-loss + ``l1_weight`` x L1 to the true field). Batches are augmented with the symmetries of
+loss + ``l1_weight`` x L1 to the true field, both smoothed with a periodic Gaussian of
+``l1_smoothing`` pixels if > 0). Batches are augmented with the symmetries of
 a periodic square (random periodic shift, 90-degree rotations, flips), applied identically
 to the condition and the target.
 
@@ -74,6 +75,7 @@ GAN_SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "critic_learning_rate": (None, _float(0.0, strict=True, optional=True)),
         "gp_weight": (10.0, _float(0.0)),
         "l1_weight": (10.0, _float(0.0)),
+        "l1_smoothing": (0.0, _float(0.0)),   # pixels: Gaussian sigma of the L1 fields
     },
 }
 
@@ -262,6 +264,7 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
         log_path.unlink(missing_ok=True)
 
     gp_w, l1_w = float(t_cfg["gp_weight"]), float(t_cfg["l1_weight"])
+    l1_s = float(t_cfg["l1_smoothing"])
     gen, crit = gan.generator, gan.critic
 
     @tf.function(reduce_retracing=True)
@@ -281,7 +284,7 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
         with tf.GradientTape() as tape:
             fake = gen([c, z], training=True)
             d_fake = crit([fake, c], training=True)
-            loss, adv, l1 = generator_loss(d_fake, fake, real, l1_w)
+            loss, adv, l1 = generator_loss(d_fake, fake, real, l1_w, l1_s)
         grads = tape.gradient(loss, gen.trainable_variables)
         opt_g.apply_gradients(zip(grads, gen.trainable_variables))
         return loss, adv, l1

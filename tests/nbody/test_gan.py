@@ -141,3 +141,28 @@ def test_gan_serialization_round_trip(tmp_path):
     assert not np.array_equal(back.emulate(lin, seed=6), a)  # the noise channel matters
     s = back.sample(2, seed=0)  # unconditional: draws its own linear fields
     assert s.shape == (2, 16, 16) and np.all(np.isfinite(s))
+
+
+def test_smoothed_l1_keeps_large_scales_and_ignores_small_ones():
+    import tensorflow as tf
+
+    from astrogen.models.nbody_gan import generator_loss, smooth_periodic
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[:32, :32]
+    large = np.cos(2 * np.pi * x / 32)[None, :, :, None].astype("float32")
+    small = (0.5 * (-1.0) ** (x + y))[None, :, :, None].astype("float32")  # Nyquist mode
+    noise = rng.normal(size=(1, 32, 32, 1)).astype("float32")
+    # periodic, mean-preserving, and the identity for sigma = 0
+    np.testing.assert_allclose(smooth_periodic(tf.constant(noise), 0.0), noise)
+    sm = smooth_periodic(tf.constant(noise), 2.0).numpy()
+    assert abs(sm.mean() - noise.mean()) < 1e-5 and sm.std() < 0.3 * noise.std()
+    np.testing.assert_allclose(smooth_periodic(tf.constant(large), 2.0).numpy(),
+                               large * np.exp(-0.5 * 4 * (2 * np.pi / 32) ** 2), atol=1e-5)
+    zero = tf.zeros((1, 1))
+    # a small-scale difference costs nothing once smoothed, a large-scale one does
+    _, _, l1_small = generator_loss(zero, tf.constant(large + small), tf.constant(large), 1.0,
+                                    2.0)
+    _, _, l1_large = generator_loss(zero, tf.constant(2 * large), tf.constant(large), 1.0, 2.0)
+    _, _, l1_plain = generator_loss(zero, tf.constant(large + small), tf.constant(large), 1.0)
+    assert float(l1_small) < 1e-6 and float(l1_large) > 0.5 and float(l1_plain) == 0.5
