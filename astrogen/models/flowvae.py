@@ -30,7 +30,10 @@ configuration, condition names and normalisation); :func:`load_flowvae` reads an
 
 Training: :func:`train_vae_step` and :func:`train_flow_step` do one optimiser step each (a
 compiled ``tf.function`` per model and optimiser); the loop, data pipeline and schedules of
-learning rates live in the caller.
+learning rates live in the caller. With ``strategy=`` (a ``tf.distribute`` strategy in whose
+scope model and optimizer were created) the step is replicated: equal shards of the global
+batch, each replica's mean loss divided by the number of replicas, gradients all-reduced;
+the result equals the single-device step to floating-point rounding.
 """
 from __future__ import annotations
 
@@ -346,15 +349,8 @@ class FlowVAE(keras.Model):
         """
         beta = self.beta if beta is None else beta
         free_bits = self.free_bits if free_bits is None else free_bits
-        x = self._check_images(images)
-        mean, std = self.encoder(x, training=training)
-        eps = tf.random.stateless_normal(tf.shape(mean), seed=seed, dtype=mean.dtype)
-        z = mean + std * eps
-        model_images = self.decoder(z, training=training)
-        log_lik = psf_log_likelihood(x, model_images, psf, sigma=noise_sigma,
-                                     noise_power=noise_power, pad=self.pad_psf)
-        # KL(N(mean, std) || N(0, 1)) per dimension, nats
-        kl_dim = 0.5 * (tf.square(mean) + tf.square(std) - 1.0) - tf.math.log(std)
+        log_lik, kl_dim = self._vae_terms(images, psf, noise_sigma, noise_power, seed,
+                                          training)
         kl = tf.reduce_sum(kl_dim, axis=-1)
         free_bits = tf.cast(free_bits, kl.dtype)
         kl_penalty = tf.reduce_sum(tf.maximum(tf.reduce_mean(kl_dim, axis=0), free_bits))
@@ -363,6 +359,29 @@ class FlowVAE(keras.Model):
         mean_kl = tf.reduce_mean(kl)
         return {"loss": loss, "log_likelihood": mean_ll, "kl": mean_kl,
                 "elbo": mean_ll - mean_kl}
+
+    def _vae_terms(self, images, psf, noise_sigma, noise_power, seed, training,
+                   noise_rows=None):
+        """Per-stamp log-likelihood ``(B,)`` and per-dimension KL ``(B, L)`` (nats) of one
+        reparameterised sample. ``noise_rows = (start, global_batch)``: draw the noise of a
+        batch of ``global_batch`` rows with ``seed`` and use rows ``start:start + B`` (one
+        replica's share of a global batch, see :func:`train_vae_step`)."""
+        x = self._check_images(images)
+        mean, std = self.encoder(x, training=training)
+        if noise_rows is None:
+            eps = tf.random.stateless_normal(tf.shape(mean), seed=seed, dtype=mean.dtype)
+        else:
+            start, total = noise_rows
+            eps = tf.random.stateless_normal([total, self.latent_dim], seed=seed,
+                                             dtype=mean.dtype)
+            eps = eps[start:start + tf.shape(mean)[0]]
+        z = mean + std * eps
+        model_images = self.decoder(z, training=training)
+        log_lik = psf_log_likelihood(x, model_images, psf, sigma=noise_sigma,
+                                     noise_power=noise_power, pad=self.pad_psf)
+        # KL(N(mean, std) || N(0, 1)) per dimension, nats
+        kl_dim = 0.5 * (tf.square(mean) + tf.square(std) - 1.0) - tf.math.log(std)
+        return log_lik, kl_dim
 
     # ------------------------------------------------------------------ flow
     def log_prob(self, z, conditions) -> tf.Tensor:
@@ -577,9 +596,57 @@ def _as_psf(psf):
     return psf if psf.dtype.is_complex else tf.cast(psf, tf.float32)
 
 
+def _replicated(strategy) -> bool:
+    """``True`` for a strategy whose steps go through ``strategy.run`` (any strategy but the
+    default, no-replication one, which takes the plain single-device path)."""
+    if strategy is None:
+        return False
+    return tf.distribute.has_strategy() or strategy is not tf.distribute.get_strategy()
+
+
+def _distribute_rows(strategy, tensors: dict, batch: int) -> dict:
+    """Split the rows of each tensor of the global batch (``batch`` rows) into equal
+    contiguous shards, replica ``r`` taking rows ``r*b:(r+1)*b`` with ``b = batch / R``;
+    ``None`` and tensors without a batch axis are given whole to every replica."""
+    reps = strategy.num_replicas_in_sync
+    if batch % reps:
+        raise ConfigError(f"the global batch size must be divisible by the number of "
+                          f"replicas ({reps}).", key="batch_size",
+                          received={"batch_size": batch, "replicas": reps})
+    b = batch // reps
+    out = {}
+    for name, t in tensors.items():
+        if t is None or t.shape.rank == 0 or t.shape[0] != batch:
+            out[name] = t
+            continue
+        out[name] = strategy.experimental_distribute_values_from_function(
+            lambda ctx, t=t: t[ctx.replica_id_in_sync_group * b:
+                               (ctx.replica_id_in_sync_group + 1) * b])
+    return out
+
+
+def _apply_replica_gradients(optimizer, grads, variables, replicas: int) -> None:
+    """Apply the gradients of one replica's share of the scaled loss.
+
+    Keras sums the replicas' gradients before the update, which gives the gradient of the
+    global-batch mean. Keras clips each replica's gradient *before* that sum, though, so
+    with ``clipnorm``/``global_clipnorm``/``clipvalue`` the sum is formed here first
+    (all-reduce), clipped by the optimizer's own rule, and handed over divided by the
+    number of replicas (the optimizer's second clipping is then a no-op: the norm is below
+    the threshold); the update equals the single-device one to rounding either way.
+    """
+    if any(getattr(optimizer, k, None) for k in ("clipnorm", "global_clipnorm", "clipvalue")):
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        ctx = tf.distribute.get_replica_context()
+        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in pairs])
+        grads = [g / replicas for g in optimizer._clip_gradients(summed)]
+        variables = [v for _, v in pairs]
+    optimizer.apply_gradients(zip(grads, variables))
+
+
 def train_vae_step(model: FlowVAE, optimizer, images, psf, noise_sigma=None,
                    noise_power=None, step: int = 0, seed: int = 0, beta=None,
-                   free_bits=None) -> dict[str, float]:
+                   free_bits=None, strategy=None) -> dict[str, float]:
     """One optimiser step of the VAE (encoder + decoder) on the negative ELBO.
 
     Parameters
@@ -600,42 +667,97 @@ def train_vae_step(model: FlowVAE, optimizer, images, psf, noise_sigma=None,
         Run seed.
     beta, free_bits : float, optional
         Override the schedule / the model setting.
+    strategy : tf.distribute.Strategy, optional
+        Data parallelism (:func:`astrogen.pipeline.tf_distribute.make_strategy`); model and
+        optimizer must have been created in its ``scope()``. The global batch of ``B``
+        stamps is split into equal contiguous shards (``B`` must be divisible by the number
+        of replicas ``R``); replica ``r`` minimises its shard's loss divided by ``R``, so the
+        summed (all-reduced) gradient is the gradient of the global-batch loss. The noise of
+        a step is drawn for the whole global batch from ``(seed, step)`` and each replica
+        takes its rows: every replica has different draws, and stamp ``i`` gets the same
+        draw as without a strategy. Free bits apply to the global-batch mean KL of each
+        dimension (the replicas' means are all-reduced). Results therefore equal the
+        single-device step's to floating-point rounding. ``None`` or the default strategy:
+        the plain single-device step.
 
     Returns
     -------
     dict of float
-        ``loss``, ``log_likelihood``, ``kl``, ``elbo`` (batch means, nats per stamp) and
-        the ``beta`` used.
+        ``loss``, ``log_likelihood``, ``kl``, ``elbo`` (batch means, nats per stamp;
+        with a strategy the mean over replicas of the shards' means) and the ``beta`` used.
     """
     variables = model.vae_variables
     _ensure_built(optimizer, variables)
     fns = _compiled(model)
-    key = ("vae", id(optimizer))
+    replicated = _replicated(strategy)
+    key = ("vae", id(optimizer), id(strategy)) if replicated else ("vae", id(optimizer))
     if key not in fns:
         model_ref = weakref.ref(model)
+        if not replicated:
+            @tf.function(reduce_retracing=True)
+            def step_fn(x, p, sigma, power, seed_pair, beta_t, free_bits_t):
+                with tf.GradientTape() as tape:
+                    out = model_ref().vae_losses(x, p, noise_sigma=sigma, noise_power=power,
+                                                 seed=seed_pair, beta=beta_t,
+                                                 free_bits=free_bits_t, training=True)
+                grads = tape.gradient(out["loss"], variables)
+                optimizer.apply_gradients(zip(grads, variables))
+                return out
+        else:
+            reps = int(strategy.num_replicas_in_sync)
 
-        @tf.function(reduce_retracing=True)
-        def step_fn(x, p, sigma, power, seed_pair, beta_t, free_bits_t):
-            with tf.GradientTape() as tape:
-                out = model_ref().vae_losses(x, p, noise_sigma=sigma, noise_power=power,
-                                       seed=seed_pair, beta=beta_t, free_bits=free_bits_t,
-                                       training=True)
-            grads = tape.gradient(out["loss"], variables)
-            optimizer.apply_gradients(zip(grads, variables))
-            return out
+            def replica_fn(d, seed_pair, beta_t, free_bits_t):
+                ctx = tf.distribute.get_replica_context()
+                m = model_ref()
+                b = tf.shape(d["x"])[0]
+                with tf.GradientTape() as tape:
+                    log_lik, kl_dim = m._vae_terms(
+                        d["x"], d["p"], d["sigma"], d["power"], seed_pair, True,
+                        noise_rows=(ctx.replica_id_in_sync_group * b, b * reps))
+                    local_kl = tf.reduce_mean(kl_dim, axis=0)
+                    # free bits on the global-batch mean of each dimension: the same
+                    # dimensions are penalised as on one device (where(>=) is the
+                    # gradient rule of tf.maximum)
+                    global_kl = ctx.all_reduce(tf.distribute.ReduceOp.MEAN,
+                                               tf.stop_gradient(local_kl))
+                    fb = tf.cast(free_bits_t, local_kl.dtype)
+                    penalty = tf.reduce_sum(tf.where(global_kl >= fb, local_kl, fb))
+                    mean_ll = tf.reduce_mean(log_lik)
+                    loss = -mean_ll + tf.cast(beta_t, local_kl.dtype) * penalty
+                    scaled = loss / reps
+                grads = tape.gradient(scaled, variables)
+                _apply_replica_gradients(optimizer, grads, variables, reps)
+                mean_kl = tf.reduce_mean(tf.reduce_sum(kl_dim, axis=-1))
+                return {"loss": loss, "log_likelihood": mean_ll, "kl": mean_kl,
+                        "elbo": mean_ll - mean_kl}
+
+            @tf.function
+            def step_fn(d, seed_pair, beta_t, free_bits_t):
+                per_replica = strategy.run(replica_fn, args=(d, seed_pair, beta_t,
+                                                             free_bits_t))
+                return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                        for k, v in per_replica.items()}
 
         fns[key] = step_fn
     beta = model.kl_beta(step) if beta is None else float(beta)
     free_bits = model.free_bits if free_bits is None else float(free_bits)
-    out = fns[key](_as_float(images), _as_psf(psf), _as_float(noise_sigma),
-                   _as_float(noise_power), tf.constant([int(seed), int(step)], tf.int64),
-                   tf.constant(beta, tf.float32), tf.constant(free_bits, tf.float32))
+    x, p = _as_float(images), _as_psf(psf)
+    sigma, power = _as_float(noise_sigma), _as_float(noise_power)
+    scalars = (tf.constant([int(seed), int(step)], tf.int64), tf.constant(beta, tf.float32),
+               tf.constant(free_bits, tf.float32))
+    if replicated:
+        d = _distribute_rows(strategy, {"x": x, "p": p, "sigma": sigma, "power": power},
+                             int(x.shape[0]))
+        out = fns[key](d, *scalars)
+    else:
+        out = fns[key](x, p, sigma, power, *scalars)
     result = {k: float(v) for k, v in out.items()}
     result["beta"] = beta
     return result
 
 
-def train_flow_step(model: FlowVAE, optimizer, z, conditions) -> dict[str, float]:
+def train_flow_step(model: FlowVAE, optimizer, z, conditions,
+                    strategy=None) -> dict[str, float]:
     """One optimiser step of the flow on ``-mean log p(z | c)``.
 
     Parameters
@@ -649,6 +771,10 @@ def train_flow_step(model: FlowVAE, optimizer, z, conditions) -> dict[str, float
     conditions : array (B, C) or table
         Catalog properties in physical units (set the normalisation first with
         :meth:`FlowVAE.adapt_conditions`).
+    strategy : tf.distribute.Strategy, optional
+        As in :func:`train_vae_step`: equal contiguous shards of the ``B`` rows, each
+        replica's mean loss divided by the number of replicas; no sampling here, so the
+        step equals the single-device step to rounding.
 
     Returns
     -------
@@ -658,22 +784,42 @@ def train_flow_step(model: FlowVAE, optimizer, z, conditions) -> dict[str, float
     variables = model.flow_variables
     _ensure_built(optimizer, variables)
     fns = _compiled(model)
-    key = ("flow", id(optimizer))
+    replicated = _replicated(strategy)
+    key = ("flow", id(optimizer), id(strategy)) if replicated else ("flow", id(optimizer))
     if key not in fns:
         model_ref = weakref.ref(model)
+        if not replicated:
+            @tf.function(reduce_retracing=True)
+            def step_fn(z_t, c_t):
+                with tf.GradientTape() as tape:
+                    loss = model_ref().flow_loss(z_t, c_t)
+                grads = tape.gradient(loss, variables)
+                optimizer.apply_gradients(zip(grads, variables))
+                return loss
+        else:
+            reps = int(strategy.num_replicas_in_sync)
 
-        @tf.function(reduce_retracing=True)
-        def step_fn(z_t, c_t):
-            with tf.GradientTape() as tape:
-                loss = model_ref().flow_loss(z_t, c_t)
-            grads = tape.gradient(loss, variables)
-            optimizer.apply_gradients(zip(grads, variables))
-            return loss
+            def replica_fn(d):
+                with tf.GradientTape() as tape:
+                    loss = model_ref().flow_loss(d["z"], d["c"])
+                    scaled = loss / reps
+                grads = tape.gradient(scaled, variables)
+                _apply_replica_gradients(optimizer, grads, variables, reps)
+                return loss
+
+            @tf.function
+            def step_fn(d):
+                return strategy.reduce(tf.distribute.ReduceOp.MEAN,
+                                       strategy.run(replica_fn, args=(d,)), axis=None)
 
         fns[key] = step_fn
     c = model.condition_array(conditions) if model.condition_names else None
     z = tf.cast(tf.convert_to_tensor(z), tf.float32)
-    loss = fns[key](z, None if c is None else tf.constant(c))
+    c = None if c is None else tf.constant(c)
+    if replicated:
+        loss = fns[key](_distribute_rows(strategy, {"z": z, "c": c}, int(z.shape[0])))
+    else:
+        loss = fns[key](z, c)
     if not math.isfinite(float(loss)):
         raise ModelError("the flow loss is not finite (check the condition normalisation "
                          "and the latents).", key="flow",

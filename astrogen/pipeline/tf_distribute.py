@@ -1,8 +1,11 @@
 """Data-parallel training with ``tf.distribute``: one model replica per device, same loss.
 
 A small, tested building block for the training commands to scale to several GPUs (or CPU
-devices) unchanged; the FlowVAE trainer (:mod:`astrogen.training.flowvae_trainer`) does not
-call it yet.
+devices) unchanged. The FlowVAE trainer (:mod:`astrogen.training.flowvae_trainer`) uses
+:func:`make_strategy` and :func:`logical_cpu_devices` through its ``training.strategy``,
+``training.devices`` and ``training.logical_cpu_devices`` options, with its own replicated
+steps (:func:`astrogen.models.flowvae.train_vae_step`, ``strategy=``) that follow the rule
+below; :func:`train` is the generic loop for small models.
 
 The rule that makes a distributed step equal to a single-device step is the loss scaling:
 each replica computes the per-example losses of its share of the global batch and divides
@@ -10,7 +13,13 @@ their sum by the **global** batch size (:func:`tf.nn.compute_average_loss`); the
 of the replicas are then summed by the all-reduce, which gives the gradient of the mean loss
 over the global batch. With ``MirroredStrategy`` the variables stay identical on every
 replica; only the order of floating-point additions changes, so losses agree with the
-default strategy to rounding (tested: ``tests/pipeline_dask/test_tf_distribute.py``).
+default strategy to rounding (tested: ``tests/pipeline_dask/test_tf_distribute.py``, and
+for the FlowVAE trainer ``tests/training/test_flowvae_distributed.py``).
+
+Keras 3 clips gradients (``clipnorm``, ``global_clipnorm``) per replica, *before* summing
+them; :func:`train` uses no clipping, the FlowVAE steps all-reduce first and then clip.
+Create one strategy per device set and process: two ``MirroredStrategy`` objects over the
+same devices can give colliding collective operations.
 
 Example (2 logical CPU devices; on a machine with GPUs, ``make_strategy("mirrored")``
 mirrors over all of them)::

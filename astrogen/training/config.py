@@ -17,13 +17,14 @@ line, with the closest valid key as suggestion.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 from astrogen.errors import AstrogenError, ConfigError, UnknownKeyError, suggest
 from astrogen.pipeline.config import Config, apply_overrides, key_path, load_config
 
-__all__ = ["load_training_config", "TrainingConfig", "SCHEMA", "MODELS",
+__all__ = ["load_training_config", "TrainingConfig", "SCHEMA", "MODELS", "check_distribution",
            "RESUME_MUTABLE_KEYS"]
 
 MODELS = ("flowvae",)
@@ -97,6 +98,26 @@ def _any(v):
     return v
 
 
+_DEVICE = re.compile(r"^(/job:[^/]+/replica:\d+/task:\d+)?/(device:)?(cpu|gpu):\d+$",
+                     re.IGNORECASE)
+
+
+def _devices(v):
+    """``None`` or a non-empty list of distinct device names (``/gpu:0``, ``/cpu:1``,
+    ``/job:localhost/replica:0/task:0/device:GPU:0``)."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = [v]
+    if (not isinstance(v, (list, tuple)) or not v
+            or not all(isinstance(d, str) and _DEVICE.match(d) for d in v)):
+        raise ConfigError("must be a list of device names like ['/gpu:0', '/gpu:1'] or "
+                          "['/cpu:0', '/cpu:1'].", received={"value": v})
+    if len({d.lower() for d in v}) != len(v):
+        raise ConfigError("must not repeat a device.", received={"value": v})
+    return list(v)
+
+
 _REQUIRED = object()
 
 #: section -> key -> (default, check). ``dataset`` keys other than ``path`` are checked by
@@ -152,6 +173,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "monitor_every": (500, _int(0)),
         "eval_real": (True, _bool),
         "progress": (True, _bool),
+        # tf.distribute (astrogen.pipeline.tf_distribute): data-parallel replicas
+        "strategy": ("default", _choice("default", "mirrored")),
+        "devices": (None, _devices),
+        "logical_cpu_devices": (None, _int(1, optional=True)),
     },
 }
 
@@ -162,6 +187,9 @@ RESUME_MUTABLE_KEYS = {
     "training.max_steps_this_run", "training.progress", "training.eval_real",
     "training.monitor_every",
     "dataset.shard_size",
+    # the hardware: a run may continue on other devices (same global batches and noise;
+    # results then differ from an uninterrupted run by floating-point rounding only)
+    "training.strategy", "training.devices", "training.logical_cpu_devices",
 }
 
 
@@ -297,4 +325,42 @@ def load_training_config(source, overrides: list[str] | None = None) -> Training
             raise ConfigError("must not exceed dataset.n_galaxies.", key=f"training.{key}",
                               line=cfg.line(("training", key)),
                               received={key: t[key], "n_galaxies": out["dataset"]["n_galaxies"]})
+    check_distribution(t, lambda k: cfg.line(("training", k)))
     return out
+
+
+def check_distribution(t: dict, line: Callable = lambda key: None,
+                       replicas: int | None = None) -> None:
+    """Check the ``tf.distribute`` keys of a checked ``training`` section.
+
+    ``devices`` and ``logical_cpu_devices`` need ``strategy: mirrored``; the global batch
+    sizes (``batch_size``, ``flow_batch_size``) must split into equal shards, one per replica.
+    ``replicas`` is the number of replicas when known (the trainer passes the strategy's);
+    otherwise it is ``len(devices)`` or ``logical_cpu_devices`` if given (else unknown, not
+    checked here).
+
+    Raises
+    ------
+    ConfigError
+        Naming the offending ``training.*`` key and the values received.
+    """
+    kind = t.get("strategy", "default")
+    for key in ("devices", "logical_cpu_devices"):
+        if t.get(key) is not None and kind != "mirrored":
+            raise ConfigError("is only valid with training.strategy: mirrored.",
+                              key=f"training.{key}", line=line(key),
+                              received={key: t[key], "strategy": kind})
+    if replicas is None and kind == "mirrored":
+        if t.get("devices") is not None:
+            replicas = len(t["devices"])
+        elif t.get("logical_cpu_devices") is not None:
+            replicas = int(t["logical_cpu_devices"])
+    if replicas is None or replicas <= 1:
+        return
+    for key in ("batch_size", "flow_batch_size"):
+        if t[key] % replicas:
+            raise ConfigError(f"must be divisible by the number of replicas ({replicas}): "
+                              "each replica takes an equal share of the global batch.",
+                              key=f"training.{key}", line=line(key),
+                              received={key: t[key], "replicas": replicas,
+                                        "strategy": kind})

@@ -18,6 +18,22 @@ Everything random is therefore a function of ``(seed, step)``; a checkpoint (wei
 non-trainable condition normalisation, both optimizers' variables including their iteration
 counters, and the step) is all the state there is, and ``--resume`` continues exactly.
 
+Data parallelism (``training.strategy``, :mod:`astrogen.pipeline.tf_distribute`): with
+``strategy: mirrored`` the model, its condition normalisation and both optimizers are
+created in the scope of a ``tf.distribute.MirroredStrategy`` over ``training.devices``
+(default: every GPU, else the CPU; ``logical_cpu_devices: N`` first splits the CPU into
+``N`` logical devices, for tests), so every variable is mirrored on each device. Each VAE
+and flow step then runs once per replica on an equal, contiguous share of the same global
+batch (``batch_size`` and ``flow_batch_size`` must be divisible by the number of replicas);
+each replica's loss is its shard mean divided by the number of replicas, so the
+all-reduced gradient is the gradient of the global-batch loss, and the reparameterisation
+noise of step ``g`` is still drawn for the whole global batch from ``(seed, g)`` (replica
+``r`` uses its rows). A run is therefore the same run on 1, 2 or 8 devices, up to
+floating-point rounding (see :func:`astrogen.models.flowvae.train_vae_step`), and may be
+resumed on other devices. Commands do not change: the devices are configuration.
+Checkpoints hold plain arrays (the mirrored variables' common value) and restore into
+mirrored or ordinary variables alike.
+
 Run folder (``run_dir``): ``config.json`` (the checked configuration), ``checkpoints/``
 (``ckpt_<step>.npz`` + ``latest.json``), ``losses.jsonl`` (one JSON object per logged step;
 on resume the lines after the restored checkpoint are dropped), ``latents.npz``,
@@ -39,7 +55,7 @@ from astrogen.seeds import derive_seed
 from astrogen.training.checkpoint import flatten as _flatten
 from astrogen.training.checkpoint import (load_checkpoint, restore_variables,
                                           resume_checkpoint, save_checkpoint)
-from astrogen.training.config import TrainingConfig
+from astrogen.training.config import TrainingConfig, check_distribution
 
 __all__ = ["train_flowvae"]
 
@@ -160,19 +176,96 @@ def temper_bright_stamps(batch: dict, max_peak_snr: float) -> dict:
     return out
 
 
+_STRATEGIES: dict = {}
+
+
+def setup_strategy(t_cfg: dict):
+    """The ``tf.distribute`` strategy of a checked ``training`` section.
+
+    Applies ``logical_cpu_devices`` first (it must come before TensorFlow initialises its
+    runtime; a process that has already initialised TensorFlow with the same number of
+    logical CPUs is accepted), checks that the ``devices`` exist and that the global batch
+    sizes split evenly between the replicas.
+
+    Returns
+    -------
+    tf.distribute.Strategy
+        The default strategy (one device, no replication) or a ``MirroredStrategy``.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``training.logical_cpu_devices`` (TensorFlow already initialised with another
+        device configuration), ``training.devices`` (unknown device) or
+        ``training.batch_size`` / ``training.flow_batch_size`` (not divisible by the
+        number of replicas).
+    """
+    from astrogen.pipeline.tf_distribute import logical_cpu_devices, make_strategy
+
+    check_distribution(t_cfg)
+    kind, devices, n_cpu = t_cfg["strategy"], t_cfg["devices"], t_cfg["logical_cpu_devices"]
+    if n_cpu is not None:
+        try:
+            names = logical_cpu_devices(int(n_cpu))
+        except RuntimeError as exc:  # runtime already initialised
+            import tensorflow as tf
+
+            names = [d.name for d in tf.config.list_logical_devices("CPU")]
+            if len(names) != int(n_cpu):
+                raise ConfigError(
+                    "TensorFlow is already initialised in this process with another CPU "
+                    "device configuration; logical CPU devices must be set before any "
+                    "TensorFlow operation (run the training in a fresh process).",
+                    key="training.logical_cpu_devices",
+                    received={"logical_cpu_devices": n_cpu, "existing": names,
+                              "error": str(exc)}) from None
+        if devices is None:
+            devices = names
+    if kind == "mirrored" and t_cfg["devices"] is not None:
+        import tensorflow as tf
+
+        have = {(d.device_type.upper(), int(tf.DeviceSpec.from_string(d.name).device_index))
+                for d in tf.config.list_logical_devices()}
+        for dev in devices:
+            spec = tf.DeviceSpec.from_string(dev)
+            if (str(spec.device_type).upper(), spec.device_index) not in have:
+                raise ConfigError("no such device in this process.", key="training.devices",
+                                  received={"device": dev, "devices": devices,
+                                            "available": sorted(f"/{t.lower()}:{i}"
+                                                                for t, i in have)})
+    key = (kind, tuple(devices) if kind == "mirrored" and devices is not None else None)
+    if key not in _STRATEGIES:
+        # one strategy per device set and process: two MirroredStrategy objects over the
+        # same devices number their collective operations independently, and the second
+        # one's all-reduces can collide with the first one's (observed: "Shape mismatch in
+        # the collective instance" when a process trains twice, as after a resume)
+        _STRATEGIES[key] = make_strategy(kind, devices if kind == "mirrored" else None)
+    strategy = _STRATEGIES[key]
+    check_distribution(t_cfg, replicas=int(strategy.num_replicas_in_sync))
+    return strategy
+
+
 # ---------------------------------------------------------------------- main loop
 def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
     """Train a FlowVAE as configured (see module docstring); returns a summary dict.
 
     Note: the initial weights are drawn after ``keras.utils.set_random_seed(derive_seed(seed,
     "init"))``, which also sets Python's, numpy's and TensorFlow's global seeds.
+
+    With ``training.strategy: mirrored`` the model and optimizers live in a
+    ``tf.distribute.MirroredStrategy`` scope and every step is replicated (module
+    docstring); ``training.logical_cpu_devices`` is applied before anything else runs
+    TensorFlow in this call, which only works in a process that has not initialised
+    TensorFlow yet.
     """
+    t_cfg = cfg["training"]
+    strategy = setup_strategy(t_cfg)  # before any TensorFlow op (logical devices)
     import keras
 
     from astrogen.datasets.galaxy_stamps import CONDITION_NAMES, read_stamps, stamp_dataset
     from astrogen.models.flowvae import FlowVAE, train_flow_step, train_vae_step
 
-    t_cfg, a_cfg = cfg["training"], cfg["flowvae"]
+    a_cfg = cfg["flowvae"]
     seed = int(cfg["seed"])
     run_dir = cfg.run_dir
     ckpt_dir = run_dir / "checkpoints"
@@ -194,24 +287,27 @@ def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
     if flux_scale == "auto":
         flux_scale = _auto_flux_scale(ds_path)
     arch = {k: v for k, v in a_cfg.items() if k != "flux_scale"}
-    keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
-    model = FlowVAE(stamp_size=n, flux_scale=flux_scale, condition_names=list(CONDITION_NAMES),
-                    pixel_scale=float(manifest["pixel_scale"]),
-                    flux_unit=str(manifest["flux_unit"]), **arch)
     conditions = read_stamps(ds_path, fields=("conditions",))["conditions"]
-    model.adapt_conditions(conditions)
-
     vae_steps, flow_steps = int(t_cfg["vae_steps"]), int(t_cfg["flow_steps"])
     total = vae_steps + flow_steps
     clip = {"global_clipnorm": t_cfg["clipnorm"]} if t_cfg["clipnorm"] else {}
-    vae_opt = keras.optimizers.Adam(
-        _learning_rate(t_cfg["lr_schedule"], t_cfg["vae_learning_rate"], vae_steps,
-                       t_cfg["lr_final_fraction"]), name="vae_adam", **clip)
-    flow_opt = keras.optimizers.Adam(
-        _learning_rate(t_cfg["lr_schedule"], t_cfg["flow_learning_rate"], flow_steps,
-                       t_cfg["lr_final_fraction"]), name="flow_adam", **clip)
-    vae_opt.build(model.vae_variables)
-    flow_opt.build(model.flow_variables)
+    # every variable (weights, condition normalisation, optimizer slots and counters) is
+    # created in the strategy's scope: mirrored on each replica's device
+    with strategy.scope():
+        keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
+        model = FlowVAE(stamp_size=n, flux_scale=flux_scale,
+                        condition_names=list(CONDITION_NAMES),
+                        pixel_scale=float(manifest["pixel_scale"]),
+                        flux_unit=str(manifest["flux_unit"]), **arch)
+        model.adapt_conditions(conditions)
+        vae_opt = keras.optimizers.Adam(
+            _learning_rate(t_cfg["lr_schedule"], t_cfg["vae_learning_rate"], vae_steps,
+                           t_cfg["lr_final_fraction"]), name="vae_adam", **clip)
+        flow_opt = keras.optimizers.Adam(
+            _learning_rate(t_cfg["lr_schedule"], t_cfg["flow_learning_rate"], flow_steps,
+                           t_cfg["lr_final_fraction"]), name="flow_adam", **clip)
+        vae_opt.build(model.vae_variables)
+        flow_opt.build(model.flow_variables)
     groups = {"model": model.weights, "vae_optimizer": vae_opt.variables,
               "flow_optimizer": flow_opt.variables}
 
@@ -295,7 +391,9 @@ def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
     eval_file = run_dir / "eval_real.json"
     result: dict = {"output": str(output), "run_dir": str(run_dir), "dataset": str(ds_path),
                     "flux_scale": flux_scale, "vae_steps": vae_steps,
-                    "flow_steps": flow_steps, "start_step": step}
+                    "flow_steps": flow_steps, "start_step": step,
+                    "strategy": t_cfg["strategy"],
+                    "replicas": int(strategy.num_replicas_in_sync)}
     max_run = t_cfg["max_steps_this_run"]
     stop_at = total if max_run is None else min(total, step + int(max_run))
     every, keep = int(t_cfg["checkpoint_every"]), int(t_cfg["keep_checkpoints"])
@@ -327,7 +425,7 @@ def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
                     kw = ({"noise_power": b["noise_power"]} if "noise_power" in b
                           else {"noise_sigma": b["noise_sigma"]})
                     out = train_vae_step(model, vae_opt, b["observed"], b["psf"], step=step,
-                                         seed=seed, **kw)
+                                         seed=seed, strategy=strategy, **kw)
                     out["lr"] = _current_lr(vae_opt)
                     if not math.isfinite(out["loss"]):
                         raise ConfigError("the VAE loss is not finite (lower "
@@ -340,7 +438,7 @@ def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
                     f = step - vae_steps
                     rows = flow_rows(f)
                     out = train_flow_step(model, flow_opt, latents["z"][rows],
-                                          latents["conditions"][rows])
+                                          latents["conditions"][rows], strategy=strategy)
                     out["lr"] = _current_lr(flow_opt)
                 dt = time.perf_counter() - t0
                 if phase in seen:  # the first step of a phase includes tracing: not timed
