@@ -60,8 +60,9 @@ def main(argv=None) -> int:
     from astrogen.datasets.galaxy_stamps import read_stamps
     from astrogen.models.ddpm_galaxy import condition_features, load_ddpm
     from astrogen.schedulers import DDIMSampler
+    from astrogen.stages.ddpm import resolve_ddpm_model
 
-    m = load_ddpm(args.model)
+    m = load_ddpm(resolve_ddpm_model(args.model))
     dataset = args.dataset or m.meta.get("training", {}).get("dataset")
     rows = slice(19000, 19000 + args.n)
     d = read_stamps(dataset, fields=("truth", "conditions"), rows=rows)

@@ -145,3 +145,31 @@ def test_pipeline_ddpm_then_observe(tiny_ddpm_file, tmp_path):
     assert "stamps.fits" in {f.name for f in res.files}
     with fits.open(tmp_path / "out" / "stamps.fits") as h:
         assert h[0].data.shape == (6, 12, 12)
+
+
+def test_shipped_model_and_pipeline_run_small(tmp_path):
+    """pipelines/ddpm_mock.yaml with the shipped weights, shrunk to 4 galaxies, 10 DDIM steps:
+    PSF-free stamps near the catalog flux, observed stamps written with provenance."""
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    from astrogen.models.ddpm_galaxy import shipped_model_path
+    from astrogen.pipeline import build_pipeline, load_config
+    from astrogen.pipeline.config import apply_overrides
+    from astrogen.pipeline.runner import run_pipeline
+
+    assert shipped_model_path().is_file() and shipped_model_path().stat().st_size < 10e6
+    path = Path(__file__).resolve().parents[2] / "pipelines" / "ddpm_mock.yaml"
+    cfg = apply_overrides(load_config(path), [f"output={tmp_path / 'out'}",
+                                              "stages.catalog.n_objects=4",
+                                              "stages.generate.num_steps=10"])
+    res = run_pipeline(build_pipeline(cfg), progress=False)
+    assert {"stamps_intrinsic.fits", "stamps_lsst_i.fits", "truth_catalog.fits"} <= \
+        {f.name for f in res.files}
+    with fits.open(tmp_path / "out" / "stamps_intrinsic.fits") as hdul:
+        stamps = hdul[0].data
+        assert stamps.shape == (4, 64, 64) and hdul[0].header["GENERATR"] == "ddpm.generate"
+    truth = Table.read(tmp_path / "out" / "truth_catalog.fits")
+    ratio = stamps.sum(axis=(1, 2)) / 10 ** (-0.4 * (np.asarray(truth["mag"]) - 25.94))
+    assert np.isfinite(stamps).all() and np.all((ratio > 0.3) & (ratio < 3.0)), ratio
