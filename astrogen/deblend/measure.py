@@ -11,7 +11,11 @@ Conventions
   (NaN for non-positive fluxes).
 * Light fractions are ``(height, width, n_slots + 1)`` arrays that sum to one over the last
   axis; channel 0 is the background (light that belongs to no object) and channels 1..K the
-  object slots, ordered by decreasing true flux (see :mod:`astrogen.models.unet`).
+  object slots. :func:`light_fractions` orders the slots by decreasing true flux; the
+  segmenters are trained with the slots ordered by distance to the stamp centre (slot 1 =
+  the object nearest the centre, :func:`astrogen.physics.blends.truth_targets`,
+  :mod:`astrogen.models.unet`). The measurements here (:func:`measure_fractions`) and the
+  metrics (:mod:`astrogen.deblend.evaluate`) work with either order.
 """
 from __future__ import annotations
 

@@ -18,8 +18,9 @@ Methods
 ``"prob_unet"``
     :class:`astrogen.models.prob_unet.ProbUNet` (``prob_unet_blends.keras``): ``n_samples``
     segmentations with ``z`` drawn from the prior; their object slots are aligned to the
-    prior-mean prediction (the slots are interchangeable, the networks are trained with a
-    permutation-invariant loss) and averaged; the uncertainty map is the predictive
+    prior-mean prediction (a sample may swap two objects where the assignment is
+    ambiguous; the networks are trained with slot 1 = the object nearest the stamp centre)
+    and averaged; the uncertainty map is the predictive
     entropy of the mean (nats). Its fractions are softened at 1 sigma (they define
     the 1-sigma ownership map), so its fluxes are for reference only.
 ``"sep"``
@@ -122,8 +123,25 @@ def network_input(images: np.ndarray, sigma, input_scale: float, radial: bool,
     if ``rescale`` (noise brought to the training level), and, if ``radial``, a second band
     holding the distance to the stamp centre, encoded as ``input_scale * sinh(r)`` so that
     the networks' ``asinh(x / input_scale)`` input transform turns it back into ``r``: the
-    networks learn "the galaxy at the centre is object slot 1" (Boucaud+20's central galaxy)
-    without having to infer absolute position from the zero padding."""
+    networks learn "the object nearest the centre is object slot 1" (the detection the stamp
+    is centred on; Boucaud+20's central galaxy) without having to infer absolute position
+    from the zero padding.
+
+    Parameters
+    ----------
+    images : array (n, h, w)
+        Background-subtracted images, any flux unit.
+    sigma : float or array (n,)
+        Noise standard deviation of each image, same unit (used only if ``rescale``).
+    input_scale : float
+        The model's ``input_scale`` (noise sigma of its training images, e-).
+    radial : bool
+        Add the distance band (models with ``n_bands == 2``).
+    rescale : bool
+        Bring the noise to ``input_scale`` (False for the training images, already at it).
+    centre : (float, float), optional
+        (row, column) of the stamp centre, 0-based pixels; default the array centre.
+    r is in units of half the stamp width (:func:`radial_channel`)."""
     x = np.asarray(images, np.float32)
     if rescale:
         f = (float(input_scale) / np.asarray(sigma, np.float64)).reshape(-1, 1, 1)

@@ -180,7 +180,8 @@ class FComb(keras.layers.Layer):
         self.activation = activation
         self.seed = _check_seed(seed)
         self.hidden = [keras.layers.Conv2D(self.filters, 1, activation=activation,
-                                           kernel_initializer=_initializer(self.seed, i),
+                                           kernel_initializer=_initializer(self.seed, i,
+                                                                           activation=activation),
                                            name=f"hidden{i}")
                        for i in range(self.n_layers - 1)]
         self.logits = keras.layers.Conv2D(self.n_outputs, 1, name="logits",

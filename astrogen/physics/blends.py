@@ -43,7 +43,7 @@ from astrogen.seeds import derive_seed, galsim_seed, row_seeds, uniforms
 
 __all__ = ["BlendGeometry", "BlendBatch", "draw_isolated", "place", "scene_positions",
            "compose_scene", "make_blends", "fractions_in_order", "ownership",
-           "blendedness", "truth_targets", "dihedral"]
+           "blendedness", "truth_targets", "dihedral", "order_by_centre_distance"]
 
 
 @dataclass(frozen=True)
@@ -459,8 +459,9 @@ def fractions_in_order(models: np.ndarray, background_level: float) -> np.ndarra
     """Light fractions ``(h, w, K + 1)`` with the object slots in the given order (channel
     0 = background): ``m_k / (sum_j m_j + b)``, the background gets the rest. Same
     definition as :func:`astrogen.deblend.measure.light_fractions` without reordering by
-    flux (the segmenters are trained with a permutation-invariant loss, so the slot order
-    does not matter). Works on a batch ``(n, K, h, w)`` too (-> ``(n, h, w, K + 1)``)."""
+    flux: the segmenters' slot order (nearest the stamp centre first,
+    :func:`order_by_centre_distance`) is applied to ``models`` by the caller. Works on a
+    batch ``(n, K, h, w)`` too (-> ``(n, h, w, K + 1)``)."""
     m = np.clip(np.asarray(models, np.float32), 0, None)
     b = float(background_level) if np.ndim(background_level) == 0 else None
     denom = m.sum(axis=-3, keepdims=True)
@@ -488,13 +489,42 @@ def ownership(models: np.ndarray, threshold) -> np.ndarray:
     return np.where(m.sum(axis=-3) > t, lab, 0).astype(np.int64)
 
 
+def order_by_centre_distance(positions: np.ndarray, stamp_size: int) -> np.ndarray:
+    """Slot order of the segmenters' targets: object indices by increasing distance to the
+    stamp centre.
+
+    Parameters
+    ----------
+    positions : array (n, K, 2) or (K, 2)
+        Object centres (x, y), 0-based pixel centres, in pixels; NaN for empty slots.
+    stamp_size : int
+        Stamp side in pixels; the centre is at ``(stamp_size - 1) / 2`` in x and y.
+
+    Returns
+    -------
+    ndarray of int, shape (n, K) or (K,)
+        ``order[..., 0]`` is the object nearest the centre (the detection the stamp is
+        centred on: target slot 1), then the others by increasing distance; empty slots
+        last (stable for ties). The distance to the centre is invariant under the 8
+        symmetries of the square used for augmentation, so the order can be computed before
+        augmenting.
+    """
+    p = np.asarray(positions, np.float64)
+    c = (stamp_size - 1) / 2.0
+    d = np.hypot(p[..., 0] - c, p[..., 1] - c)
+    d = np.where(np.isfinite(d), d, np.inf)
+    return np.argsort(d, axis=-1, kind="stable")
+
+
 def truth_targets(models: np.ndarray, sigma, fraction_background: float = 0.1,
                   class_threshold: float = 1.0) -> dict[str, np.ndarray]:
-    """Training targets of a batch of scenes ``models`` (n, K, h, w) with noise ``sigma``
-    (n,): ``fractions`` (n, h, w, K+1) with background level ``fraction_background *
-    sigma``, ``classes`` (n, h, w) 0 background / 1 one object / 2 overlap (objects above
-    ``class_threshold * sigma``), ``labels`` (n, h, w) ownership above
-    ``class_threshold * sigma``."""
+    """Training targets of a batch of scenes ``models`` (n, K, h, w) [e-] with noise
+    ``sigma`` (n,) [e-]: ``fractions`` (n, h, w, K+1) with background level
+    ``fraction_background * sigma``, ``classes`` (n, h, w) 0 background / 1 one object /
+    2 overlap (objects above ``class_threshold * sigma``), ``labels`` (n, h, w) ownership
+    above ``class_threshold * sigma``. Fraction channel ``k >= 1`` and label ``k`` are object
+    slot ``k - 1`` of ``models`` as given: order the slots first (the segmenters use
+    :func:`order_by_centre_distance`: slot 1 = the object nearest the stamp centre)."""
     m = np.asarray(models, np.float32)
     sig = np.asarray(sigma, np.float32).reshape(-1)
     frac = fractions_in_order(m, fraction_background * sig)

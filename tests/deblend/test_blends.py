@@ -144,3 +144,13 @@ def test_dataset_build_resume_and_identity(tmp_path):
         build_blend_dataset(tmp_path / "a", {**TINY, "seed": 6})
     with pytest.raises(ConfigError):
         BlendDatasetConfig.from_dict({**TINY, "noise": "pink"})
+
+
+def test_order_by_centre_distance():
+    from astrogen.physics.blends import order_by_centre_distance
+
+    c = 15.5  # centre of a 32-pixel stamp
+    pos = np.array([[[c + 5, c], [c + 1, c - 1], [np.nan, np.nan]],
+                    [[c, c + 2], [c + 9, c + 9], [c - 3, c]]])
+    np.testing.assert_array_equal(order_by_centre_distance(pos, 32), [[1, 0, 2], [0, 2, 1]])
+    np.testing.assert_array_equal(order_by_centre_distance(pos[0], 32), [1, 0, 2])

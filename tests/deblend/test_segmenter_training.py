@@ -200,3 +200,74 @@ def test_align_slots():
     ref[..., 1] = 1
     swapped = ref[..., [0, 2, 1]][None]
     np.testing.assert_array_equal(align_slots(swapped, ref)[0], ref)
+
+
+def _two_blob_scene(size=32):
+    yy, xx = np.indices((size, size), dtype=np.float64)
+
+    def blob(x0, y0, s, f):
+        return f * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * s * s)) / (2 * np.pi * s * s)
+
+    # an asymmetric scene: object 0 off-centre (upper right), object 1 at the centre
+    m = np.stack([blob(24.0, 9.0, 2.0, 4000.0), blob(15.8, 15.3, 3.0, 2000.0)])
+    pos = np.array([[24.0, 9.0], [15.8, 15.3]])
+    return m.astype(np.float32), pos
+
+
+def test_make_batch_augmentation_keeps_image_and_targets_aligned():
+    """Every one of the 8 symmetries is applied to the image and the object images together:
+    the (noiseless) input image equals the light implied by the targets, pixel by pixel."""
+    from astrogen.training.unet_trainer import make_batch
+
+    m, pos = _two_blob_scene()
+    n = 16
+    models = np.repeat(m[None], n, axis=0)
+    images = models.sum(axis=1)
+    sigma = np.ones(n, np.float32)
+    a = {"fraction_background": 0.1, "class_threshold": 1.0, "object_weight": 5.0,
+         "radial_channel": True}
+    ref = make_batch(images, models, sigma, np.arange(n), a, False, 0, 0, 1.0)
+    seen = set()
+    for step in range(4):
+        b = make_batch(images, models, sigma, np.arange(n), a, True, 0, step, 1.0)
+        s = b["fractions"][..., 1:].sum(-1)
+        implied = 0.1 * s / (1.0 - s)  # M = b s / (1 - s) with s the object fractions' sum
+        np.testing.assert_allclose(b["x"][..., 0], implied, rtol=2e-3, atol=2e-3)
+        # the radial band is not augmented (symmetric) and each scene is a symmetry of ref
+        np.testing.assert_array_equal(b["x"][..., 1], ref["x"][..., 1])
+        for i in range(n):
+            for k in range(8):
+                t = b["fractions"][i]
+                r = ref["fractions"][i]
+                if k & 1:
+                    r = np.swapaxes(r, 0, 1)
+                if k & 2:
+                    r = r[:, ::-1]
+                if k & 4:
+                    r = r[::-1]
+                if np.array_equal(t, r):
+                    seen.add(k)
+                    break
+            else:
+                raise AssertionError("augmented targets are not a symmetry of the originals")
+    assert len(seen) >= 6
+
+
+def test_make_batch_orders_slots_by_centre_distance():
+    """Slot 1 of the targets is the object nearest the stamp centre (whatever the dataset
+    order), slot 2 the other; without positions the dataset order is kept."""
+    from astrogen.physics.blends import truth_targets
+    from astrogen.training.unet_trainer import make_batch
+
+    m, pos = _two_blob_scene()
+    a = {"fraction_background": 0.1, "class_threshold": 1.0, "object_weight": 5.0,
+         "radial_channel": True}
+    images, sig = m.sum(0)[None], np.ones(1, np.float32)
+    b = make_batch(images, m[None], sig, np.arange(1), a, False, 0, 0, 1.0, pos[None])
+    want = truth_targets(m[None, ::-1], sig, 0.1, 1.0)["fractions"]
+    np.testing.assert_array_equal(b["fractions"], want)
+    assert b["fractions"][0, 15, 16, 1] > 0.9  # slot 1 owns the stamp centre
+    assert b["fractions"][0, 9, 24, 2] > 0.9   # slot 2 the off-centre object
+    b0 = make_batch(images, m[None], sig, np.arange(1), a, False, 0, 0, 1.0)
+    np.testing.assert_array_equal(b0["fractions"], truth_targets(m[None], sig, 0.1, 1.0)
+                                  ["fractions"])
