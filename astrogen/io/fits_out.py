@@ -11,7 +11,18 @@ from astropy.table import Table
 
 from astrogen.io.atomic import atomic_path
 
-__all__ = ["provenance_cards", "write_image", "write_cube_stream", "write_table_stream"]
+__all__ = ["provenance_cards", "set_card", "write_image", "write_cube_stream",
+           "write_table_stream"]
+
+
+def set_card(header: fits.Header, key: str, value: str, comment: str) -> None:
+    """``header[key] = (value, comment)``, the comment moved to a COMMENT card when it would
+    not fit in the 80 columns (astropy would truncate it with a warning)."""
+    if len(key) + len(str(value)) + len(comment) + 8 <= 80:
+        header[key] = (value, comment)
+    else:
+        header[key] = value
+        header.add_comment(f"{key}: {comment}")
 
 
 def provenance_cards(header: fits.Header, cards: dict[str, tuple[Any, str]],

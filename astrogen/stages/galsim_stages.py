@@ -10,6 +10,7 @@ from astropy.table import Table
 from astrogen.batch import COSMOS_ZERO_POINT, StampBatch
 from astrogen.catalog.columns import require_columns
 from astrogen.errors import ConfigError
+from astrogen.io.fits_out import set_card
 from astrogen.physics.psf import build_psf, describe_psf, psf_fwhm
 from astrogen.physics.render import PROFILES, draw_intrinsic
 from astrogen.physics.scene import Field, SceneCanvas
@@ -246,7 +247,7 @@ class Scene(_SurveyStage):
         header["SKYLEVEL"] = (s.sky_level, "[e-/pixel] subtracted sky level")
         header["NOISE"] = (s.noise_sigma if self.add_noise else 0.0,
                            "[e-/pixel] background noise sigma")
-        header["PSF"] = (describe_psf(self.psf_spec)[:68], "GalSim PSF")
+        set_card(header, "PSF", describe_psf(self.psf_spec)[:68], "GalSim PSF")
         header["NOBJECTS"] = (self.n_objects, "galaxies drawn")
         provenance_cards(header, self.ctx.provenance, self.ctx.history)
         prim = fits.PrimaryHDU(noisy.astype(np.float32), header=header)

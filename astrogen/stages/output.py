@@ -8,6 +8,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from astrogen.batch import StampBatch
+from astrogen.io.fits_out import set_card
 from astrogen.registry import register_stage
 from astrogen.stages.base import Stage, check_file_name, check_int
 
@@ -74,13 +75,14 @@ class StampsOutput(Stage):
         h["PIXSCALE"] = (m["pixel_scale"], "[arcsec/pixel]")
         h["MAGZERO"] = (m["zero_point"], "[mag] AB magnitude of a 1 BUNIT source")
         h["FILTER"] = (m["band"], "band")
-        h["PSF"] = (str(m["psf"])[:68], "PSF applied ('none': PSF-free profiles)")
+        set_card(h, "PSF", str(m["psf"])[:68], "PSF applied ('none': PSF-free profiles)")
         h["NOISE"] = (m["noise"] if m["noise"] is not None else 0.0, "[BUNIT] noise sigma")
         if m.get("generator"):
-            h["GENERATR"] = (m["generator"][:68], "stage that generated the light profiles")
+            set_card(h, "GENERATR", m["generator"][:68],
+                      "stage that generated the light profiles")
         if m.get("model"):
-            h["GENMODEL"] = (m["model"][-68:], "generative model (shipped name or file)")
-            h["GENMDSHA"] = (m["model_sha256"], "SHA-256 of the model file")
+            set_card(h, "GENMODEL", m["model"][-68:], "generative model (shipped name or file)")
+            set_card(h, "GENMDSHA", m["model_sha256"], "SHA-256 of the model file")
         h["WCSAXES"] = 2
         h["CTYPE1"], h["CTYPE2"] = "OFFSET_X", "OFFSET_Y"
         h["CUNIT1"], h["CUNIT2"] = "arcsec", "arcsec"

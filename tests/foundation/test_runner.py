@@ -219,3 +219,20 @@ def test_cli_overrides_may_follow_options(small_yaml, capsys):
     with pytest.raises(SystemExit):  # anything else is still refused
         main(["run", str(path), "--no-progress", "--no-such-option"])
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_long_card_values_keep_their_comment_without_truncation():
+    import warnings
+
+    from astropy.io import fits
+
+    from astrogen.io.fits_out import set_card
+
+    h = fits.Header()
+    set_card(h, "PSF", "x" * 60, "GalSim PSF")
+    set_card(h, "BAND", "i", "band")
+    assert h["PSF"] == "x" * 60 and "PSF: GalSim PSF" in str(h["COMMENT"])
+    assert h.comments["BAND"] == "band"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h.tostring()  # no "Card is too long" VerifyWarning
