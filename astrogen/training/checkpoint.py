@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from astrogen.errors import ResumeError
-from astrogen.io.atomic import save_npz, write_json
+from astrogen.io.atomic import atomic_path, save_npz, write_json
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "restore_variables",
            "flatten", "resume_checkpoint"]
@@ -153,3 +153,36 @@ def resume_checkpoint(run_dir, resume: bool, comparable) -> Path | None:
             raise ResumeError("--resume with a configuration that differs from the run's.",
                               key="run_dir", received={"differences (run, now)": diff})
     return ckpt
+
+
+def rewrite_log(log_path, up_to_step: int) -> None:
+    """Keep only the JSON lines of ``log_path`` with ``step <= up_to_step`` (after a resume;
+    a line cut by the interruption is dropped). Atomic."""
+    log_path = Path(log_path)
+    if not log_path.is_file():
+        return
+    keep = []
+    for line in log_path.read_text().splitlines():
+        try:
+            if int(json.loads(line).get("step", 0)) <= up_to_step:
+                keep.append(line)
+        except ValueError:
+            continue
+    with atomic_path(log_path) as tmp:
+        tmp.write_text("".join(x + "\n" for x in keep))
+
+
+def restore_run(ckpt, groups: dict[str, list], log_path) -> int:
+    """Start or continue a run: restore ``groups`` (name -> variables) from ``ckpt`` and cut
+    the loss log back to its step, or, with no checkpoint, delete the old log. Returns the
+    step to continue from (0 for a fresh run)."""
+    log_path = Path(log_path)
+    if ckpt is None:
+        log_path.unlink(missing_ok=True)
+        return 0
+    state, values = load_checkpoint(ckpt)
+    for g, variables in groups.items():
+        restore_variables(variables, values[g], g, ckpt)
+    step = int(state["step"])
+    rewrite_log(log_path, step)
+    return step

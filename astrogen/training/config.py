@@ -25,7 +25,7 @@ from astrogen.errors import AstrogenError, ConfigError, UnknownKeyError, suggest
 from astrogen.pipeline.config import Config, apply_overrides, key_path, load_config
 
 __all__ = ["load_training_config", "TrainingConfig", "SCHEMA", "MODELS", "check_distribution",
-           "RESUME_MUTABLE_KEYS"]
+           "RESUME_MUTABLE_KEYS", "without_keys"]
 
 MODELS = ("flowvae",)
 #: Deblending segmenters, checked by astrogen.training.unet_trainer.load_segmenter_config.
@@ -207,14 +207,20 @@ class TrainingConfig(dict):
 
     def for_comparison(self) -> dict:
         """The configuration without :data:`RESUME_MUTABLE_KEYS`."""
-        d = copy.deepcopy(dict(self))
-        for key in RESUME_MUTABLE_KEYS:
-            parts = key.split(".")
-            node = d
-            for p in parts[:-1]:
-                node = node.get(p, {})
-            node.pop(parts[-1], None)
-        return d
+        return without_keys(self, RESUME_MUTABLE_KEYS)
+
+
+def without_keys(cfg: dict, keys) -> dict:
+    """A deep copy of ``cfg`` without the dotted ``keys`` (``"training.progress"``): what a
+    resumed run must share with the run it continues."""
+    d = copy.deepcopy(dict(cfg))
+    for key in keys:
+        parts = key.split(".")
+        node = d
+        for p in parts[:-1]:
+            node = node.get(p, {})
+        node.pop(parts[-1], None)
+    return d
 
 
 def check_mapping(data: Any, schema: dict, cfg: Config, path: tuple) -> dict:

@@ -27,7 +27,6 @@ on a fixed set of held-out rows at fixed timesteps and noise), ``result.json``.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -40,7 +39,7 @@ from astrogen.training.checkpoint import flatten as _flatten
 from astrogen.training.checkpoint import resume_checkpoint
 from astrogen.io.atomic import save_model_atomic, write_json
 from astrogen.seeds import derive_seed
-from astrogen.training.checkpoint import (latest_checkpoint, load_checkpoint,
+from astrogen.training.checkpoint import (latest_checkpoint, load_checkpoint, restore_run,
                                           restore_variables, save_checkpoint)
 
 __all__ = ["train_ddpm", "check_ddpm_config", "export_checkpoint", "DDPM_RESUME_MUTABLE_KEYS"]
@@ -161,14 +160,9 @@ def check_ddpm_config(cfg):
 
 
 def _for_comparison(cfg) -> dict:
-    d = copy.deepcopy(dict(cfg))
-    for key in DDPM_RESUME_MUTABLE_KEYS:
-        parts = key.split(".")
-        node = d
-        for p in parts[:-1]:
-            node = node.get(p, {})
-        node.pop(parts[-1], None)
-    return d
+    from astrogen.training.config import without_keys
+
+    return without_keys(cfg, DDPM_RESUME_MUTABLE_KEYS)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -185,6 +179,32 @@ def build_network(d: dict, cond_mean, cond_std, image_size: int):
                     cond_mean=[float(v) for v in cond_mean],
                     cond_std=[float(v) for v in cond_std], cond_drop_prob=d["cond_drop_prob"],
                     prediction=d.get("prediction", "eps"))
+
+
+def _model_parts(cfg, manifest: dict, ds_path: Path, raw_c: np.ndarray, n_train: int):
+    """Schedule, intensity transform and sidecar metadata of the model a config trains
+    (``raw_c``: the dataset's raw conditions; rows ``n_train:`` are the held-out ones)."""
+    from astrogen.datasets.galaxy_stamps import CONDITION_NAMES
+    from astrogen.schedulers import NoiseSchedule
+
+    d_cfg, t_cfg = cfg["ddpm"], cfg["training"]
+    schedule = NoiseSchedule(kind=d_cfg["schedule"], num_train_steps=d_cfg["num_train_steps"])
+    intensity = {"flux_normalize": d_cfg["flux_normalize"], "scale": d_cfg["intensity_scale"],
+                 "divisor": d_cfg["intensity_divisor"]}
+    n_gal = int(manifest["n_galaxies"])
+    meta = {"stamp_size": int(manifest["stamp_size"]),
+            "pixel_scale": float(manifest["pixel_scale"]),
+            "flux_unit": str(manifest["flux_unit"]), "zero_point": float(manifest["zero_point"]),
+            "condition_range": {k: [float(raw_c[:n_train, j].min()),
+                                    float(raw_c[:n_train, j].max())]
+                                for j, k in enumerate(CONDITION_NAMES)},
+            "training": {"dataset": str(ds_path), "dataset_config": manifest["config"],
+                         "rows_trained": [0, n_train], "holdout_rows": [n_train, n_gal],
+                         "field": "truth", "seed": int(cfg["seed"]),
+                         "steps": int(t_cfg["steps"]),
+                         "batch_size": int(t_cfg["batch_size"]),
+                         "ema_decay": t_cfg["ema_decay"]}}
+    return schedule, intensity, meta
 
 
 def _lr(step, t_cfg):
@@ -249,8 +269,7 @@ def _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed) -> dict:
     from astrogen.models.ddpm_galaxy import DDPMGalaxyModel, condition_features
     from astrogen.models.ddpm_unet import diffusion_loss
     from astrogen.models.ema import EMA
-    from astrogen.schedulers import NoiseSchedule
-    from astrogen.training.flowvae_trainer import _prepare_dataset, _rewrite_log
+    from astrogen.training.flowvae_trainer import _prepare_dataset
 
     t_cfg, d_cfg = cfg["training"], cfg["ddpm"]
     ds_path, manifest = _prepare_dataset(cfg)
@@ -267,22 +286,10 @@ def _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed) -> dict:
     feats = condition_features(raw_c)
     f_mean = feats[:n_train].astype(np.float64).mean(axis=0)
     f_std = feats[:n_train].astype(np.float64).std(axis=0)
-    schedule = NoiseSchedule(kind=d_cfg["schedule"], num_train_steps=d_cfg["num_train_steps"])
-    intensity = {"flux_normalize": d_cfg["flux_normalize"], "scale": d_cfg["intensity_scale"],
-                 "divisor": d_cfg["intensity_divisor"]}
+    schedule, intensity, meta = _model_parts(cfg, manifest, ds_path, raw_c, n_train)
     keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
     net = build_network(d_cfg, f_mean, f_std, n)
     net.build()
-    meta = {"stamp_size": n, "pixel_scale": float(manifest["pixel_scale"]),
-            "flux_unit": str(manifest["flux_unit"]), "zero_point": float(manifest["zero_point"]),
-            "condition_range": {k: [float(raw_c[:n_train, j].min()),
-                                    float(raw_c[:n_train, j].max())]
-                                for j, k in enumerate(CONDITION_NAMES)},
-            "training": {"dataset": str(ds_path), "dataset_config": manifest["config"],
-                         "rows_trained": [0, n_train], "holdout_rows": [n_train, n_gal],
-                         "field": "truth", "seed": seed, "steps": int(t_cfg["steps"]),
-                         "batch_size": int(t_cfg["batch_size"]),
-                         "ema_decay": t_cfg["ema_decay"]}}
     gm = DDPMGalaxyModel(net, schedule, intensity, meta)
     x_all = gm.encode(data["truth"], raw_c[:, 0]).astype(np.float32)
     del data
@@ -294,16 +301,8 @@ def _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed) -> dict:
     groups = {"model": net.weights, "optimizer": opt.variables,
               "ema": ema.shadow + [ema.num_updates]}
 
-    step = 0
     log_path = run_dir / "losses.jsonl"
-    if ckpt is not None:
-        state, values = load_checkpoint(ckpt)
-        for g, variables in groups.items():
-            restore_variables(variables, values[g], g, ckpt)
-        step = int(state["step"])
-        _rewrite_log(log_path, step)
-    else:
-        log_path.unlink(missing_ok=True)
+    step = restore_run(ckpt, groups, log_path)
     (run_dir / "result.json").unlink(missing_ok=True)
 
     T = schedule.num_train_steps
@@ -440,9 +439,8 @@ def export_checkpoint(config_path, overrides: list[str] | None = None, output=No
         python -c "from astrogen.training.ddpm_trainer import export_checkpoint; \\
                    export_checkpoint('configs/ddpm.yaml', ['run_dir=...'], 'm.keras')"
     """
-    from astrogen.datasets.galaxy_stamps import CONDITION_NAMES, read_manifest, read_stamps
+    from astrogen.datasets.galaxy_stamps import read_manifest, read_stamps
     from astrogen.models.ddpm_galaxy import DDPMGalaxyModel, condition_features
-    from astrogen.schedulers import NoiseSchedule
     from astrogen.training.config import load_training_config
 
     cfg = load_training_config(str(config_path), overrides)
@@ -463,21 +461,9 @@ def export_checkpoint(config_path, overrides: list[str] | None = None, output=No
     restore_variables(net.weights, values["model"], "model", ckpt)
     restore_variables(net.trainable_weights, values["ema"][:-1], "ema", ckpt)
     step = int(state["step"])
-    schedule = NoiseSchedule(kind=d_cfg["schedule"], num_train_steps=d_cfg["num_train_steps"])
-    intensity = {"flux_normalize": d_cfg["flux_normalize"], "scale": d_cfg["intensity_scale"],
-                 "divisor": d_cfg["intensity_divisor"]}
-    meta = {"stamp_size": n, "pixel_scale": float(manifest["pixel_scale"]),
-            "flux_unit": str(manifest["flux_unit"]), "zero_point": float(manifest["zero_point"]),
-            "condition_range": {k: [float(raw_c[:n_train, j].min()),
-                                    float(raw_c[:n_train, j].max())]
-                                for j, k in enumerate(CONDITION_NAMES)},
-            "training": {"dataset": str(ds_path), "dataset_config": manifest["config"],
-                         "rows_trained": [0, n_train], "holdout_rows": [n_train, n_gal],
-                         "field": "truth", "seed": int(cfg["seed"]),
-                         "steps": int(t_cfg["steps"]), "steps_done": step,
-                         "complete": step >= int(t_cfg["steps"]),
-                         "batch_size": int(t_cfg["batch_size"]),
-                         "ema_decay": t_cfg["ema_decay"], "checkpoint": ckpt.name}}
+    schedule, intensity, meta = _model_parts(cfg, manifest, ds_path, raw_c, n_train)
+    meta["training"].update(steps_done=step, complete=step >= int(t_cfg["steps"]),
+                            checkpoint=ckpt.name)
     out = Path(output) if output is not None else Path(cfg["output"])
     save_model_atomic(DDPMGalaxyModel(net, schedule, intensity, meta), out)
     return out

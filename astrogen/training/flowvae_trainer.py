@@ -50,11 +50,10 @@ from pathlib import Path
 import numpy as np
 
 from astrogen.errors import ConfigError
-from astrogen.io.atomic import atomic_path, save_npz, save_model_atomic, write_json
+from astrogen.io.atomic import save_npz, save_model_atomic, write_json
 from astrogen.seeds import derive_seed
 from astrogen.training.checkpoint import flatten as _flatten
-from astrogen.training.checkpoint import (load_checkpoint, restore_variables,
-                                          resume_checkpoint, save_checkpoint)
+from astrogen.training.checkpoint import restore_run, resume_checkpoint, save_checkpoint
 from astrogen.training.config import TrainingConfig, check_distribution
 
 __all__ = ["train_flowvae"]
@@ -114,19 +113,6 @@ def _current_lr(optimizer) -> float:
     return float(np.asarray(lr))
 
 
-def _rewrite_log(log_path: Path, up_to_step: int) -> None:
-    """Keep only the log lines of steps ``<= up_to_step`` (after a resume)."""
-    if not log_path.is_file():
-        return
-    keep = []
-    for line in log_path.read_text().splitlines():
-        try:
-            if int(json.loads(line).get("step", 0)) <= up_to_step:
-                keep.append(line)
-        except ValueError:
-            continue  # a line cut by the interruption
-    with atomic_path(log_path) as tmp:
-        tmp.write_text("".join(x + "\n" for x in keep))
 
 
 def _vae_eval(model, data: dict, noise_model: str, seed: int, batch: int) -> dict:
@@ -311,16 +297,8 @@ def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
     groups = {"model": model.weights, "vae_optimizer": vae_opt.variables,
               "flow_optimizer": flow_opt.variables}
 
-    step = 0
     log_path = run_dir / "losses.jsonl"
-    if ckpt is not None:
-        state, values = load_checkpoint(ckpt)
-        for g, variables in groups.items():
-            restore_variables(variables, values[g], g, ckpt)
-        step = int(state["step"])
-        _rewrite_log(log_path, step)
-    else:
-        log_path.unlink(missing_ok=True)
+    step = restore_run(ckpt, groups, log_path)
     if step < vae_steps:  # files derived from a finished VAE phase cannot be current
         for stale in ("latents.npz", "eval_real.json", "result.json"):
             (run_dir / stale).unlink(missing_ok=True)

@@ -26,11 +26,10 @@ from typing import Any, Callable
 import numpy as np
 
 from astrogen.errors import AstrogenError, ConfigError, UnknownKeyError, suggest
-from astrogen.io.atomic import atomic_path, save_model_atomic, write_json
+from astrogen.io.atomic import save_model_atomic, write_json
 from astrogen.seeds import derive_seed
 from astrogen.training.checkpoint import flatten as _flatten
-from astrogen.training.checkpoint import (load_checkpoint, restore_variables,
-                                          resume_checkpoint, save_checkpoint)
+from astrogen.training.checkpoint import restore_run, resume_checkpoint, save_checkpoint
 from astrogen.training.config import (_REQUIRED, TrainingConfig, _bool, _float, _int,
                                       _int_list, _str, check_mapping)
 
@@ -172,18 +171,6 @@ def augment(arrays: list[np.ndarray], seed: int) -> list[np.ndarray]:
     return out
 
 
-def rewrite_log(log_path: Path, up_to_step: int) -> None:
-    if not log_path.is_file():
-        return
-    keep = []
-    for line in log_path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= up_to_step:
-                keep.append(line)
-        except ValueError:
-            continue
-    with atomic_path(log_path) as tmp:
-        tmp.write_text("".join(x + "\n" for x in keep))
 
 
 # ------------------------------------------------------------------------- GAN training
@@ -251,17 +238,10 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
     opt_c.build(gan.critic.trainable_variables)
     groups = {"generator": gan.generator.weights, "critic": gan.critic.weights,
               "gen_optimizer": opt_g.variables, "critic_optimizer": opt_c.variables}
-    step = 0
     log_path = run_dir / "losses.jsonl"
+    step = restore_run(ckpt, groups, log_path)
     if ckpt is not None:
-        state, values = load_checkpoint(ckpt)
-        for g, variables in groups.items():
-            restore_variables(variables, values[g], g, ckpt)
-        step = int(state["step"])
-        rewrite_log(log_path, step)
         log(f"nbody_gan: resumed from {ckpt.name} (step {step})")
-    else:
-        log_path.unlink(missing_ok=True)
 
     gp_w, l1_w = float(t_cfg["gp_weight"]), float(t_cfg["l1_weight"])
     l1_s = float(t_cfg["l1_smoothing"])

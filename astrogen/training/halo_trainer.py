@@ -17,10 +17,10 @@ import numpy as np
 from astrogen.errors import AstrogenError
 from astrogen.io.atomic import write_json
 from astrogen.seeds import derive_seed
-from astrogen.training.checkpoint import load_checkpoint, restore_variables
+from astrogen.training.checkpoint import restore_run
 from astrogen.training.config import TrainingConfig, _float, _int_list
 from astrogen.training.gan_trainer import (_COMMON_TOP, _COMMON_TRAINING, augment, checkpointing,
-                                           prepare_run, rewrite_log)
+                                           prepare_run)
 
 __all__ = ["HALO_SCHEMA", "train_halo_unet", "halo_loss"]
 
@@ -92,17 +92,10 @@ def train_halo_unet(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
     net = model.network
     opt.build(net.trainable_variables)
     groups = {"network": net.weights, "optimizer": opt.variables}
-    step = 0
     log_path = run_dir / "losses.jsonl"
+    step = restore_run(ckpt, groups, log_path)
     if ckpt is not None:
-        state, values = load_checkpoint(ckpt)
-        for g, variables in groups.items():
-            restore_variables(variables, values[g], g, ckpt)
-        step = int(state["step"])
-        rewrite_log(log_path, step)
         log(f"halo_unet: resumed from {ckpt.name} (step {step})")
-    else:
-        log_path.unlink(missing_ok=True)
     pw, dw, mw = (float(t_cfg[k]) for k in ("pos_weight", "dice_weight", "mass_weight"))
 
     @tf.function(reduce_retracing=True)

@@ -47,7 +47,6 @@ exactly.
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import math
@@ -286,15 +285,10 @@ def make_batch(images, models, sigma, rows, arch_cfg: dict, augment: bool, seed:
             "weights": weights.astype(np.float32)}
 
 
-def _for_comparison(cfg: dict) -> dict:
-    d = copy.deepcopy(dict(cfg))
-    for key in RESUME_MUTABLE_KEYS:
-        parts = key.split(".")
-        node = d
-        for p in parts[:-1]:
-            node = node.get(p, {})
-        node.pop(parts[-1], None)
-    return d
+def _for_comparison(cfg) -> dict:
+    from astrogen.training.config import without_keys
+
+    return without_keys(cfg, RESUME_MUTABLE_KEYS)
 
 
 # ---------------------------------------------------------------------- training loop
@@ -306,7 +300,7 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
 
     from astrogen.datasets.blends import (BlendDatasetConfig, blend_dataset_is_complete,
                                           build_blend_dataset, read_blend_scenes)
-    from astrogen.training.checkpoint import load_checkpoint, restore_variables, save_checkpoint
+    from astrogen.training.checkpoint import restore_run, save_checkpoint
 
     arch = cfg["model"]
     a_cfg, t_cfg = cfg[arch], cfg["training"]
@@ -347,19 +341,8 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
     opt.build(model.trainable_variables)
     groups = {"model": model.weights, "optimizer": opt.variables}
 
-    step = 0
     log_path = run_dir / "losses.jsonl"
-    if ckpt is not None:
-        state, values = load_checkpoint(ckpt)
-        for g, variables in groups.items():
-            restore_variables(variables, values[g], g, ckpt)
-        step = int(state["step"])
-        if log_path.is_file():
-            keep = [x for x in log_path.read_text().splitlines()
-                    if x.strip() and json.loads(x).get("step", 0) <= step]
-            log_path.write_text("".join(x + "\n" for x in keep))
-    else:
-        log_path.unlink(missing_ok=True)
+    step = restore_run(ckpt, groups, log_path)
 
     perms = [list(map(int, p)) for p in slot_permutations(k)]
     batch = int(t_cfg["batch_size"])
