@@ -173,6 +173,25 @@ def augment(arrays: list[np.ndarray], seed: int) -> list[np.ndarray]:
 
 
 
+def after_step(last: dict, stop: int, t_cfg: dict, fh, t0: float, checkpoint,
+               log=print) -> None:
+    """Bookkeeping after training step ``last["step"]`` (GAN and halo U-Net): refuse
+    non-finite losses, append ``last`` (+ elapsed seconds) to the loss log every
+    ``log_every`` steps, call ``checkpoint(step)`` every ``checkpoint_every`` steps; both also
+    at ``stop``."""
+    step = last["step"]
+    if not all(np.isfinite(v) for v in last.values()):
+        raise AstrogenError(f"non-finite loss at step {step}: {last}")
+    if step % int(t_cfg["log_every"]) == 0 or step == stop:
+        last["elapsed_s"] = round(time.perf_counter() - t0, 2)
+        fh.write(json.dumps(last) + "\n")
+        fh.flush()
+        if t_cfg["progress"]:
+            log(json.dumps(last))
+    if step % int(t_cfg["checkpoint_every"]) == 0 or step == stop:
+        checkpoint(step)
+
+
 # ------------------------------------------------------------------------- GAN training
 def checkpointing(cfg, run_dir: Path, step: int, groups: dict, model, name: str):
     """``(total_steps, stop_step, checkpoint)`` of a run at ``step``: ``checkpoint(s)`` saves
@@ -299,16 +318,7 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
             last = {"step": step, "critic_loss": float(lc), "wasserstein": float(w),
                     "gradient_penalty": float(gp), "generator_loss": float(lg),
                     "adversarial": float(adv), "l1": float(l1)}
-            if not all(np.isfinite(v) for v in last.values()):
-                raise AstrogenError(f"non-finite loss at step {step}: {last}")
-            if step % int(t_cfg["log_every"]) == 0 or step == stop:
-                last["elapsed_s"] = round(time.perf_counter() - t0, 2)
-                fh.write(json.dumps(last) + "\n")
-                fh.flush()
-                if t_cfg["progress"]:
-                    log(json.dumps(last))
-            if step % int(t_cfg["checkpoint_every"]) == 0 or step == stop:
-                checkpoint(step)
+            after_step(last, stop, t_cfg, fh, t0, checkpoint, log)
     elapsed = time.perf_counter() - t0
     if step >= total and not output.is_file():
         checkpoint(step)

@@ -8,19 +8,17 @@ pixels)``. Batches are augmented with the symmetries of the periodic square.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from astrogen.errors import AstrogenError
 from astrogen.io.atomic import write_json
 from astrogen.seeds import derive_seed
 from astrogen.training.checkpoint import restore_run
 from astrogen.training.config import TrainingConfig, _float, _int_list
-from astrogen.training.gan_trainer import (_COMMON_TOP, _COMMON_TRAINING, augment, checkpointing,
-                                           prepare_run)
+from astrogen.training.gan_trainer import (_COMMON_TOP, _COMMON_TRAINING, after_step, augment,
+                                           checkpointing, prepare_run)
 
 __all__ = ["HALO_SCHEMA", "train_halo_unet", "halo_loss"]
 
@@ -127,16 +125,7 @@ def train_halo_unet(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
             step += 1
             last = {"step": step, "loss": float(tot), "bce": float(bce),
                     "soft_dice": float(sd), "mass_mse": float(mse)}
-            if not all(np.isfinite(v) for v in last.values()):
-                raise AstrogenError(f"non-finite loss at step {step}: {last}")
-            if step % int(t_cfg["log_every"]) == 0 or step == stop:
-                last["elapsed_s"] = round(time.perf_counter() - t0, 2)
-                fh.write(json.dumps(last) + "\n")
-                fh.flush()
-                if t_cfg["progress"]:
-                    log(json.dumps(last))
-            if step % int(t_cfg["checkpoint_every"]) == 0 or step == stop:
-                checkpoint(step)
+            after_step(last, stop, t_cfg, fh, t0, checkpoint, log)
     elapsed = time.perf_counter() - t0
     if step >= total_steps and not output.is_file():
         checkpoint(step)
