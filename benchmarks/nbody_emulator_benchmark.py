@@ -136,7 +136,7 @@ def _mass_function(tm, pm, n_slabs_total, L, depth, thr):
 def _speed(args, gan, path, man):
     import tensorflow as tf
 
-    from astrogen.datasets.nbody_slices import SliceDatasetConfig, make_pm, project_slabs, read_box
+    from astrogen.datasets.nbody_slices import SliceDatasetConfig, make_pm, read_box
 
     cfg = SliceDatasetConfig(**man["config"])
     box = read_box(path, man["box_ids"][0])
@@ -151,9 +151,9 @@ def _speed(args, gan, path, man):
     t = int(man["config"]["slab_thickness"])
 
     def emulate_box():
-        lin = project_slabs(lin3, t)  # all 3 x n_slabs slabs of the box
-        c = tf.constant(lin[..., None] / gan.cond_scale, tf.float32)
-        z = tf.constant(gan.noise(len(lin), args.seed))
+        cond = gan.condition_slabs(lin3)  # all 3 x n_slabs slabs (projection, + LPT if used)
+        c = tf.constant(gan.network_condition(cond)[..., None])
+        z = tf.constant(gan.noise(len(cond), args.seed))
         s = run_gen(c, z).numpy()[..., 0]
         return gan.transform.inverse(s)
 
@@ -180,8 +180,10 @@ def _speed(args, gan, path, man):
             "pm_cpu_seconds_per_box": float(np.median(cp)),
             "emulator_cpu_seconds_per_box": float(np.median(ce)),
             "speedup_cpu_time": float(np.median(cp) / np.median(ce)),
+            "condition": gan.condition,
             "what": f"one box: PM run (3-D field, {n_img} slabs after projection) vs emulator "
                     f"making the same {n_img} slabs from the box's linear field (projection + "
+                    f"{'2LPT displacement and CIC paint + ' if gan.condition == 'lpt' else ''}"
                     "generator), warm (after one untimed call each), median of "
                     f"{args.repeats}, same process; TF threads: "
                     f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}",
@@ -230,6 +232,9 @@ def _figures(out, true, emu, samp, lin, cond, unc, mf_pm, mf_emu):
     ax[1].semilogx(k, unc["power_ratio"], "C2-", label="ratio, unconditional")
     ax[1].semilogx(k, cond["r_k"], "C3-", label="r(k) emulated x PM")
     ax[1].semilogx(k, cond["r_k_linear"], "C7--", label="r(k) linear x PM")
+    if "power_ratio_lpt_input" in cond:
+        ax[1].semilogx(k, cond["power_ratio_lpt_input"], "C0:", label="ratio, 2LPT input")
+        ax[1].semilogx(k, cond["r_k_lpt_input"], "C9:", label="r(k) 2LPT input x PM")
     ax[1].axhspan(0.95, 1.05, color="0.85")
     ax[1].axhline(1, color="k", lw=0.5)
     ax[1].axvline(cond["k_half_nyquist"], color="0.5", ls=":")
@@ -278,7 +283,7 @@ def _figures(out, true, emu, samp, lin, cond, unc, mf_pm, mf_emu):
 
 
 def main(argv=None) -> dict:
-    from astrogen.datasets.nbody_slices import read_box, read_slices
+    from astrogen.datasets.nbody_slices import project_slabs, read_box, read_slices
     from astrogen.io.atomic import write_json
     from astrogen.nbody.emulator_metrics import (compare_slabs, cross_correlation,
                                                  frechet_distance, peak_histograms,
@@ -296,15 +301,33 @@ def main(argv=None) -> dict:
     n_img = len(true)
 
     # 1. emulator fidelity
-    emu = gan.emulate(lin, seed=args.seed).astype(np.float64)
+    if gan.condition == "linear":
+        cond_slabs = lin
+    else:  # the boxes' LPT fields, slabs in the order of read_slices
+        cond_slabs = np.concatenate([gan.condition_slabs(read_box(path, b)["linear3d"])
+                                     for b in man["box_ids"]])
+    emu = gan.emulate(cond_slabs, seed=args.seed).astype(np.float64)
     samp = gan.sample(n_img, seed=args.seed + 1).astype(np.float64)
     cond = compare_slabs(true, emu, L)
     _, r_lin, _ = cross_correlation(true, 1.0 + lin, L)
     cond["r_k_linear"] = r_lin.tolist()
+    if gan.condition == "lpt":  # the generator's input as an emulator of its own
+        lpt_cmp = compare_slabs(true, cond_slabs.astype(np.float64), L)
+        cond["power_ratio_lpt_input"] = lpt_cmp["power_ratio"]
+        cond["r_k_lpt_input"] = lpt_cmp["r_k"]
     cond["peak_hist_true"] = peak_histograms(true).mean(0).tolist()
     cond["peak_hist_emulated"] = peak_histograms(emu).mean(0).tolist()
     unc = compare_slabs(true, samp, L, paired=False)
     unc["peak_hist_emulated"] = peak_histograms(samp).mean(0).tolist()
+    # sample variance of the comparison: the fresh boxes' own linear slabs against the test
+    # boxes' linear slabs (Gaussian fields of the same spectrum: any departure from 1 is the
+    # scatter of a few boxes, which the unconditional ratio inherits)
+    per_box = int(c["n_grid"]) // int(c["slab_thickness"])
+    fresh = np.concatenate([project_slabs(d, int(c["slab_thickness"]), axes=(2,)) for d in
+                            gan.draw_linear_fields(-(-n_img // per_box), args.seed + 1)])[:n_img]
+    _, p_fresh = power_matrix(fresh, L, contrast=True)
+    _, p_test = power_matrix(lin, L, contrast=True)
+    unc["linear_input_power_ratio"] = (p_fresh.mean(0) / p_test.mean(0)).tolist()
     half = n_img // 2
     rng = np.random.default_rng(0)
     perm = rng.permutation(n_img)
@@ -348,8 +371,19 @@ def main(argv=None) -> dict:
                 cond["max_abs_ratio_minus_1_below_half_nyquist"],
             "uncond_max_abs_power_error_below_half_nyquist":
                 unc["max_abs_ratio_minus_1_below_half_nyquist"],
+            "uncond_power_ratio_below_half_nyquist": [
+                float(x) for x in np.asarray(unc["power_ratio"])[low]],
+            "uncond_linear_input_power_ratio_below_half_nyquist": [
+                float(x) for x in np.asarray(unc["linear_input_power_ratio"])[low]],
             "r_k_mean_below_half_nyquist": cond["r_mean_below_half_nyquist"],
             "r_k_linear_mean_below_half_nyquist": float(np.mean(np.asarray(r_lin)[low])),
+            "condition": gan.condition,
+            "lpt_input_power_ratio_below_half_nyquist": (
+                [float(x) for x in np.asarray(cond["power_ratio_lpt_input"])[low]]
+                if gan.condition == "lpt" else None),
+            "r_k_lpt_input_mean_below_half_nyquist": (
+                float(np.mean(np.asarray(cond["r_k_lpt_input"])[low]))
+                if gan.condition == "lpt" else None),
             "frechet_conditional": cond["frechet"],
             "frechet_unconditional": unc["frechet"],
             "frechet_reference": ref,

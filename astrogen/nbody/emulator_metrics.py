@@ -35,13 +35,16 @@ def _k_edges(n: int, box_size: float) -> np.ndarray:
     return np.arange(0.5 * kf, np.pi * n / box_size + kf, kf)
 
 
-def power_matrix(x: np.ndarray, box_size: float):
-    """Per-image 2-D power spectra of ``delta = x / mean(x) - 1``: ``(k, P[n_images, n_k])``."""
+def power_matrix(x: np.ndarray, box_size: float, contrast: bool = False):
+    """Per-image 2-D power spectra ``(k, P[n_images, n_k])`` of ``delta = x / mean(x) - 1``
+    (densities ``x``), or of ``x - mean(x)`` if ``contrast`` (``x`` is already a density
+    contrast, e.g. a linear field, whose image means may be near 0)."""
     from astrogen.nbody.power_spectrum import measure_power
 
     x = np.asarray(x, float)
     edges = _k_edges(x.shape[1], box_size)
-    ps = [measure_power(im / im.mean() - 1.0, box_size, k_edges=edges) for im in x]
+    ps = [measure_power(im - im.mean() if contrast else im / im.mean() - 1.0, box_size,
+                        k_edges=edges) for im in x]
     return ps[0].k, np.array([p.power for p in ps])
 
 

@@ -102,7 +102,9 @@ class NBodyEmulate(Stage):
     The slab ``slab`` along ``axis`` of the linear field (``cosmology.initial_field``, 3-D,
     with the grid, box size and cosmology of the model's training set) is projected, divided
     by its growth factor (the model takes the z = 0 linear field) and mapped by the
-    generator (with a noise channel drawn from ``derive_seed(stage seed, box_id)``) to the
+    generator (a model conditioned on the LPT field first moves the box's particles by 2LPT
+    to the model's redshift and projects their density, see
+    :meth:`astrogen.models.nbody_gan.NBodyGAN.condition_slabs`) (with a noise channel drawn from ``derive_seed(stage seed, box_id)``) to the
     projected ``1 + delta`` at the model's redshift. Output: a 2-D DensityField of the
     projected density contrast with the slab geometry in ``meta``.
 
@@ -153,9 +155,11 @@ class NBodyEmulate(Stage):
                               f"{m['box_size']} Mpc/h.", key="inputs",
                               received={"n_grid": field.n_grid, "box_size": field.box_size})
         growth = float(field.meta.get("growth_D1", 1.0))
-        lin = project_slab(np.asarray(field.delta, float) / growth,
-                           int(m["slab_thickness"]), self.axis, self.slab)
-        x = self._model.emulate(lin, seed=derive_seed(self.ctx.seed, int(field.box_id)))
+        delta0 = np.asarray(field.delta, float) / growth
+        lin = project_slab(delta0, int(m["slab_thickness"]), self.axis, self.slab)
+        cond = lin if self._model.condition == "linear" else \
+            self._model.condition_slabs(delta0, axes=(self.axis,))[self.slab]
+        x = self._model.emulate(cond, seed=derive_seed(self.ctx.seed, int(field.box_id)))
         cosmo = dict(field.cosmology) or dict(m.get("cosmology", {}))
         meta = {"source": self.type_name, "field": "emulated", "model": self.model_name,
                 "seed": field.meta.get("seed"), "transfer": field.meta.get("transfer"),

@@ -15,6 +15,16 @@ states + the step counter; :mod:`astrogen.training.checkpoint`), ``losses.jsonl`
 interpolates) is a function of ``(seed, step)``, so a resumed run continues exactly. With
 ``training.export_every_checkpoint`` the model file is also (atomically) rewritten at every
 checkpoint, so a run stopped early still leaves a usable model.
+
+Conditioning (``gan.condition``): ``linear`` (the projected linear slab) or ``lpt`` (the
+projected 2LPT density at the output time, computed from each box's stored 3-D linear
+field; residual generator, He et al. 2019). ``training.power_weight`` adds the batch
+log-power-spectrum term of :func:`astrogen.models.nbody_gan.power_loss`.
+
+Checkpoint selection: with a ``validation:`` section (``path``, ``n_boxes``, ``seed``,
+``noise_seed``) the run, once complete, scores every kept checkpoint on validation boxes
+(:mod:`astrogen.training.gan_select`, scores in ``selection.json``) and exports the best
+one instead of the last.
 """
 from __future__ import annotations
 
@@ -30,8 +40,8 @@ from astrogen.io.atomic import save_model_atomic, write_json
 from astrogen.seeds import derive_seed
 from astrogen.training.checkpoint import flatten as _flatten
 from astrogen.training.checkpoint import restore_run, resume_checkpoint, save_checkpoint
-from astrogen.training.config import (_REQUIRED, TrainingConfig, _bool, _float, _int,
-                                      _int_list, _str, check_mapping)
+from astrogen.training.config import (_REQUIRED, TrainingConfig, _bool, _choice, _float,
+                                      _int, _int_list, _str, check_mapping)
 
 __all__ = ["check_nbody_config", "train_nbody_gan", "augment", "GAN_SCHEMA"]
 
@@ -61,12 +71,20 @@ _COMMON_TRAINING = {
 
 #: section -> key -> (default, check) of ``model: nbody_gan``.
 GAN_SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
-    "": {**_COMMON_TOP, "gan": ({}, lambda v: v)},
+    "": {**_COMMON_TOP, "gan": ({}, lambda v: v), "validation": (None, lambda v: v)},
+    "validation": {   # checkpoint selection on held-out boxes (astrogen.training.gan_select)
+        "path": (_REQUIRED, _str),
+        "n_boxes": (16, _int(1)),
+        "seed": (5, _int(0)),
+        "noise_seed": (13, _int(0)),
+    },
     "gan": {
         "channels": ([16, 32, 64], _int_list),
         "critic_channels": ([16, 32, 64, 64], _int_list),
         "noise_channels": (1, _int(1)),
         "transform_a": (1.0, _float(0.0, strict=True)),
+        "condition": ("linear", _choice("linear", "lpt")),
+        "lpt_order": (2, _choice(1, 2)),
     },
     "training": {
         **_COMMON_TRAINING,
@@ -75,6 +93,7 @@ GAN_SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "gp_weight": (10.0, _float(0.0)),
         "l1_weight": (10.0, _float(0.0)),
         "l1_smoothing": (0.0, _float(0.0)),   # pixels: Gaussian sigma of the L1 fields
+        "power_weight": (0.0, _float(0.0)),   # weight of the batch log-power-spectrum term
     },
 }
 
@@ -118,6 +137,13 @@ def check_nbody_config(cfg) -> TrainingConfig:
     out[section] = check_mapping(top.get(section) or {}, schema[section], cfg, (section,))
     out["training"] = check_mapping(top["training"] or {}, schema["training"], cfg, ("training",))
     out["dataset"] = _check_slice_dataset(top["dataset"], cfg)
+    if model == "nbody_gan" and top.get("validation") is not None:
+        from astrogen.training.gan_select import check_validation_seed
+
+        out["validation"] = check_mapping(top["validation"], schema["validation"], cfg,
+                                          ("validation",))
+        check_validation_seed(out["validation"], out["dataset"],
+                              line=cfg.line(("validation", "seed")))
     if not str(out["output"]).endswith(".keras"):
         raise ConfigError("must be a file name ending in '.keras'.", key="output",
                           line=cfg.line(("output",)), received={"output": out["output"]})
@@ -141,8 +167,12 @@ def prepare_run(cfg: TrainingConfig, resume: bool, log=print):
 
     def comparable(old):
         flat = _flatten((TrainingConfig(old) if old is not None else cfg).for_comparison())
-        return {k: v for k, v in flat.items() if not (k.startswith("training.") and k.split(".")[1]
-                in ("max_steps_this_run", "export_every_checkpoint", "progress", "steps"))}
+        # the validation section only chooses among checkpoints: a finished run can be
+        # resumed with one to select its best checkpoint
+        return {k: v for k, v in flat.items() if not (
+            (k.startswith("training.") and k.split(".")[1]
+             in ("max_steps_this_run", "export_every_checkpoint", "progress", "steps"))
+            or k == "validation" or k.startswith("validation."))}
 
     ckpt = resume_checkpoint(run_dir, resume, comparable)
     ds = {k: v for k, v in cfg["dataset"].items() if k != "path"}
@@ -219,9 +249,9 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
     import keras
     import tensorflow as tf
 
-    from astrogen.datasets.nbody_slices import read_manifest, read_slices
+    from astrogen.datasets.nbody_slices import read_box, read_manifest, read_slices
     from astrogen.models.nbody_gan import (NBodyGAN, critic_loss, generator_loss,
-                                           gradient_penalty)
+                                           gradient_penalty, power_loss)
 
     t_cfg, g_cfg = cfg["training"], cfg["gan"]
     seed = int(cfg["seed"])
@@ -236,6 +266,7 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
             "slab_thickness": dcfg["slab_thickness"], "cell_size": manifest["cell_size"],
             "slab_depth": manifest["slab_depth"], "redshift": dcfg["redshift"],
             "cosmology": {k: dcfg[k] for k in ("Om0", "Ob0", "h", "sigma8", "n_s")},
+            "lattice_shift": 0.5 / int(dcfg["force_resolution"]),
             "pm": {k: dcfg[k] for k in ("z_init", "n_steps", "force_resolution")},
             "dataset": {"seed": dcfg["seed"], "n_boxes": dcfg["n_boxes"],
                         "first_box": dcfg["first_box"], "n_images": int(n_img)},
@@ -243,9 +274,17 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
     keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
     gan = NBodyGAN(size=n, transform_a=g_cfg["transform_a"], cond_scale=cond_scale,
                    channels=g_cfg["channels"], critic_channels=g_cfg["critic_channels"],
-                   noise_channels=g_cfg["noise_channels"], meta=meta)
+                   noise_channels=g_cfg["noise_channels"], meta=meta,
+                   condition=g_cfg["condition"], lpt_order=g_cfg["lpt_order"])
     target = gan.transform.forward(data["evolved"]).astype(np.float32)
-    cond = linear / np.float32(cond_scale)
+    if gan.condition == "lpt":
+        log(f"nbody_gan: LPT (order {gan.lpt_order}) condition slabs of "
+            f"{len(manifest['box_ids'])} boxes")
+        cond = np.concatenate([gan.condition_slabs(read_box(ds_path, b)["linear3d"])
+                               for b in manifest["box_ids"]])
+        cond = gan.network_condition(cond)
+    else:
+        cond = gan.network_condition(linear)
 
     def adam(name, lr):
         return keras.optimizers.Adam(lr, beta_1=t_cfg["beta_1"], beta_2=t_cfg["beta_2"],
@@ -264,6 +303,7 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
 
     gp_w, l1_w = float(t_cfg["gp_weight"]), float(t_cfg["l1_weight"])
     l1_s = float(t_cfg["l1_smoothing"])
+    p_w = float(t_cfg["power_weight"])
     gen, crit = gan.generator, gan.critic
 
     @tf.function(reduce_retracing=True)
@@ -284,9 +324,11 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
             fake = gen([c, z], training=True)
             d_fake = crit([fake, c], training=True)
             loss, adv, l1 = generator_loss(d_fake, fake, real, l1_w, l1_s)
+            pw = power_loss(fake, real, gan.transform) if p_w > 0 else tf.constant(0.0)
+            loss = loss + p_w * pw
         grads = tape.gradient(loss, gen.trainable_variables)
         opt_g.apply_gradients(zip(grads, gen.trainable_variables))
-        return loss, adv, l1
+        return loss, adv, l1, pw
 
     batch = min(int(t_cfg["batch_size"]), n_img)
 
@@ -313,18 +355,37 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
                 real, c, z, eps = draw(step, k)
                 lc, w, gp = critic_step(real, c, z, eps)
             real, c, z, _ = draw(step, "gen")
-            lg, adv, l1 = gen_step(real, c, z)
+            lg, adv, l1, pw = gen_step(real, c, z)
             step += 1
             last = {"step": step, "critic_loss": float(lc), "wasserstein": float(w),
                     "gradient_penalty": float(gp), "generator_loss": float(lg),
                     "adversarial": float(adv), "l1": float(l1)}
+            if p_w > 0:
+                last["power"] = float(pw)
             after_step(last, stop, t_cfg, fh, t0, checkpoint, log)
     elapsed = time.perf_counter() - t0
     if step >= total and not output.is_file():
         checkpoint(step)
+    selection = None
+    if step >= total and cfg.get("validation") and not (run_dir / "selection.json").is_file():
+        from astrogen.training.gan_select import select_checkpoint, validation_dataset
+
+        val = cfg["validation"]
+        val_path = validation_dataset(val, cfg["dataset"], log=log)
+        selection = select_checkpoint(gan, run_dir, val_path, val["noise_seed"], log=log)
+        best = selection["best"]
+        gan.meta["training"].update(
+            steps_done=best["step"], steps_total=total,
+            selected_on_validation={"seed": val["seed"], "n_boxes": val["n_boxes"],
+                                    "max_abs_power_error": best["max_abs_power_error"]})
+        save_model_atomic(gan, output)
+        write_json(run_dir / "selection.json", selection)
+        log(f"nbody_gan: exported step {best['step']} (validation max |P ratio - 1| = "
+            f"{best['max_abs_power_error']:.3f}) to {output}")
     result = {"output": str(output), "run_dir": str(run_dir), "dataset": str(ds_path),
               "steps_done": step, "steps_total": total, "complete": step >= total,
               "last": last, "steps_per_second": (step - start) / elapsed if elapsed else None,
-              "n_images": int(n_img), "cond_scale": cond_scale}
+              "n_images": int(n_img), "cond_scale": cond_scale,
+              "selected_step": selection["best"]["step"] if selection else None}
     write_json(run_dir / "result.json", result)
     return result

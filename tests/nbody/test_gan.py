@@ -166,3 +166,113 @@ def test_smoothed_l1_keeps_large_scales_and_ignores_small_ones():
     _, _, l1_large = generator_loss(zero, tf.constant(2 * large), tf.constant(large), 1.0, 2.0)
     _, _, l1_plain = generator_loss(zero, tf.constant(large + small), tf.constant(large), 1.0)
     assert float(l1_small) < 1e-6 and float(l1_large) > 0.5 and float(l1_plain) == 0.5
+
+
+def test_power_loss_is_zero_for_equal_spectra_and_ln4_squared_for_double_amplitude():
+    """Doubling every density fluctuation multiplies P(k) by 4 at every k: the loss is then
+    (ln 4)^2, whatever the field; a batch against itself costs 0."""
+    import tensorflow as tf
+
+    from astrogen.models.nbody_gan import PixelTransform, power_loss
+
+    t = PixelTransform(1.0)
+    rng = np.random.default_rng(0)
+    x = 1.0 + 0.1 * rng.standard_normal((4, 16, 16, 1))  # x2 stays > 0
+    x2 = 1.0 + 2.0 * (x - x.mean(axis=(1, 2), keepdims=True))
+    s, s2 = (tf.constant(t.forward(v), tf.float32) for v in (x, x2))
+    assert float(power_loss(s, s, t)) == pytest.approx(0.0, abs=1e-10)
+    assert float(power_loss(s2, s, t)) == pytest.approx(np.log(4.0) ** 2, rel=1e-3)
+    # a field with the same spectrum but other phases is (nearly) as good as the truth
+    x3 = 1.0 + 0.1 * rng.standard_normal((4, 16, 16, 1))
+    s3 = tf.constant(t.forward(x3), tf.float32)
+    assert float(power_loss(s3, s, t)) < 0.1 * np.log(4.0) ** 2
+
+
+def test_residual_generator_starts_from_its_condition_and_round_trips(tmp_path):
+    """condition='lpt': output = tanh(atanh(condition) + head); with the head's weights at 0
+    the generator returns its condition exactly; the model file keeps the condition kind."""
+    import keras
+
+    from astrogen.models.nbody_gan import NBodyGAN, load_nbody_gan
+
+    keras.utils.set_random_seed(2)
+    meta = {"n_grid": 16, "box_size": 32.0, "slab_thickness": 4, "redshift": 0.0,
+            "lattice_shift": 0.25}
+    gan = NBodyGAN(size=16, channels=[4, 8], critic_channels=[4, 8], condition="lpt",
+                   meta=meta)
+    rng = np.random.default_rng(1)
+    lin3 = 0.3 * rng.standard_normal((16, 16, 16))
+    cond = gan.condition_slabs(lin3)
+    assert cond.shape == (12, 16, 16) and np.all(cond >= 0)
+    # mass conserved: the 4 slabs of each axis hold the whole box (mass moves between slabs)
+    np.testing.assert_allclose(cond.reshape(3, 4, 16, 16).mean(axis=(1, 2, 3)), 1.0, atol=1e-5)
+    head = gan.generator.get_layer("generator_out")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    np.testing.assert_allclose(gan.emulate(cond, seed=0), cond, rtol=2e-4, atol=1e-5)
+    keras.utils.set_random_seed(3)
+    head.set_weights([rng.normal(0, 0.1, w.shape) for w in head.get_weights()])
+    a = gan.emulate_field(lin3, seed=4)
+    gan.save(tmp_path / "lpt.keras")
+    back = load_nbody_gan(tmp_path / "lpt.keras")
+    assert back.condition == "lpt" and back.lpt_order == 2
+    np.testing.assert_array_equal(back.emulate_field(lin3, seed=4), a)
+    assert back.sample(3, seed=1).shape == (3, 16, 16)
+    # a linear-conditioned model still projects the linear field itself
+    lin_gan = NBodyGAN(size=16, channels=[4, 8], critic_channels=[4, 8], meta=meta,
+                       build_critic_net=False)
+    from astrogen.datasets.nbody_slices import project_slabs
+
+    np.testing.assert_allclose(lin_gan.condition_slabs(lin3), project_slabs(lin3, 4))
+    from astrogen.errors import ModelError
+
+    with pytest.raises(ModelError, match="condition"):
+        NBodyGAN(size=16, channels=[4, 8], condition="zeldovich")
+    with pytest.raises(ModelError, match="16\\^3"):
+        gan.condition_slabs(np.zeros((8, 8, 8)))
+
+
+def test_tiny_lpt_gan_with_power_term_trains(tmp_path):
+    from astrogen.models.nbody_gan import load_nbody_gan
+    from astrogen.training import run_training
+
+    write_synthetic_dataset(tmp_path / "data")
+    extra = "  power_weight: 1.0\n"
+    cfg = _tiny_config(tmp_path, 2, extra)
+    cfg.write_text(cfg.read_text().replace("gan: {channels: [4, 8], critic_channels: [4, 8]}",
+                                           "gan: {channels: [4, 8], critic_channels: [4, 8], "
+                                           "condition: lpt, lpt_order: 1}"))
+    res = run_training(str(cfg))
+    assert res["complete"]
+    rows = [json.loads(x) for x in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["power"]) and r["power"] > 0 for r in rows)
+    model = load_nbody_gan(tmp_path / "gan.keras")
+    assert model.condition == "lpt" and model.lpt_order == 1
+    assert model.meta["lattice_shift"] == 0.25
+
+
+def test_checkpoint_selection_on_validation_boxes_exports_the_best(tmp_path):
+    from astrogen.errors import ConfigError
+    from astrogen.models.nbody_gan import load_nbody_gan
+    from astrogen.training import run_training
+    from astrogen.training.checkpoint import load_checkpoint
+    from astrogen.training.config import load_training_config
+
+    write_synthetic_dataset(tmp_path / "data")
+    write_synthetic(tmp_path / "val", SliceDatasetConfig(**TINY, seed=5), seed=9)
+    extra = ("  keep_checkpoints: 10\n"
+             f"validation: {{path: {tmp_path}/val, n_boxes: 1, seed: 5}}\n")
+    res = run_training(str(_tiny_config(tmp_path, 3, extra)))
+    sel = json.loads((tmp_path / "run" / "selection.json").read_text())
+    assert [r["step"] for r in sel["scores"]] == [1, 2, 3]
+    errs = [r["max_abs_power_error"] for r in sel["scores"]]
+    assert sel["best"]["max_abs_power_error"] == min(errs)
+    assert res["selected_step"] == sel["best"]["step"]
+    model = load_nbody_gan(tmp_path / "gan.keras")
+    assert model.meta["training"]["steps_done"] == sel["best"]["step"]
+    _, groups = load_checkpoint(tmp_path / "run" / "checkpoints" / sel["best"]["checkpoint"])
+    for w, v in zip(model.generator.weights, groups["generator"]):
+        np.testing.assert_array_equal(np.asarray(w), v)
+    for bad in (0, 7):  # the training seed, the benchmark's test seed
+        with pytest.raises(ConfigError, match="validation.seed"):
+            load_training_config(str(_tiny_config(tmp_path, 3, extra)),
+                                 [f"validation.seed={bad}"])
