@@ -42,15 +42,14 @@ def check_validation_seed(val: dict, dataset: dict, line=None) -> None:
 def validation_dataset(val: dict, dataset: dict, log=print) -> Path:
     """Build (or reuse) the validation slice dataset: the training set's configuration with
     ``seed`` and ``n_boxes`` of the ``validation`` section."""
-    from astrogen.datasets.nbody_slices import (SliceDatasetConfig, build_slice_dataset,
-                                                dataset_is_complete)
+    from astrogen.datasets.nbody_slices import SliceDatasetConfig, build_slice_dataset
 
     check_validation_seed(val, dataset)
     path = Path(val["path"])
     body = {k: v for k, v in dataset.items() if k != "path"}
     body.update(seed=int(val["seed"]), n_boxes=int(val["n_boxes"]), first_box=0)
-    if not dataset_is_complete(path):
-        build_slice_dataset(path, SliceDatasetConfig(**body), log=log)
+    # refuses a folder holding another configuration; builds only the missing boxes
+    build_slice_dataset(path, SliceDatasetConfig(**body), log=log)
     return path
 
 
