@@ -79,11 +79,23 @@ def score_generator(gan, cond: np.ndarray, true: np.ndarray, box_size: float,
             if "frechet" in r else float("nan")}
 
 
+def _load_generator(gan, groups: dict, where) -> None:
+    """The generator weights of a checkpoint: the averaged ones if the run kept an EMA
+    (``generator_ema``: shadow weights + update counter), else the raw ones."""
+    from astrogen.training.checkpoint import restore_variables
+
+    if "generator_ema" in groups:
+        restore_variables(gan.generator.trainable_weights, groups["generator_ema"][:-1],
+                          "generator_ema", where)
+    else:
+        restore_variables(gan.generator.weights, groups["generator"], "generator", where)
+
+
 def select_checkpoint(gan, run_dir, val_path, noise_seed: int = 13, log=print) -> dict:
     """Score every checkpoint of ``run_dir`` on the validation set; load the best one's
-    generator weights into ``gan``. Returns ``{"scores": [...], "best": {...}}``."""
+    generator weights (averaged ones if the run kept an EMA) into ``gan``. Returns ``{"scores": [...], "best": {...}}``."""
     from astrogen.datasets.nbody_slices import read_box, read_manifest, read_slices
-    from astrogen.training.checkpoint import load_checkpoint, restore_variables
+    from astrogen.training.checkpoint import load_checkpoint
 
     man = read_manifest(val_path)
     true = read_slices(val_path, keys=("evolved",))["evolved"]
@@ -94,7 +106,7 @@ def select_checkpoint(gan, run_dir, val_path, noise_seed: int = 13, log=print) -
     rows = []
     for ck in ckpts:
         state, groups = load_checkpoint(ck)
-        restore_variables(gan.generator.weights, groups["generator"], "generator", ck)
+        _load_generator(gan, groups, ck)
         row = {"checkpoint": ck.name, "step": int(state["step"]),
                **score_generator(gan, cond, true, L, noise_seed)}
         rows.append(row)
@@ -102,8 +114,7 @@ def select_checkpoint(gan, run_dir, val_path, noise_seed: int = 13, log=print) -
             f"{row['max_abs_power_error']:.3f}, r(k) {row['r_k_mean']:.3f}")
     best = min(rows, key=lambda r: (r["max_abs_power_error"], r["frechet_power_spectrum"]))
     state, groups = load_checkpoint(Path(run_dir) / "checkpoints" / best["checkpoint"])
-    restore_variables(gan.generator.weights, groups["generator"], "generator",
-                      best["checkpoint"])
+    _load_generator(gan, groups, best["checkpoint"])
     return {"validation_set": {"path": str(val_path), "seed": man["config"]["seed"],
                                "boxes": man["box_ids"]},
             "noise_seed": int(noise_seed), "scores": rows, "best": best}

@@ -14,7 +14,9 @@ states + the step counter; :mod:`astrogen.training.checkpoint`), ``losses.jsonl`
 ``config.json``, ``result.json``. Every random draw (batch, augmentation, noise, penalty
 interpolates) is a function of ``(seed, step)``, so a resumed run continues exactly. With
 ``training.export_every_checkpoint`` the model file is also (atomically) rewritten at every
-checkpoint, so a run stopped early still leaves a usable model.
+checkpoint, so a run stopped early still leaves a usable model. With ``training.ema_decay``
+> 0 the exported (and selected) generator holds the exponential moving average of its weights
+(Polyak averaging, Yazici et al. 2019, arXiv:1806.04498), checkpointed as ``generator_ema``.
 
 Conditioning (``gan.condition``): ``linear`` (the projected linear slab) or ``lpt`` (the
 projected 2LPT density at the output time, computed from each box's stored 3-D linear
@@ -94,6 +96,7 @@ GAN_SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
         "l1_weight": (10.0, _float(0.0)),
         "l1_smoothing": (0.0, _float(0.0)),   # pixels: Gaussian sigma of the L1 fields
         "power_weight": (0.0, _float(0.0)),   # weight of the batch log-power-spectrum term
+        "ema_decay": (0.0, _float(0.0)),      # > 0: export averaged generator weights
     },
 }
 
@@ -137,6 +140,10 @@ def check_nbody_config(cfg) -> TrainingConfig:
     out[section] = check_mapping(top.get(section) or {}, schema[section], cfg, (section,))
     out["training"] = check_mapping(top["training"] or {}, schema["training"], cfg, ("training",))
     out["dataset"] = _check_slice_dataset(top["dataset"], cfg)
+    if model == "nbody_gan" and out["training"]["ema_decay"] >= 1.0:
+        raise ConfigError("must be in [0, 1).", key="training.ema_decay",
+                          line=cfg.line(("training", "ema_decay")),
+                          received={"ema_decay": out["training"]["ema_decay"]})
     if model == "nbody_gan" and top.get("validation") is not None:
         from astrogen.training.gan_select import check_validation_seed
 
@@ -244,6 +251,22 @@ def checkpointing(cfg, run_dir: Path, step: int, groups: dict, model, name: str)
     return total, stop, checkpoint
 
 
+class _AveragedExport:
+    """What ``checkpointing`` exports when ``training.ema_decay`` > 0: the GAN with its
+    generator's averaged (EMA) weights swapped in for the save."""
+
+    def __init__(self, gan, ema):
+        self.gan, self.ema = gan, ema
+
+    @property
+    def meta(self) -> dict:
+        return self.gan.meta
+
+    def save(self, path, **kwargs):
+        with self.ema.apply():
+            return self.gan.save(path, **kwargs)
+
+
 def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dict:
     """Train the emulator as configured (see the module docstring); returns a summary."""
     import keras
@@ -296,6 +319,12 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
     opt_c.build(gan.critic.trainable_variables)
     groups = {"generator": gan.generator.weights, "critic": gan.critic.weights,
               "gen_optimizer": opt_g.variables, "critic_optimizer": opt_c.variables}
+    ema = None
+    if t_cfg["ema_decay"] > 0:
+        from astrogen.models.ema import EMA
+
+        ema = EMA(gan.generator, float(t_cfg["ema_decay"]))
+        groups["generator_ema"] = ema.shadow + [ema.num_updates]
     log_path = run_dir / "losses.jsonl"
     step = restore_run(ckpt, groups, log_path)
     if ckpt is not None:
@@ -328,6 +357,8 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
             loss = loss + p_w * pw
         grads = tape.gradient(loss, gen.trainable_variables)
         opt_g.apply_gradients(zip(grads, gen.trainable_variables))
+        if ema is not None:
+            ema.update()
         return loss, adv, l1, pw
 
     batch = min(int(t_cfg["batch_size"]), n_img)
@@ -343,7 +374,9 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
         return (tf.constant(t[..., None]), tf.constant(c[..., None]), tf.constant(z),
                 tf.constant(eps))
 
-    total, stop, checkpoint = checkpointing(cfg, run_dir, step, groups, gan, "nbody_gan")
+    total, stop, checkpoint = checkpointing(cfg, run_dir, step, groups,
+                                            gan if ema is None else _AveragedExport(gan, ema),
+                                            "nbody_gan")
     output = Path(cfg["output"])
 
     t0 = time.perf_counter()
