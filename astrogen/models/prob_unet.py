@@ -253,9 +253,11 @@ class ProbUNet(keras.Model):
                  latent_dim: int = 6, target: str = "classes", n_classes: int = 3,
                  max_objects: int = 0, fcomb_layers: int = 3, beta: float = 1.0,
                  input_transform: str = "asinh", input_scale: float = 1.0,
-                 activation: str = "relu", seed: int | None = None, **kwargs):
+                 activation: str = "relu", seed: int | None = None, temperature: float = 1.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.n_bands = check_int(n_bands, "n_bands", 1)
+        self.temperature = check_float(temperature, "temperature")
         self.depth = check_int(depth, "depth", 1)
         self.base_filters = check_int(base_filters, "base_filters", 1)
         self.latent_dim = check_int(latent_dim, "latent_dim", 1)
@@ -317,7 +319,8 @@ class ProbUNet(keras.Model):
                       latent_dim=self.latent_dim, target=self.target, n_classes=self.n_classes,
                       max_objects=self.max_objects, fcomb_layers=self.fcomb_layers,
                       beta=self.beta, input_transform=self.input_transform,
-                      input_scale=self.input_scale, activation=self.activation, seed=self.seed)
+                      input_scale=self.input_scale, activation=self.activation, seed=self.seed,
+                      temperature=self.temperature)
         return config
 
     @classmethod
@@ -432,7 +435,8 @@ class ProbUNet(keras.Model):
 
     # ------------------------------------------------------------ prediction
 
-    def sample(self, x, n_samples: int = 8, seed: int = 0, batch_size: int | None = None):
+    def sample(self, x, n_samples: int = 8, seed: int = 0, batch_size: int | None = None,
+               temperature: float | None = None):
         """``n_samples`` segmentations per image with ``z ~ p(z | x)``.
 
         Parameters
@@ -444,6 +448,10 @@ class ProbUNet(keras.Model):
             Seed of the draws (>= 0): the same seed gives identical samples.
         batch_size : int, optional
             Images per forward pass (all at once if None).
+        temperature : float, optional
+            Logits are divided by it before the softmax; default the model's
+            ``temperature`` (fitted after training, :mod:`astrogen.deblend.calibration`;
+            1 = the raw network).
 
         Returns
         -------
@@ -452,6 +460,8 @@ class ProbUNet(keras.Model):
         """
         n_samples = check_int(n_samples, "n_samples", 1)
         seed = check_int(seed, "seed", 0)
+        temperature = self.temperature if temperature is None else check_float(
+            temperature, "temperature")
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 4:
             raise ConfigError("must have shape (batch, height, width, n_bands).", key="x",
@@ -472,7 +482,7 @@ class ProbUNet(keras.Model):
             for s in range(n_samples):
                 z = mu + ops.exp(ls) * eps[s, start:start + len(xb)]
                 out[s, start:start + len(xb)] = ops.convert_to_numpy(
-                    ops.softmax(self.fcomb([feats, z]), axis=-1))
+                    ops.softmax(self.fcomb([feats, z]) / temperature, axis=-1))
         return out
 
     def predict_with_uncertainty(self, x, n_samples: int = 16, seed: int = 0,

@@ -2,7 +2,9 @@
 
 Data: the blend training set of :mod:`astrogen.datasets.blends` (built if its folder is
 missing); the last ``training.validation_scenes`` scenes are held out for the validation
-loss. Targets are computed on the fly from the noiseless per-object images
+loss. After a probabilistic U-Net run the first ``training.calibration_scenes`` of them fit
+its temperature (:func:`calibrate_temperature`, :mod:`astrogen.deblend.calibration`; saved
+in the model, fit in ``calibration.json``). Targets are computed on the fly from the noiseless per-object images
 (:func:`astrogen.physics.blends.truth_targets`): light fractions with background level
 ``fraction_background * sigma`` and the three classes / ownership above
 ``class_threshold * sigma``.
@@ -61,7 +63,8 @@ from astrogen.training.checkpoint import resume_checkpoint
 from astrogen.io.atomic import save_model_atomic, write_json
 from astrogen.seeds import derive_seed
 
-__all__ = ["SEGMENTER_MODELS", "load_segmenter_config", "train_segmenter"]
+__all__ = ["calibrate_temperature", "SEGMENTER_MODELS", "load_segmenter_config",
+           "train_segmenter"]
 
 SEGMENTER_MODELS = ("unet", "prob_unet")
 
@@ -114,6 +117,7 @@ def _schema() -> dict:
             "clipnorm": (None, c._float(0.0, strict=True, optional=True)),
             "augment": (True, c._bool),
             "validation_scenes": (256, c._int(0)),
+            "calibration_scenes": (128, c._int(0)),
             "checkpoint_every": (200, c._int(1)),
             "keep_checkpoints": (2, c._int(1)),
             "log_every": (20, c._int(1)),
@@ -126,7 +130,8 @@ def _schema() -> dict:
 #: Keys that may differ between a run and its ``--resume``.
 RESUME_MUTABLE_KEYS = {"description", "training.checkpoint_every", "training.keep_checkpoints",
                        "training.log_every", "training.max_steps_this_run", "training.progress",
-                       "dataset.shard_size", "dataset.library_shard_size"}
+                       "dataset.shard_size", "dataset.library_shard_size",
+                       "training.calibration_scenes"}
 
 
 def load_segmenter_config(cfg):
@@ -230,7 +235,8 @@ def _pit_ce(y, logp, perms, weights=None, reduce="mean"):
 
 
 def make_batch(images, models, sigma, rows, arch_cfg: dict, augment: bool, seed: int,
-               step: int, input_scale: float = 1.0, positions=None) -> dict:
+               step: int, input_scale: float = 1.0, positions=None,
+               with_labels: bool = False) -> dict:
     """Inputs and targets of one batch (numpy).
 
     Parameters
@@ -251,7 +257,8 @@ def make_batch(images, models, sigma, rows, arch_cfg: dict, augment: bool, seed:
         ``classes`` one-hot (B, h, w, 3), ``fractions`` (B, h, w, K+1), ``weights`` (B, h, w).
         With ``augment`` one of the 8 symmetries of the square (seeded by ``(seed, step)``)
         is applied to each scene's image and object images *together*, before the targets
-        are computed.
+        are computed. ``with_labels``: also ``labels`` (B, h, w), the ownership above
+        ``class_threshold`` sigma in slot order (0 = background).
     """
     from astrogen.physics.blends import order_by_centre_distance, truth_targets
 
@@ -281,8 +288,11 @@ def make_batch(images, models, sigma, rows, arch_cfg: dict, augment: bool, seed:
 
     xin = network_input(x, sig, input_scale, arch_cfg.get("radial_channel", False),
                         rescale=False)
-    return {"x": xin, "classes": onehot, "fractions": t["fractions"],
-            "weights": weights.astype(np.float32)}
+    out = {"x": xin, "classes": onehot, "fractions": t["fractions"],
+           "weights": weights.astype(np.float32)}
+    if with_labels:
+        out["labels"] = t["labels"]
+    return out
 
 
 def _for_comparison(cfg) -> dict:
@@ -477,10 +487,34 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
     complete = step >= steps
     result.update(steps_done=step, complete=complete, last=last,
                   steps_per_second=(timed[0] / timed[1]) if timed[1] > 0 else None)
+    if complete and arch == "prob_unet" and int(t_cfg["calibration_scenes"]) > 0 and n_val:
+        result["calibration"] = calibrate_temperature(
+            model, data, range(n_train, n_train + min(n_val, int(t_cfg["calibration_scenes"]))),
+            a_cfg, seed, input_scale)
+        write_json(run_dir / "calibration.json", result["calibration"])
     if complete:
         save_model_atomic(model, output)
     write_json(run_dir / "result.json", result)
     return result
+
+
+def calibrate_temperature(model, data: dict, rows, arch_cfg: dict, seed: int,
+                          input_scale: float, n_samples: int = 16) -> dict:
+    """Fit and set ``model.temperature`` (probabilistic U-Net) on held-out scenes ``rows``
+    of the training set: :func:`astrogen.deblend.calibration.fit_temperature` of the
+    ownership labels above ``class_threshold`` sigma under the mean of ``n_samples`` prior
+    samples. Returns the fit (temperature, NLL per grid value, scenes used)."""
+    from astrogen.deblend.calibration import fit_temperature
+
+    rows = np.asarray(list(rows))
+    b = make_batch(data["image"], data["models"], data["sigma"], rows, arch_cfg, False, seed,
+                   0, input_scale, data["positions"], with_labels=True)
+    samples = model.sample(b["x"], n_samples=n_samples, seed=derive_seed(seed, "calibration"),
+                           batch_size=32, temperature=1.0)
+    fit = fit_temperature(samples, b["labels"])
+    model.temperature = fit["temperature"]
+    return {**fit, "n_scenes": int(len(rows)), "first_scene": int(rows[0]),
+            "n_samples": n_samples}
 
 
 def export_checkpoint(config_path, overrides: list[str] | None = None, output=None) -> dict:

@@ -177,6 +177,24 @@ def test_prob_unet_samples_differ_and_kl_finite(prob_run, data_dir):
     assert arrays["uncertainty"].shape == (32, 32)
 
 
+def test_prob_unet_temperature_is_fitted_on_validation_scenes_and_saved(prob_run, data_dir):
+    from astrogen.deblend.calibration import tempered
+    from astrogen.deblend.segment import load_segmenter, network_input
+    from astrogen.datasets.blends import read_blend_scenes
+
+    tmp, res = prob_run
+    cal = json.loads((tmp / "run" / "run" / "calibration.json").read_text())
+    assert cal["n_scenes"] == 16 and cal["first_scene"] == 72 - 16
+    assert cal["nll_best"] <= cal["nll_at_1"] and cal["nll_best"] == min(cal["nll"])
+    m = load_segmenter(str(tmp / "run" / "model.keras"), "prob_unet")
+    assert m.temperature == cal["temperature"] and m.get_config()["temperature"] == m.temperature
+    d = read_blend_scenes(data_dir, ("image", "sigma"), rows=slice(0, 2))
+    xin = network_input(d["image"], d["sigma"], m.input_scale, m.n_bands == 2)
+    raw = m.sample(xin, n_samples=2, seed=3, temperature=1.0)
+    np.testing.assert_allclose(m.sample(xin, n_samples=2, seed=3), tempered(raw, m.temperature),
+                               rtol=1e-3, atol=1e-5)
+
+
 def test_permutation_invariant_loss():
     import tensorflow as tf
 
