@@ -3,16 +3,20 @@ on held-out boxes (a slice dataset with a seed never used in training).
 
     python benchmarks/nbody_emulator_benchmark.py                       # shipped models
     python benchmarks/nbody_emulator_benchmark.py --gan run/nbody_gan_32.keras \
-        --halo run/halo_unet_32.keras --test-data output/datasets/nbody_slices_32_test
+        --halo run/halo_unet_32.keras --test-data output/datasets/nbody_slices_32_test16
 
 The test set (``--test-data``; built with ``--n-boxes`` boxes and ``--data-seed`` if missing)
 holds, per box, the PM field projected into 3 x n_slabs slabs, the projected linear field and
 the FoF haloes. Measured (JSON in ``--out``, PNG figures next to it):
 
-1. emulator fidelity, conditional mode (emulated from each test slab's linear field) and
+1. emulator fidelity, conditional mode (emulated from each test box's linear field, through
+   the model's condition: the projected linear slab or the projected 2LPT density) and
    unconditional mode (fresh linear fields): P(k) ratio, r(k), pixel histograms, peak counts,
    and the Frechet distances of those three statistics (Perraudin et al. 2019), with the
-   Frechet distance between two halves of the PM test slabs as the reference level;
+   Frechet distance between two halves of the PM test slabs as the reference level; for a
+   2LPT-conditioned model the same ratio and r(k) of its 2LPT input (what the generator adds);
+   the sample variance of the unconditional comparison (the fresh boxes' linear power over the
+   test boxes');
 2. halo maps on the PM slabs and on the emulated slabs: Dice coefficient of the masks,
    completeness and purity vs FoF above ``--mass-threshold`` (one-to-one matches within
    ``--match-radius``), mass-function ratio;
@@ -39,8 +43,8 @@ def _parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--gan", default="nbody_gan_32", help="shipped name or .keras file")
     p.add_argument("--halo", default="halo_unet_32", help="shipped name or .keras file")
-    p.add_argument("--test-data", default="output/datasets/nbody_slices_32_test")
-    p.add_argument("--n-boxes", type=int, default=4)
+    p.add_argument("--test-data", default="output/datasets/nbody_slices_32_test16")
+    p.add_argument("--n-boxes", type=int, default=16)
     p.add_argument("--data-seed", type=int, default=7)
     p.add_argument("--seed", type=int, default=11, help="emulator noise / sampling seed")
     p.add_argument("--mass-threshold", type=float, default=3e13)
