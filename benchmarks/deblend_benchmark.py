@@ -78,12 +78,19 @@ def markdown_table(result: dict) -> str:
         lo, hi = b["blendedness"]
         text += f"| {lo:g} - {hi:g} | {b['n']} | " + " | ".join(
             _f(m[k]["by_blendedness"][j]["iou_median"]) for k in names) + " |\n"
-    text += "\nFlux MAPE by blendedness:\n\n| blendedness | " + " | ".join(names) + \
-        " |\n| --- |" + " --- |" * len(names) + "\n"
+    orc = result.get("oracle_fractions")
+    text += "\nFlux MAPE by blendedness (oracle: the true light fractions on the noisy scene, " \
+        "the floor of flux redistribution):\n\n| blendedness | " + " | ".join(names) + \
+        (" | oracle" if orc else "") + " |\n| --- |" + " --- |" * (len(names) + bool(orc)) + "\n"
     for j, b in enumerate(bins):
         lo, hi = b["blendedness"]
         text += f"| {lo:g} - {hi:g} | " + " | ".join(
-            _f(m[k]["by_blendedness"][j]["flux_mape"], "{:.2f} %") for k in names) + " |\n"
+            _f(m[k]["by_blendedness"][j]["flux_mape"], "{:.2f} %") for k in names) + (
+            f" | {_f(orc['by_blendedness'][j]['flux_mape'], '{:.2f} %')}" if orc else "") + \
+            " |\n"
+    if orc:
+        text += "| all | " + " | ".join(_f(m[k]["flux"]["mape"], "{:.2f} %") for k in names) \
+            + f" | {_f(orc['flux_mape'], '{:.2f} %')} |\n"
     p = m.get("prob_unet", {})
     if "calibration_region" in p:
         text += ("\nProbabilistic U-Net uncertainty:\n\n| measure | object region | all pixels |"
