@@ -153,6 +153,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--unet-model", default="shipped")
     ap.add_argument("--prob-unet-model", default="shipped")
     ap.add_argument("--n-samples", type=int, default=16)
+    ap.add_argument("--prob-unet-temperature", type=float, default=None,
+                    help="override the model's fitted temperature (1 = the raw network)")
     ap.add_argument("--max-distance", type=float, default=3.0, help="matching radius, pixels")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "deblend"))
     args = ap.parse_args(argv)
@@ -184,6 +186,8 @@ def main(argv=None) -> dict:
     }
     for name, st in methods.items():
         st.setup(_ctx(name, args.seed, out))
+    if args.prob_unet_temperature is not None:
+        methods["prob_unet"].net.temperature = args.prob_unet_temperature
     sampler = CosmosSampler(mag_range=(18.0, 24.0))
     k = gen.geometry.max_objects
     recs: dict[str, list] = {m: [] for m in methods}
@@ -251,7 +255,8 @@ def main(argv=None) -> dict:
         "truth": "ownership above 1 sigma of the noiseless objects; flux_true = flux of the "
                  "noiseless object inside the stamp",
         "models": {"unet": args.unet_model, "prob_unet": args.prob_unet_model,
-                   "n_samples": args.n_samples},
+                   "n_samples": args.n_samples,
+                   "prob_unet_temperature": float(methods["prob_unet"].net.temperature)},
         "scene_generation_seconds": t_gen,
         "targets": TARGETS, "checks": checks, "methods": summaries,
         "oracle_fractions": oracle_summary({k: np.concatenate(v) for k, v in oracle.items()}),
