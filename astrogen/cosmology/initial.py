@@ -23,6 +23,7 @@ __all__ = [
     "fourier_modes",
     "gaussian_field",
     "lpt_displacements",
+    "lpt_particles",
     "zeldovich_displacement",
     "lattice",
 ]
@@ -263,3 +264,41 @@ def lpt_displacements(delta: np.ndarray, box_size: float, order: int = 2,
                          for i in range(ndim)])
         out.append(psi2)
     return out
+
+
+def lpt_particles(delta: np.ndarray, box_size: float, cosmology, a: float, order: int = 2,
+                  shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and momenta of the lattice particles moved by LPT to scale factor ``a``.
+
+    Parameters
+    ----------
+    delta : numpy.ndarray, shape (n, n, n)
+        Linear density contrast at the time where ``D1 = 1``.
+    box_size : float
+        Box side in Mpc/h.
+    cosmology : astrogen.cosmology.background.Cosmology
+        Gives ``D1``, ``D2`` and the momentum factors ``gp``, ``gp2`` at ``a``.
+    a : float
+        Scale factor.
+    order : int
+        1 (Zel'dovich) or 2 (2LPT).
+    shift : float
+        Lattice offset in grid spacings (:func:`lattice`).
+
+    Returns
+    -------
+    positions : numpy.ndarray, shape (n^3, 3)
+        ``q + D1 Psi1 (+ D2 Psi2)`` in Mpc/h, wrapped into the box.
+    momenta : numpy.ndarray, shape (n^3, 3)
+        ``gp Psi1 (+ gp2 Psi2)`` in Mpc/h (``p = a^3 E dx/da``).
+    """
+    n = np.asarray(delta).shape[0]
+    psis = lpt_displacements(delta, box_size, order=order, shift=shift)
+    q = lattice(n, box_size, 3, shift=shift)
+    flat = [p.reshape(3, -1).T for p in psis]
+    disp = float(cosmology.D1(a)) * flat[0]
+    mom = float(cosmology.gp(a)) * flat[0]
+    if order == 2:
+        disp = disp + float(cosmology.D2(a)) * flat[1]
+        mom = mom + float(cosmology.gp2(a)) * flat[1]
+    return np.mod(q + disp, float(box_size)), mom

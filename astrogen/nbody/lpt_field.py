@@ -5,9 +5,9 @@ He et al. (2019, arXiv:1811.06533) emulate an N-body run by correcting the Zel'd
 displacement rather than by mapping the linear field: the LPT field already carries the
 large-scale structure at the output time, so a network only has to sharpen the collapsed
 regions. :func:`lpt_density` places the particles of the PM lattice at
-``q + D1(a) Psi1 + D2(a) Psi2`` (the same displacements and lattice offset as the PM initial
-conditions, :meth:`astrogen.nbody.pm.ParticleMesh.initial_conditions`, but at the output
-time) and paints them with CIC on the particle grid, like the PM snapshots.
+``q + D1(a) Psi1 + D2(a) Psi2`` (:func:`astrogen.cosmology.initial.lpt_particles`, as the PM
+initial conditions, :meth:`astrogen.nbody.pm.ParticleMesh.initial_conditions`, but at the
+output time) and paints them with CIC on the particle grid, like the PM snapshots.
 
 Cost: 2LPT needs about a dozen FFTs of the grid and one CIC paint, a small fraction of a PM
 run (which does one paint, FFTs and a readout per step).
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from astrogen.cosmology.initial import lattice, lpt_displacements
+from astrogen.cosmology.initial import lpt_particles
 from astrogen.errors import ConfigError
 
 __all__ = ["lpt_density"]
@@ -68,12 +68,6 @@ def lpt_density(delta_linear: np.ndarray, box_size: float, cosmology, redshift: 
         raise ConfigError("must be >= 0.", key="redshift", received={"redshift": redshift})
     if order not in (1, 2):
         raise ConfigError("must be 1 or 2.", key="order", received={"order": order})
-    n = d.shape[0]
-    a = 1.0 / (1.0 + float(redshift))
-    psis = lpt_displacements(d, box_size, order=order, shift=lattice_shift)
-    q = lattice(n, box_size, 3, shift=lattice_shift)
-    disp = float(cosmology.D1(a)) * psis[0].reshape(3, -1).T
-    if order == 2:
-        disp = disp + float(cosmology.D2(a)) * psis[1].reshape(3, -1).T
-    pos = np.mod(q + disp, float(box_size))
-    return 1.0 + paint_density(pos, box_size, n)
+    pos, _ = lpt_particles(d, box_size, cosmology, 1.0 / (1.0 + float(redshift)), order=order,
+                           shift=lattice_shift)
+    return 1.0 + paint_density(pos, box_size, d.shape[0])

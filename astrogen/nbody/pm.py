@@ -22,7 +22,7 @@ import numpy as np
 
 from astrogen.batch import DensityField
 from astrogen.cosmology.background import Cosmology
-from astrogen.cosmology.initial import gaussian_field, lattice, lpt_displacements
+from astrogen.cosmology.initial import gaussian_field, lpt_particles
 from astrogen.cosmology.power import LinearPower
 from astrogen.errors import ConfigError
 from astrogen.seeds import derive_seed
@@ -249,17 +249,8 @@ class ParticleMesh:
         if delta_linear.shape != (self.n,) * 3:
             raise ConfigError("must have shape (n_particles,)*3.", key="delta_linear",
                               received={"shape": delta_linear.shape, "n_particles": self.n})
-        c = self.cosmology
-        psis = lpt_displacements(delta_linear, self.box_size, order=self.lpt_order,
-                                 shift=self.lattice_shift)
-        q = lattice(self.n, self.box_size, 3, shift=self.lattice_shift)
-        flat = [p.reshape(3, -1).T for p in psis]
-        disp = float(c.D1(a)) * flat[0]
-        mom = float(c.gp(a)) * flat[0]
-        if self.lpt_order == 2:
-            disp = disp + float(c.D2(a)) * flat[1]
-            mom = mom + float(c.gp2(a)) * flat[1]
-        return np.mod(q + disp, self.box_size), mom
+        return lpt_particles(delta_linear, self.box_size, self.cosmology, a,
+                             order=self.lpt_order, shift=self.lattice_shift)
 
     # ------------------------------------------------------------------ force
     def _kernels(self) -> np.ndarray:

@@ -45,7 +45,8 @@ def _int(lo=None, optional=False) -> Callable:
     return check
 
 
-def _float(lo=None, strict=False, optional=False) -> Callable:
+def _float(lo=None, strict=False, optional=False, below=None) -> Callable:
+    """A number ``>= lo`` (``> lo`` if ``strict``) and, if ``below`` is given, ``< below``."""
     def check(v):
         if v is None and optional:
             return None
@@ -54,6 +55,8 @@ def _float(lo=None, strict=False, optional=False) -> Callable:
         v = float(v)
         if lo is not None and (v <= lo if strict else v < lo):
             raise ConfigError(f"must be {'>' if strict else '>='} {lo}.", received={"value": v})
+        if below is not None and not v < below:
+            raise ConfigError(f"must be < {below:g}.", received={"value": v})
         return v
     return check
 

@@ -89,7 +89,7 @@ def _schema() -> dict:
             "lr_schedule": ("cosine", c._choice("constant", "cosine")),
             "lr_final_fraction": (0.05, c._float(0.0)),
             "clipnorm": (1.0, c._float(0.0, strict=True, optional=True)),
-            "ema_decay": (0.999, c._float(0.0)),
+            "ema_decay": (0.999, c._float(0.0, below=1.0)),
             "holdout": (1000, c._int(0)),
             "checkpoint_every": (200, c._int(1)),
             "keep_checkpoints": (2, c._int(1)),
@@ -146,10 +146,6 @@ def check_ddpm_config(cfg):
         if d[key] > hi:
             raise ConfigError(f"must be <= {hi}.", key=f"ddpm.{key}",
                               line=cfg.line(("ddpm", key)), received={key: d[key]})
-    if t["ema_decay"] >= 1.0:
-        raise ConfigError("must be < 1.", key="training.ema_decay",
-                          line=cfg.line(("training", "ema_decay")),
-                          received={"ema_decay": t["ema_decay"]})
     if t["holdout"] + t["batch_size"] > ds["n_galaxies"]:
         raise ConfigError("training.holdout + training.batch_size must not exceed "
                           "dataset.n_galaxies.", key="training.holdout",
