@@ -36,6 +36,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from astrogen.training.gan_select import TEST_SEED  # noqa: E402 (refused as validation seed)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,7 +47,8 @@ def _parse(argv=None):
     p.add_argument("--halo", default="halo_unet_32", help="shipped name or .keras file")
     p.add_argument("--test-data", default="output/datasets/nbody_slices_32_test16")
     p.add_argument("--n-boxes", type=int, default=16)
-    p.add_argument("--data-seed", type=int, default=7)
+    p.add_argument("--data-seed", type=int, default=TEST_SEED,
+                   help="seed of the test boxes (training uses 0, checkpoint choice 5)")
     p.add_argument("--seed", type=int, default=11, help="emulator noise / sampling seed")
     p.add_argument("--mass-threshold", type=float, default=3e13)
     p.add_argument("--match-radius", type=float, default=4.0)
@@ -296,6 +299,7 @@ def main(argv=None) -> dict:
     from astrogen.nbody.emulator_metrics import (compare_slabs, cross_correlation,
                                                  frechet_distance, peak_histograms,
                                                  pixel_histograms, power_matrix)
+    from astrogen.training.gan_select import dataset_condition_slabs
 
     args = _parse(argv)
     out = Path(args.out)
@@ -309,11 +313,7 @@ def main(argv=None) -> dict:
     n_img = len(true)
 
     # 1. emulator fidelity
-    if gan.condition == "linear":
-        cond_slabs = lin
-    else:  # the boxes' LPT fields, slabs in the order of read_slices
-        cond_slabs = np.concatenate([gan.condition_slabs(read_box(path, b)["linear3d"])
-                                     for b in man["box_ids"]])
+    cond_slabs = dataset_condition_slabs(gan, path)
     emu = gan.emulate(cond_slabs, seed=args.seed).astype(np.float64)
     samp = gan.sample(n_img, seed=args.seed + 1).astype(np.float64)
     cond = compare_slabs(true, emu, L)

@@ -318,10 +318,10 @@ def read_slices(path, box_ids=None, keys=("linear", "evolved", "mask", "log_mass
     return {k: np.concatenate(v, axis=0) for k, v in out.items()}
 
 
-def read_box(path, box_id: int) -> dict:
-    """Every array of one shard."""
+def read_box(path, box_id: int, keys=None) -> dict:
+    """The arrays ``keys`` (default every array) of one shard."""
     with np.load(_shard(path, box_id)) as z:
-        return {k: z[k] for k in z.files}
+        return {k: z[k] for k in (z.files if keys is None else keys)}
 
 
 def write_synthetic_dataset(path, cfg: SliceDatasetConfig, seed: int = 0,

@@ -66,16 +66,13 @@ def fit_temperature(samples: np.ndarray, labels: np.ndarray, grid=TEMPERATURE_GR
                           received={"min": int(y.min()) if y.size else None,
                                     "max": int(y.max()) if y.size else None,
                                     "n_classes": s.shape[-1]})
-    grid = np.asarray(grid, np.float64)
-    nll = []
-    for t in grid:
+    def nll_at(t: float) -> float:
         mean = tempered(s, t).mean(axis=0)
         p_true = np.take_along_axis(mean, y[..., None], axis=-1)[..., 0]
-        nll.append(float(-np.mean(np.log(np.clip(p_true, 1e-12, None)))))
-    nll = np.asarray(nll)
+        return float(-np.mean(np.log(np.clip(p_true, 1e-12, None))))
+
+    grid = np.asarray(grid, np.float64)
+    nll = np.array([nll_at(t) for t in grid])
     best = int(np.argmin(nll))
-    one = tempered(s, 1.0).mean(axis=0)
-    nll1 = float(-np.mean(np.log(np.clip(
-        np.take_along_axis(one, y[..., None], axis=-1)[..., 0], 1e-12, None))))
     return {"temperature": float(grid[best]), "nll": nll.tolist(), "grid": grid.tolist(),
-            "nll_at_1": nll1, "nll_best": float(nll[best])}
+            "nll_at_1": nll_at(1.0), "nll_best": float(nll[best])}

@@ -102,11 +102,11 @@ class NBodyEmulate(Stage):
     The slab ``slab`` along ``axis`` of the linear field (``cosmology.initial_field``, 3-D,
     with the grid, box size and cosmology of the model's training set) is projected, divided
     by its growth factor (the model takes the z = 0 linear field) and mapped by the
-    generator (a model conditioned on the LPT field first moves the box's particles by 2LPT
-    to the model's redshift and projects their density, see
-    :meth:`astrogen.models.nbody_gan.NBodyGAN.condition_slabs`) (with a noise channel drawn from ``derive_seed(stage seed, box_id)``) to the
+    generator, with a noise channel drawn from ``derive_seed(stage seed, box_id)``, to the
     projected ``1 + delta`` at the model's redshift. Output: a 2-D DensityField of the
-    projected density contrast with the slab geometry in ``meta``.
+    projected density contrast with the slab geometry in ``meta``. A model conditioned on the
+    LPT field (the shipped one) first moves the box's particles by 2LPT to its redshift and
+    projects their density (:meth:`astrogen.models.nbody_gan.NBodyGAN.condition_slabs`).
 
     Parameters
     ----------
@@ -157,8 +157,7 @@ class NBodyEmulate(Stage):
         growth = float(field.meta.get("growth_D1", 1.0))
         delta0 = np.asarray(field.delta, float) / growth
         lin = project_slab(delta0, int(m["slab_thickness"]), self.axis, self.slab)
-        cond = lin if self._model.condition == "linear" else \
-            self._model.condition_slabs(delta0, axes=(self.axis,))[self.slab]
+        cond = self._model.condition_slabs(delta0, axes=(self.axis,))[self.slab]
         x = self._model.emulate(cond, seed=derive_seed(self.ctx.seed, int(field.box_id)))
         cosmo = dict(field.cosmology) or dict(m.get("cosmology", {}))
         meta = {"source": self.type_name, "field": "emulated", "model": self.model_name,

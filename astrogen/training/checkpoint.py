@@ -82,12 +82,14 @@ def latest_checkpoint(folder) -> Path | None:
     return files[-1] if files else None
 
 
-def load_checkpoint(path) -> tuple[dict, dict[str, list[np.ndarray]]]:
-    """``(state, {group: [arrays]})`` of a checkpoint file."""
+def load_checkpoint(path, groups=None) -> tuple[dict, dict[str, list[np.ndarray]]]:
+    """``(state, {group: [arrays]})`` of a checkpoint file; only the groups named in
+    ``groups`` (those present) are read if it is given."""
     with np.load(path) as z:
         state = json.loads(bytes(z["__state__"]).decode())
-        groups = {g: [z[f"{g}/{i:05d}"] for i in range(n)] for g, n in state["groups"].items()}
-    return state, groups
+        out = {g: [z[f"{g}/{i:05d}"] for i in range(n)] for g, n in state["groups"].items()
+               if groups is None or g in groups}
+    return state, out
 
 
 def restore_variables(variables: list, values: list[np.ndarray], group: str, path) -> None:

@@ -23,7 +23,8 @@ import numpy as np
 
 from astrogen.errors import ConfigError
 
-__all__ = ["validation_dataset", "select_checkpoint", "score_generator"]
+__all__ = ["validation_dataset", "select_checkpoint", "score_generator",
+           "dataset_condition_slabs"]
 
 #: dataset seed of the held-out boxes of benchmarks/nbody_emulator_benchmark.py
 TEST_SEED = 7
@@ -37,6 +38,18 @@ def check_validation_seed(val: dict, dataset: dict, line=None) -> None:
                           key="validation.seed", line=line,
                           received={"validation.seed": val["seed"],
                                     "dataset.seed": dataset["seed"]})
+
+
+def dataset_condition_slabs(gan, path) -> np.ndarray:
+    """``gan``'s condition slabs (physical units) of every image of a slice dataset, in the
+    order of :func:`astrogen.datasets.nbody_slices.read_slices`: the stored projected linear
+    slabs, or the 2LPT density of each box's stored 3-D linear field, projected."""
+    from astrogen.datasets.nbody_slices import read_box, read_manifest, read_slices
+
+    if gan.condition == "linear":
+        return read_slices(path, keys=("linear",))["linear"]
+    return np.concatenate([gan.condition_slabs(read_box(path, b, ("linear3d",))["linear3d"])
+                           for b in read_manifest(path)["box_ids"]])
 
 
 def validation_dataset(val: dict, dataset: dict, log=print) -> Path:
@@ -92,29 +105,31 @@ def _load_generator(gan, groups: dict, where) -> None:
 
 
 def select_checkpoint(gan, run_dir, val_path, noise_seed: int = 13, log=print) -> dict:
-    """Score every checkpoint of ``run_dir`` on the validation set; load the best one's
-    generator weights (averaged ones if the run kept an EMA) into ``gan``. Returns ``{"scores": [...], "best": {...}}``."""
-    from astrogen.datasets.nbody_slices import read_box, read_manifest, read_slices
+    """Score every checkpoint of ``run_dir`` on the validation set and leave the best one's
+    generator weights (the averaged ones if the run kept an EMA) in ``gan``.
+
+    Returns ``{"validation_set", "noise_seed", "scores": [...], "best": {...}}``.
+    """
+    from astrogen.datasets.nbody_slices import read_manifest, read_slices
     from astrogen.training.checkpoint import load_checkpoint
 
     man = read_manifest(val_path)
     true = read_slices(val_path, keys=("evolved",))["evolved"]
-    cond = np.concatenate([gan.condition_slabs(read_box(val_path, b)["linear3d"])
-                           for b in man["box_ids"]])
+    cond = dataset_condition_slabs(gan, val_path)
     L = float(man["config"]["box_size"])
-    ckpts = sorted((Path(run_dir) / "checkpoints").glob("ckpt_*.npz"))
-    rows = []
-    for ck in ckpts:
-        state, groups = load_checkpoint(ck)
+    rows, best, best_weights = [], None, None
+    for ck in sorted((Path(run_dir) / "checkpoints").glob("ckpt_*.npz")):
+        state, groups = load_checkpoint(ck, groups=("generator", "generator_ema"))
         _load_generator(gan, groups, ck)
         row = {"checkpoint": ck.name, "step": int(state["step"]),
                **score_generator(gan, cond, true, L, noise_seed)}
         rows.append(row)
         log(f"nbody_gan: validation of step {row['step']}: max |P ratio - 1| = "
             f"{row['max_abs_power_error']:.3f}, r(k) {row['r_k_mean']:.3f}")
-    best = min(rows, key=lambda r: (r["max_abs_power_error"], r["frechet_power_spectrum"]))
-    state, groups = load_checkpoint(Path(run_dir) / "checkpoints" / best["checkpoint"])
-    _load_generator(gan, groups, best["checkpoint"])
+        key = (row["max_abs_power_error"], row["frechet_power_spectrum"])
+        if best is None or key < (best["max_abs_power_error"], best["frechet_power_spectrum"]):
+            best, best_weights = row, groups
+    _load_generator(gan, best_weights, best["checkpoint"])
     return {"validation_set": {"path": str(val_path), "seed": man["config"]["seed"],
                                "boxes": man["box_ids"]},
             "noise_seed": int(noise_seed), "scores": rows, "best": best}

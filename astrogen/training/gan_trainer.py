@@ -268,9 +268,10 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
     import keras
     import tensorflow as tf
 
-    from astrogen.datasets.nbody_slices import read_box, read_manifest, read_slices
+    from astrogen.datasets.nbody_slices import read_manifest, read_slices
     from astrogen.models.nbody_gan import (NBodyGAN, critic_loss, generator_loss,
                                            gradient_penalty, power_loss)
+    from astrogen.training.gan_select import dataset_condition_slabs
 
     t_cfg, g_cfg = cfg["training"], cfg["gan"]
     seed = int(cfg["seed"])
@@ -299,11 +300,7 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
     if gan.condition == "lpt":
         log(f"nbody_gan: LPT (order {gan.lpt_order}) condition slabs of "
             f"{len(manifest['box_ids'])} boxes")
-        cond = np.concatenate([gan.condition_slabs(read_box(ds_path, b)["linear3d"])
-                               for b in manifest["box_ids"]])
-        cond = gan.network_condition(cond)
-    else:
-        cond = gan.network_condition(linear)
+    cond = gan.network_condition(dataset_condition_slabs(gan, ds_path))
 
     def adam(name, lr):
         return keras.optimizers.Adam(lr, beta_1=t_cfg["beta_1"], beta_2=t_cfg["beta_2"],
