@@ -4,7 +4,8 @@ Data: the blend training set of :mod:`astrogen.datasets.blends` (built if its fo
 missing); the last ``training.validation_scenes`` scenes are held out for the validation
 loss. After a probabilistic U-Net run the first ``training.calibration_scenes`` of them fit
 its temperature (:func:`calibrate_temperature`, :mod:`astrogen.deblend.calibration`; saved
-in the model, fit in ``calibration.json``). Targets are computed on the fly from the noiseless per-object images
+in the model, fit in ``calibration.json``). Targets are computed on the fly from the
+noiseless per-object images
 (:func:`astrogen.physics.blends.truth_targets`): light fractions with background level
 ``fraction_background * sigma`` and the three classes / ownership above
 ``class_threshold * sigma``.
@@ -35,9 +36,10 @@ kernels under ReLU shrink the signal ~2x per convolution, so the deep U-Net leve
 ones that see both galaxies and the centre) started almost silent; with He initialisation of
 the ReLU layers (:func:`astrogen.models.unet._initializer`) the same set-up learns the slot
 assignment (an overfit of 32 scenes for 150 steps: excess fraction cross-entropy 0.27 nats
-vs 1.20 with Glorot). ``configs/unet.yaml`` (base_filters 8, 3600 steps, 48 min on 2 shared
-cores): validation fraction cross-entropy 1.98 (2.62 before), median IoU per object on the
-held-out benchmark 0.80 (0.48 before; 0.91 for isolated galaxies).
+vs 1.20 with Glorot). With base_filters 8, 3600 steps and 2-galaxy scenes (48 min on 2
+shared cores): validation fraction cross-entropy 1.98 (2.62 before), median IoU per object on
+the held-out benchmark 0.80 (0.48 before; 0.91 for isolated galaxies); the shipped
+configuration (``configs/unet.yaml``) is wider and longer, its figures are in the README.
 
 Determinism and resume: batch ``g`` is rows ``perm_e[i*B:(i+1)*B]`` with
 ``e, i = divmod(g, n_train // B)``, ``perm_e`` a numpy permutation seeded by
