@@ -35,8 +35,10 @@ class StampBatch:
     ----------
     images : numpy.ndarray, shape (n, ny, nx)
         Pixel values in ``flux_unit`` per pixel.
-    pixel_scale : float
-        Pixel scale in arcsec / pixel.
+    pixel_scale : float or numpy.ndarray, shape (n,)
+        Pixel scale in arcsec / pixel, one for the batch or one per stamp (a generator that
+        draws a galaxy larger than its native field in units of the requested size gives that
+        stamp a coarser scale). Consumers read :attr:`pixel_scales`.
     catalog : astropy.table.Table
         The ``n`` rows the stamps were drawn from (must contain ``row_id``).
     flux_unit : str
@@ -56,7 +58,7 @@ class StampBatch:
     """
 
     images: np.ndarray
-    pixel_scale: float
+    pixel_scale: float | np.ndarray
     catalog: Table
     flux_unit: str = "count/s"
     zero_point: float = COSMOS_ZERO_POINT
@@ -77,12 +79,31 @@ class StampBatch:
         if "row_id" not in self.catalog.colnames:
             raise ConfigError("StampBatch.catalog must have a 'row_id' column.",
                               received={"columns": self.catalog.colnames})
-        if not (self.pixel_scale > 0):
+        scales = np.asarray(self.pixel_scale, dtype=float)
+        if scales.ndim == 0:
+            self.pixel_scale = float(scales)
+        elif scales.shape != (self.images.shape[0],):
+            raise ConfigError("StampBatch.pixel_scale must be a number or one per stamp.",
+                              received={"shape": scales.shape, "n_images": self.images.shape[0]})
+        else:
+            self.pixel_scale = scales
+        if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
             raise ConfigError("pixel_scale must be > 0 arcsec/pixel.",
                               received={"pixel_scale": self.pixel_scale})
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    @property
+    def pixel_scales(self) -> np.ndarray:
+        """Pixel scale of each stamp in arcsec / pixel, shape (n,)."""
+        return np.broadcast_to(np.asarray(self.pixel_scale, dtype=float), (len(self),)).copy()
+
+    @property
+    def uniform_scale(self) -> bool:
+        """True when every stamp has the same pixel scale."""
+        s = self.pixel_scales
+        return bool(len(s) == 0 or np.all(s == s[0]))
 
     @property
     def noiseless(self) -> bool:
