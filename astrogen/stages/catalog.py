@@ -90,14 +90,22 @@ class CosmosCatalog(_ChunkedSource):
     n_objects : int
         Number of galaxies.
     mag_range : [float, float]
-        F814W AB magnitude range (mag); default the COSMOS sample range.
+        F814W AB magnitude range (mag); default the COSMOS sample range. The magnitude
+        distribution is truncated to it and every other property is drawn conditionally
+        on the magnitude (unchanged at fixed magnitude).
+    bands : list of str, optional
+        Extra bands (``lsst_r``, ``euclid_vis``, ...) for which ``mag_<band>`` [mag, AB] is
+        added, interpolated in log wavelength from the drawn HSC g r i z y magnitudes
+        (``mag_hsc_g`` ... ``mag_hsc_y``, always present); flat extrapolation outside
+        HSC g..y (u, Euclid NISP).
     chunk_size : int
         Rows per chunk.
     """
 
     units = {"mag_range": "mag (AB, F814W)", "chunk_size": "rows"}
 
-    def __init__(self, n_objects: int, mag_range: list | None = None, chunk_size: int = 1000):
+    def __init__(self, n_objects: int, mag_range: list | None = None, bands: list | None = None,
+                 chunk_size: int = 1000):
         from astrogen.catalog.cosmos import CosmosSampler
 
         super().__init__(chunk_size)
@@ -106,7 +114,12 @@ class CosmosCatalog(_ChunkedSource):
                                       or len(mag_range) != 2):
             raise ConfigError("must be [low, high] in AB mag.", key="mag_range",
                               received={"mag_range": mag_range})
-        self.sampler = CosmosSampler(**({} if mag_range is None else {"mag_range": mag_range}))
+        if bands is not None and (not isinstance(bands, (list, tuple))
+                                  or not all(isinstance(b, str) for b in bands)):
+            raise ConfigError("must be a list of band names such as [lsst_r, euclid_vis].",
+                              key="bands", received={"bands": bands})
+        self.sampler = CosmosSampler(**({} if mag_range is None else {"mag_range": mag_range}),
+                                     bands=bands)
 
     def n_rows(self) -> int:
         return self.n_objects
