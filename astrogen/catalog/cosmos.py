@@ -314,7 +314,13 @@ class CosmosSampler:
         if self.mag_range is not None:
             # truncated normal for the magnitude's score (exact conditioning, see module doc)
             z[:, 0] = ndtri(self._u_lo + ndtr(z[:, 0]) * (self._u_hi - self._u_lo))
-        uu = ndtr(z @ self._chol.T)
+        # g = z L^T as explicit element-wise sums: a BLAS product may round differently
+        # for different numbers of rows, which would make draws depend on the chunking
+        g = np.zeros_like(z)
+        for j in range(len(VARIABLES)):
+            for k in range(j + 1):
+                g[:, j] += self._chol[j, k] * z[:, k]
+        uu = ndtr(g)
         draws = {}
         for j, name in enumerate(VARIABLES):
             _, inv = _TRANSFORMS[name]

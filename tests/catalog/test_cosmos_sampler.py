@@ -98,3 +98,15 @@ def test_sampler_chunk_independent_with_range():
     b = s.sample(5, np.arange(100, 160))
     for c in a.colnames:
         np.testing.assert_array_equal(a[c][100:160], b[c])
+
+
+def test_sampler_bit_identical_for_any_chunking():
+    """Rows drawn alone, in small or in large chunks are bit-identical (no BLAS rounding
+    that depends on the number of rows)."""
+    s = CosmosSampler(mag_range=(18, 24))
+    whole = s.sample(7, np.arange(24))
+    for size in (1, 5, 8):
+        parts = [s.sample(7, np.arange(a, min(a + size, 24))) for a in range(0, 24, size)]
+        for c in whole.colnames:
+            got = np.concatenate([np.asarray(p[c]) for p in parts])
+            assert got.tobytes() == np.asarray(whole[c]).tobytes(), (size, c)
