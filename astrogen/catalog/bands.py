@@ -70,7 +70,8 @@ def effective_wavelength(band: str, key: str = "band") -> u.Quantity:
     return sc.get_survey(survey).get_filter(filt).effective_wavelength.to(u.nm)
 
 
-def interpolation_weights(band: str, nodes, key: str = "bands") -> dict[str, float] | None:
+def interpolation_weights(band: str, nodes, key: str = "bands",
+                          reference_is_mag: bool = True) -> dict[str, float] | None:
     """Weights of the ``nodes`` bands' AB magnitudes whose sum approximates ``band``'s.
 
     Linear interpolation in log(effective wavelength) between the two nodes that bracket the
@@ -86,6 +87,9 @@ def interpolation_weights(band: str, nodes, key: str = "bands") -> dict[str, flo
         Band names with known magnitudes.
     key : str
         YAML key named by the error for an unknown band.
+    reference_is_mag : bool
+        Return ``None`` for :data:`REFERENCE_BAND` (its magnitude is ``mag``); with False,
+        interpolate it like any other band.
 
     Returns
     -------
@@ -93,7 +97,7 @@ def interpolation_weights(band: str, nodes, key: str = "bands") -> dict[str, flo
         Node name -> weight (weights sum to 1).
     """
     _check(band, key)
-    if band == REFERENCE_BAND:
+    if band == REFERENCE_BAND and reference_is_mag:
         return None
     if band in nodes:
         return {band: 1.0}

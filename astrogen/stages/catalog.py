@@ -47,7 +47,9 @@ class CatalogRead(_ChunkedSource):
         Canonical name -> file column name, e.g. ``{mag: MAG_AUTO, hlr: FLUX_RADIUS}``.
     units : dict, optional
         Canonical name -> unit of the file column when the file states none
-        (``{hlr: pix}``); columns with units in the file are converted automatically.
+        (``{hlr: pix}``); columns with units in the file are converted automatically, and
+        an entry that contradicts the file's unit is an error naming both. Magnitudes may
+        be ``mag``, ``mag(AB)``/``ABmag`` or a flux density (``nJy``; converted to AB).
     defaults : dict, optional
         Canonical name -> constant for columns the file lacks (``{sersic_n: 1.0}``).
     pixel_scale : float, optional
@@ -56,22 +58,46 @@ class CatalogRead(_ChunkedSource):
         astropy table format if the suffix is not enough.
     hdu : int, optional
         FITS HDU of the table.
+    preset : {"catsim"}, optional
+        Read a foreign format natively: ``catsim`` (LSST DESC CatSim / BlendingToolKit:
+        per-component semi-axes, position angles and flux normalisations ->
+        ``hlr_bulge``, ``hlr_disk``, ``q_*``, ``beta_*``, ``bulge_frac``, plus one-profile
+        ``hlr``, ``q``, ``beta``, ``sersic_n``, ``mag``; ``<b>_ab`` -> ``mag_lsst_<b>``;
+        ``galtileid`` -> ``row_id``). See :func:`astrogen.catalog.reader.catsim_columns`.
+    id_column : str, optional
+        File column of unique non-negative integer ids that become ``row_id`` (and seed
+        each row's random draws); default the file row index.
+    rows : [int, int], optional
+        File rows ``[start, stop)`` to read (``stop`` may be null).
+    where : dict, optional
+        ``{column: [low, high]}``, inclusive, null for an open end: keep the rows inside
+        (canonical columns in canonical units, other file columns in their own).
+    max_rows : int, optional
+        Keep at most this many rows (the first that pass ``rows`` and ``where``).
     chunk_size : int
         Rows per chunk.
+
+    Every file column that is not canonical (ids, e1/e2, anything) is carried through
+    unchanged with its unit, to the truth tables.
     """
 
-    units = {"pixel_scale": "arcsec/pixel", "chunk_size": "rows"}
+    units = {"pixel_scale": "arcsec/pixel", "chunk_size": "rows", "rows": "file rows",
+             "max_rows": "rows"}
 
     def __init__(self, file_name: str, columns: dict | None = None, units: dict | None = None,
                  defaults: dict | None = None, pixel_scale: float | None = None,
-                 format: str | None = None, hdu: int | None = None, chunk_size: int = 1000):
+                 format: str | None = None, hdu: int | None = None, preset: str | None = None,
+                 id_column: str | None = None, rows: list | None = None,
+                 where: dict | None = None, max_rows: int | None = None,
+                 chunk_size: int = 1000):
         from astrogen.catalog.reader import CatalogFile
 
         super().__init__(chunk_size)
         if pixel_scale is not None:
             pixel_scale = check_positive("pixel_scale", pixel_scale, unit="arcsec/pixel")
         self.file = CatalogFile(file_name, columns=columns, units=units, defaults=defaults,
-                                pixel_scale=pixel_scale, format=format, hdu=hdu)
+                                pixel_scale=pixel_scale, format=format, hdu=hdu, preset=preset,
+                                id_column=id_column, rows=rows, where=where, max_rows=max_rows)
         self.file.check()  # every row valid before anything is written
 
     def n_rows(self) -> int:
