@@ -209,3 +209,26 @@ def test_catsim_pipeline_truth_keeps_catsim_columns(tmp_path):
         np.testing.assert_array_equal(np.asarray(truth[col]), np.asarray(t[col]))
     for col in ("hlr_bulge", "hlr_disk", "q_bulge", "q_disk", "beta_bulge", "beta_disk"):
         assert col in truth.colnames
+
+
+def test_user_columns_reach_the_blend_truth_table():
+    """blend.generate's per-object truth keeps every catalog column of its row."""
+    from astrogen.catalog.cosmos import CosmosSampler
+    from astrogen.physics.blends import BlendGeometry, make_blends
+    from astrogen.physics.psf import build_psf
+    from astrogen.physics.surveys import get_survey
+
+    survey = get_survey({"base": "hst_cosmos", "pixel_scale": 0.06})
+    geom = BlendGeometry(stamp_size=32, min_objects=2, max_objects=3, central_offset=1.0,
+                         separation=(0.5, 2.0), min_separation=2.5, max_separation=8.0,
+                         margin=12)
+    rows = CosmosSampler(mag_range=(19, 23)).sample(11, np.arange(9))
+    rows["galaxy_id"] = np.arange(9) * 11 + 5000
+    rows["e1"] = np.linspace(-0.3, 0.3, 9)
+    rows["e1"].unit = u.dimensionless_unscaled
+    b = make_blends(rows, geom, survey, build_psf(survey.psf), seed=3, add_noise=False)
+    obj = b.objects
+    idx = np.searchsorted(np.asarray(rows["row_id"]), np.asarray(obj["row_id"]))
+    np.testing.assert_array_equal(obj["galaxy_id"], rows["galaxy_id"][idx])
+    np.testing.assert_array_equal(obj["e1"], rows["e1"][idx])
+    np.testing.assert_array_equal(obj["mag_hsc_g"], rows["mag_hsc_g"][idx])
