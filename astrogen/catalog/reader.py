@@ -249,7 +249,8 @@ def catsim_columns(raw: Table) -> Table:
 
     missing = [c for c in CATSIM_REQUIRED if c not in raw.colnames]
     if missing:
-        raise CatalogError(f"is required by preset 'catsim' but missing.{suggest(missing[0], raw.colnames)} "
+        raise CatalogError(f"is required by preset 'catsim' but missing."
+                           f"{suggest(missing[0], raw.colnames)} "
                            f"Available: {', '.join(raw.colnames)}.",
                            key=f"column '{missing[0]}'", received={"preset": "catsim"})
     out = Table()
@@ -440,14 +441,16 @@ class CatalogFile:
         return out
 
     # -- reading
-    def _raw(self, start: int, stop: int) -> Table:
+    def _raw(self, start: int, stop: int, take: np.ndarray | None = None) -> Table:
+        """File rows ``start:stop``, or only ``start + take`` (read alone from a FITS file)."""
+        sel = slice(start, stop) if take is None else start + np.asarray(take, np.int64)
         if self._fits is not None:
-            raw = Table(self._fits.data[start:stop])
+            raw = Table(self._fits.data[sel])
             for c in self._fits.columns:  # the units written in the FITS header
                 if c.unit and c.name in raw.colnames:
                     raw[c.name].unit = u.Unit(c.unit, parse_strict="silent")
         else:
-            raw = self._table[start:stop]
+            raw = self._table[sel]
         return raw
 
     def _ids(self, raw: Table, file_rows: np.ndarray) -> np.ndarray | None:
@@ -484,10 +487,10 @@ class CatalogFile:
     def _convert(self, start: int, stop: int, take: np.ndarray | None = None,
                  validate: bool = True) -> Table:
         """Canonical rows of file rows ``start:stop`` (``take``: indices inside it)."""
-        raw = self._raw(start, stop)
+        raw = self._raw(start, stop, take)
         file_rows = np.arange(start, stop, dtype=np.int64)
         if take is not None:
-            raw, file_rows = raw[take], file_rows[take]
+            file_rows = file_rows[take]
         columns = dict(self.columns)
         if self.preset is not None:
             derived = PRESETS[self.preset]["derive"](raw)

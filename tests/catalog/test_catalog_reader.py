@@ -106,11 +106,12 @@ def test_bad_ids_are_refused_naming_column_and_row(tmp_path, ids, match):
         CatalogFile(tmp_path / "c.fits", id_column="IDD")
 
 
-def test_row_selection_count_slice_and_range(tmp_path):
+@pytest.mark.parametrize("suffix", [".fits", ".ecsv"])
+def test_row_selection_count_slice_and_range(tmp_path, suffix):
     t = _user_table(40)
-    t.write(tmp_path / "c.fits")
+    t.write(tmp_path / f"c{suffix}")
     mags = t["mag"].value
-    cat = CatalogFile(tmp_path / "c.fits", rows=[5, 35], where={"mag": [22.0, 25.0],
+    cat = CatalogFile(tmp_path / f"c{suffix}", rows=[5, 35], where={"mag": [22.0, 25.0],
                                                                  "e1": [None, 0.1]},
                       max_rows=8)
     expect = [i for i in range(5, 35) if 22 <= mags[i] <= 25 and t["e1"][i] <= 0.1][:8]
