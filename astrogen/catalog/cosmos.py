@@ -74,8 +74,6 @@ COSMOS_PIXEL_SCALE = 0.03  # arcsec / pixel of the COSMOS stamps and fits (Koeke
 _BRIGHT = 23.5
 #: measured only in the I < 23.5 sample
 _BRIGHT_ONLY = ("sersic_n", "q", "bulge_frac")
-#: measured only in the I < 26 sample
-_COLOURS = VARIABLES[6:]
 
 # (transform to unbounded space, inverse) per variable; bounds are GalSim's / physical.
 _TRANSFORMS = {
