@@ -3,13 +3,17 @@
 The sampler is a Gaussian copula (e.g. Nelsen 2006, *An Introduction to Copulas*) fitted to
 the two COSMOS samples shipped in :func:`astrogen.data.cosmos_dir`:
 
-* the I < 26 extension sample (100 galaxies: F814W magnitude, flux radius, photo-z), which is a
-  fair sample of the faint population and sets the magnitude distribution;
+* the I < 26 extension sample (100 galaxies: F814W magnitude, flux radius, photo-z, HSC
+  g r i z y magnitudes), which is a fair sample of the faint population and sets the
+  magnitude distribution and the colours;
 * the I < 23.5 sample (100 galaxies) with GalSim's Sersic and bulge + disk fits, which gives
   the Sersic index, axis ratio and bulge fraction and their correlations with magnitude,
   size and redshift.
 
-Variables: ``mag``, ``log10(hlr / arcsec)``, ``z``, ``sersic_n``, ``q``, ``bulge_frac``.
+Variables: ``mag``, ``log10(hlr / arcsec)``, ``z``, ``sersic_n``, ``q``, ``bulge_frac`` and
+the HSC photometry as ``HSC_i - mag`` and the colours ``g-r``, ``r-i``, ``i-z``, ``z-y``
+(only the I < 26 sample has HSC magnitudes; their dependence on mag, size and redshift is
+estimated on its 100 galaxies).
 The magnitude marginal is the weighted empirical distribution (linearly interpolated, so no
 galaxy is drawn beyond the samples' I < 26 limit); the others are kernel density estimates
 (Scott's bandwidth) in a transformed space where the variable is unbounded (logit for
@@ -27,6 +31,23 @@ counts. The half-light radius of the I < 26 sample (SExtractor flux radius, PSF-
 is mapped to the PSF-free Sersic half-light radius by a log-linear relation fitted on the
 I < 23.5 galaxies, which have both.
 
+Magnitude range: ``mag_range`` truncates the magnitude marginal and draws every other
+variable *conditionally* on the drawn magnitude. The copula's normal vector is
+``g = L z`` with ``L`` the lower Cholesky factor of the correlation matrix and ``mag`` its
+first variable, so ``g_mag = z_0``: drawing ``z_0`` from the standard normal truncated to the
+range's CDF interval (inverse CDF of a uniform in ``[F(lo), F(hi)]``) and the other ``z_k``
+unchanged is an exact draw from the copula conditioned on ``lo <= mag <= hi``. The
+distribution of (hlr, z, shape, colours) at a fixed magnitude is therefore the same with and
+without a range (before this fix the range only rescaled the magnitude's rank, which paired
+faint-range magnitudes with the size and redshift of brighter ranks).
+
+Other bands (``bands=``): ``mag_<band>`` for any band of :mod:`astrogen.catalog.bands` is the
+AB magnitude interpolated linearly in log(effective wavelength) between the drawn HSC
+g r i z y magnitudes (effective wavelengths from surveycodex); ``hst_f814w`` is the reference
+``mag`` itself. Outside HSC g to y (u, Euclid NISP Y/J/H) the magnitude is *extrapolated
+flat in AB* (f_nu constant from the nearest HSC band): the data have no information there,
+so those magnitudes are a stated approximation, not a measurement.
+
 Every row is drawn from its own counter-based seed (:mod:`astrogen.seeds`), so a catalog
 of N rows is the same whatever the chunking.
 """
@@ -36,16 +57,19 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Table
-from scipy.special import expit, logit, ndtr
+from scipy.special import expit, logit, ndtr, ndtri
 
-from astrogen.catalog.columns import CANONICAL
+from astrogen.catalog.columns import column_spec
 from astrogen.data import cosmos_dir
 from astrogen.errors import ConfigError
 from astrogen.seeds import normals, row_seeds, uniforms
 
 __all__ = ["CosmosSampler", "load_cosmos_properties", "VARIABLES"]
 
-VARIABLES = ("mag", "hlr", "z", "sersic_n", "q", "bulge_frac")
+#: copula variables; ``mag`` must stay first (the range truncation relies on it)
+VARIABLES = ("mag", "hlr", "z", "sersic_n", "q", "bulge_frac",
+             "hsc_i_minus_mag", "hsc_g_r", "hsc_r_i", "hsc_i_z", "hsc_z_y")
+HSC_BANDS = ("hsc_g", "hsc_r", "hsc_i", "hsc_z", "hsc_y")
 COSMOS_PIXEL_SCALE = 0.03  # arcsec / pixel of the COSMOS stamps and fits (Koekemoer+07)
 _BRIGHT = 23.5
 #: measured only in the I < 23.5 sample
@@ -61,6 +85,8 @@ _TRANSFORMS = {
     "q": (lambda x: logit(np.clip(x, 0.051, 0.999) / 1.0),
           lambda y: np.clip(expit(y), 0.05, 1.0)),
     "bulge_frac": (lambda x: logit(np.clip(x, 0.005, 0.995)), expit),
+    **{c: (lambda x: x, lambda y: y) for c in ("hsc_i_minus_mag", "hsc_g_r", "hsc_r_i",
+                                               "hsc_i_z", "hsc_z_y")},
 }
 
 
@@ -84,7 +110,9 @@ def load_cosmos_properties() -> tuple[Table, np.ndarray]:
     Returns
     -------
     table : astropy.table.Table
-        200 rows: mag [mag], hlr [arcsec], z, sersic_n, q, bulge_frac, and ``sample``.
+        200 rows: mag [mag], hlr [arcsec], z, sersic_n, q, bulge_frac, the HSC columns
+        ``hsc_i_minus_mag`` and colours ``hsc_g_r`` ... [mag] (NaN for the I < 23.5
+        sample), the HSC magnitudes ``mag_hsc_g`` ... [mag], and ``sample``.
     weights : numpy.ndarray
         Per-row weights making the union follow the I < 26 number counts.
     """
@@ -118,6 +146,14 @@ def load_cosmos_properties() -> tuple[Table, np.ndarray]:
     tab["sersic_n"] = np.concatenate([np.where(ok, s[:, 2], np.nan), np.full(ne, np.nan)])
     tab["q"] = np.concatenate([np.where(ok, q_b, np.nan), np.full(ne, np.nan)])
     tab["bulge_frac"] = np.concatenate([bf, np.full(ne, np.nan)])
+    hsc = {b: np.asarray(ext_fits["HSC_" + b[-1]], float) for b in HSC_BANDS}
+    bad = ~np.all([np.isfinite(v) & (v > 0) & (v < 40) for v in hsc.values()], axis=0)
+    for b in HSC_BANDS:
+        hsc[b][bad] = np.nan
+        tab["mag_" + b] = np.concatenate([np.full(nb, np.nan), hsc[b]])
+    tab["hsc_i_minus_mag"] = tab["mag_hsc_i"] - tab["mag"]
+    for a, b in zip("griz", "rizy"):
+        tab[f"hsc_{a}_{b}"] = tab[f"mag_hsc_{a}"] - tab[f"mag_hsc_{b}"]
     tab["sample"] = ["I<23.5"] * nb + ["I<26"] * ne
     tab["z"][~(tab["z"] > 0)] = np.nan
     # weights: bright galaxies of both samples share the weight the I<26 sample gives them
@@ -191,8 +227,14 @@ class CosmosSampler:
     ----------
     mag_range : (float, float)
         Magnitude range (F814W AB, mag). The default (16.5, 26.0) is the range of the
-        COSMOS samples (I < 26 selection), so the kernel tails do not invent fainter
-        galaxies than observed; the other variables follow through the copula.
+        COSMOS samples (I < 26 selection). A narrower range truncates the magnitude
+        distribution; the other variables are drawn conditionally on the magnitude, so
+        their distribution at fixed magnitude does not depend on the range.
+    bands : list of str, optional
+        Extra bands (contract names, e.g. ``lsst_r``, ``euclid_vis``) for which a column
+        ``mag_<band>`` [mag, AB] is added, interpolated from the drawn HSC magnitudes (see
+        the module docstring for the approximation). ``mag_hsc_g`` ... ``mag_hsc_y`` are
+        always drawn.
 
     Examples
     --------
@@ -202,7 +244,12 @@ class CosmosSampler:
     ['beta', 'bulge_frac', 'hlr']
     """
 
-    def __init__(self, mag_range=(16.5, 26.0)):
+    def __init__(self, mag_range=(16.5, 26.0), bands=None):
+        from astrogen.catalog.bands import interpolation_weights
+
+        self.bands = [] if bands is None else list(bands)
+        self._band_weights = {b: interpolation_weights(b, HSC_BANDS, key=f"bands[{i}]")
+                              for i, b in enumerate(self.bands)}
         data, w = load_cosmos_properties()
         self.data = data
         self.marginals: dict[str, _Marginal] = {}
@@ -222,6 +269,8 @@ class CosmosSampler:
                 if (VARIABLES[i] in _BRIGHT_ONLY) != (VARIABLES[j] in _BRIGHT_ONLY):
                     continue  # not estimable for the whole population: independent
                 m = np.isfinite(scores[i]) & np.isfinite(scores[j])
+                if m.sum() < 10:
+                    continue  # never measured together (HSC colours vs bulge+disk fits)
                 corr[i, j] = corr[j, i] = np.corrcoef(scores[i][m], scores[j][m])[0, 1]
         self.correlation = _nearest_correlation(corr)
         self._chol = np.linalg.cholesky(self.correlation)
@@ -232,7 +281,8 @@ class CosmosSampler:
                 raise ConfigError("must be [low, high] with low < high (AB mag).",
                                   key="mag_range", received={"mag_range": list(mag_range)})
             mm = self.marginals["mag"]
-            self._u_lo, self._u_hi = np.interp([lo, hi], mm.grid_y, mm.cdf)
+            self._u_lo, self._u_hi = np.clip(np.interp([lo, hi], mm.grid_y, mm.cdf),
+                                             1e-15, 1 - 1e-15)
             if self._u_hi - self._u_lo < 1e-6:
                 raise ConfigError("selects no galaxy of the COSMOS magnitude distribution.",
                                   key="mag_range", received={"mag_range": [lo, hi]})
@@ -252,25 +302,51 @@ class CosmosSampler:
         -------
         astropy.table.Table
             Columns ``row_id``, ``mag`` [mag], ``hlr`` [arcsec], ``z``, ``sersic_n``, ``q``,
-            ``beta`` [deg], ``bulge_frac``.
+            ``beta`` [deg], ``bulge_frac``, ``mag_hsc_g`` ... ``mag_hsc_y`` [mag] and
+            ``mag_<band>`` [mag] for each extra band.
         """
         ids = np.asarray(list(row_ids) if not isinstance(row_ids, np.ndarray) else row_ids,
                          dtype=np.int64)
         seeds = row_seeds(seed, ids)
-        g = normals(seeds, len(VARIABLES)) @ self._chol.T
+        z = normals(seeds, len(VARIABLES))
+        if self.mag_range is not None:
+            # truncated normal for the magnitude's score (exact conditioning, see module doc)
+            z[:, 0] = ndtri(self._u_lo + ndtr(z[:, 0]) * (self._u_hi - self._u_lo))
+        # g = z L^T as explicit element-wise sums: a BLAS product may round differently
+        # for different numbers of rows, which would make draws depend on the chunking
+        g = np.zeros_like(z)
+        for j in range(len(VARIABLES)):
+            for k in range(j + 1):
+                g[:, j] += self._chol[j, k] * z[:, k]
         uu = ndtr(g)
+        draws = {}
+        for j, name in enumerate(VARIABLES):
+            _, inv = _TRANSFORMS[name]
+            draws[name] = inv(self.marginals[name].ppf(uu[:, j]))
+        if self.mag_range is not None:  # guard the last ulp of the inverse-CDF round trip
+            draws["mag"] = np.clip(draws["mag"], *self.mag_range)
         out = Table()
         out["row_id"] = ids
-        for j, name in enumerate(VARIABLES):
-            u_j = uu[:, j]
-            if name == "mag" and self.mag_range is not None:
-                u_j = self._u_lo + u_j * (self._u_hi - self._u_lo)
-            _, inv = _TRANSFORMS[name]
-            out[name] = inv(self.marginals[name].ppf(u_j))
+        for name in ("mag", "hlr", "z", "sersic_n", "q"):
+            out[name] = draws[name]
         out["beta"] = 180.0 * uniforms(seeds ^ np.uint64(0xBE7A), 1)[:, 0]
-        out = out[["row_id", "mag", "hlr", "z", "sersic_n", "q", "beta", "bulge_frac"]]
+        out["bulge_frac"] = draws["bulge_frac"]
+        hsc = {"hsc_i": draws["mag"] + draws["hsc_i_minus_mag"]}
+        hsc["hsc_r"] = hsc["hsc_i"] + draws["hsc_r_i"]
+        hsc["hsc_g"] = hsc["hsc_r"] + draws["hsc_g_r"]
+        hsc["hsc_z"] = hsc["hsc_i"] - draws["hsc_i_z"]
+        hsc["hsc_y"] = hsc["hsc_z"] - draws["hsc_z_y"]
+        for b in HSC_BANDS:
+            out["mag_" + b] = hsc[b]
+        for b, weights in self._band_weights.items():
+            if b in HSC_BANDS:
+                continue
+            if weights is None:  # the reference band itself
+                out["mag_" + b] = draws["mag"]
+            else:
+                out["mag_" + b] = sum(w * hsc[n] for n, w in weights.items())
         for name in out.colnames:
-            spec = CANONICAL[name]
+            spec = column_spec(name)
             if spec.unit is not None:
                 out[name].unit = spec.unit
             out[name].description = spec.description

@@ -406,6 +406,7 @@ def make_blends(rows: Table, geometry: BlendGeometry, survey, psf: galsim.GSObje
                                              "flux_stamp", "mag", "hlr", "sep_nearest",
                                              "blendedness", "central")}
     j0 = 0
+    src: list[int] = []
     for s in range(n):
         m = len(nsel[s])
         models[s] = compose_scene(list(canv[j0:j0 + m]), positions[s], g.stamp_size, k)
@@ -433,9 +434,15 @@ def make_blends(rows: Table, geometry: BlendGeometry, survey, psf: galsim.GSObje
             cols["sep_nearest"].append(float(d[j].min()) if m > 1 else np.inf)
             cols["blendedness"].append(float(beta[j]))
             cols["central"].append(j == 0)
+            src.append(nsel[s][j])
         j0 += m
     obj = Table(cols, dtype=[np.int64, np.int64, np.int64, float, float, float, float, float,
                              float, float, float, bool])
+    # every other catalog column (the user's ids, e1/e2, ...) follows its object unchanged
+    src = np.asarray(src, dtype=np.int64)
+    for c in rows.colnames:
+        if c not in obj.colnames:
+            obj[c] = rows[c][src]
     obj["x"].unit = obj["y"].unit = obj["sep_nearest"].unit = "pix"
     obj["mag"].unit = "mag"
     obj["hlr"].unit = "arcsec"

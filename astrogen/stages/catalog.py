@@ -47,7 +47,9 @@ class CatalogRead(_ChunkedSource):
         Canonical name -> file column name, e.g. ``{mag: MAG_AUTO, hlr: FLUX_RADIUS}``.
     units : dict, optional
         Canonical name -> unit of the file column when the file states none
-        (``{hlr: pix}``); columns with units in the file are converted automatically.
+        (``{hlr: pix}``); columns with units in the file are converted automatically, and
+        an entry that contradicts the file's unit is an error naming both. Magnitudes may
+        be ``mag``, ``mag(AB)``/``ABmag`` or a flux density (``nJy``; converted to AB).
     defaults : dict, optional
         Canonical name -> constant for columns the file lacks (``{sersic_n: 1.0}``).
     pixel_scale : float, optional
@@ -56,22 +58,46 @@ class CatalogRead(_ChunkedSource):
         astropy table format if the suffix is not enough.
     hdu : int, optional
         FITS HDU of the table.
+    preset : {"catsim"}, optional
+        Read a foreign format natively: ``catsim`` (LSST DESC CatSim / BlendingToolKit:
+        per-component semi-axes, position angles and flux normalisations ->
+        ``hlr_bulge``, ``hlr_disk``, ``q_*``, ``beta_*``, ``bulge_frac``, plus one-profile
+        ``hlr``, ``q``, ``beta``, ``sersic_n``, ``mag``; ``<b>_ab`` -> ``mag_lsst_<b>``;
+        ``galtileid`` -> ``row_id``). See :func:`astrogen.catalog.reader.catsim_columns`.
+    id_column : str, optional
+        File column of unique non-negative integer ids that become ``row_id`` (and seed
+        each row's random draws); default the file row index.
+    rows : [int, int], optional
+        File rows ``[start, stop)`` to read (``stop`` may be null).
+    where : dict, optional
+        ``{column: [low, high]}``, inclusive, null for an open end: keep the rows inside
+        (canonical columns in canonical units, other file columns in their own).
+    max_rows : int, optional
+        Keep at most this many rows (the first that pass ``rows`` and ``where``).
     chunk_size : int
         Rows per chunk.
+
+    Every file column that is not canonical (ids, e1/e2, anything) is carried through
+    unchanged with its unit, to the truth tables.
     """
 
-    units = {"pixel_scale": "arcsec/pixel", "chunk_size": "rows"}
+    units = {"pixel_scale": "arcsec/pixel", "chunk_size": "rows", "rows": "file rows",
+             "max_rows": "rows"}
 
     def __init__(self, file_name: str, columns: dict | None = None, units: dict | None = None,
                  defaults: dict | None = None, pixel_scale: float | None = None,
-                 format: str | None = None, hdu: int | None = None, chunk_size: int = 1000):
+                 format: str | None = None, hdu: int | None = None, preset: str | None = None,
+                 id_column: str | None = None, rows: list | None = None,
+                 where: dict | None = None, max_rows: int | None = None,
+                 chunk_size: int = 1000):
         from astrogen.catalog.reader import CatalogFile
 
         super().__init__(chunk_size)
         if pixel_scale is not None:
             pixel_scale = check_positive("pixel_scale", pixel_scale, unit="arcsec/pixel")
         self.file = CatalogFile(file_name, columns=columns, units=units, defaults=defaults,
-                                pixel_scale=pixel_scale, format=format, hdu=hdu)
+                                pixel_scale=pixel_scale, format=format, hdu=hdu, preset=preset,
+                                id_column=id_column, rows=rows, where=where, max_rows=max_rows)
         self.file.check()  # every row valid before anything is written
 
     def n_rows(self) -> int:
@@ -90,14 +116,22 @@ class CosmosCatalog(_ChunkedSource):
     n_objects : int
         Number of galaxies.
     mag_range : [float, float]
-        F814W AB magnitude range (mag); default the COSMOS sample range.
+        F814W AB magnitude range (mag); default the COSMOS sample range. The magnitude
+        distribution is truncated to it and every other property is drawn conditionally
+        on the magnitude (unchanged at fixed magnitude).
+    bands : list of str, optional
+        Extra bands (``lsst_r``, ``euclid_vis``, ...) for which ``mag_<band>`` [mag, AB] is
+        added, interpolated in log wavelength from the drawn HSC g r i z y magnitudes
+        (``mag_hsc_g`` ... ``mag_hsc_y``, always present); flat extrapolation outside
+        HSC g..y (u, Euclid NISP).
     chunk_size : int
         Rows per chunk.
     """
 
     units = {"mag_range": "mag (AB, F814W)", "chunk_size": "rows"}
 
-    def __init__(self, n_objects: int, mag_range: list | None = None, chunk_size: int = 1000):
+    def __init__(self, n_objects: int, mag_range: list | None = None, bands: list | None = None,
+                 chunk_size: int = 1000):
         from astrogen.catalog.cosmos import CosmosSampler
 
         super().__init__(chunk_size)
@@ -106,7 +140,12 @@ class CosmosCatalog(_ChunkedSource):
                                       or len(mag_range) != 2):
             raise ConfigError("must be [low, high] in AB mag.", key="mag_range",
                               received={"mag_range": mag_range})
-        self.sampler = CosmosSampler(**({} if mag_range is None else {"mag_range": mag_range}))
+        if bands is not None and (not isinstance(bands, (list, tuple))
+                                  or not all(isinstance(b, str) for b in bands)):
+            raise ConfigError("must be a list of band names such as [lsst_r, euclid_vis].",
+                              key="bands", received={"bands": bands})
+        self.sampler = CosmosSampler(**({} if mag_range is None else {"mag_range": mag_range}),
+                                     bands=bands)
 
     def n_rows(self) -> int:
         return self.n_objects
