@@ -312,6 +312,7 @@ def test_field_output_accepts_plain_density_field(tmp_path):
     (NBodyPM, {"a_init": 1.5}, "a_init"),
     (NBodyPM, {"force_resolution": 8}, "force_resolution"),
     (NBodyPM, {"gradient": "fd3"}, "gradient"),
+    (NBodyPM, {"backend": "jax"}, "backend"),
     (FoFHalos, {"linking_length": 1.2}, "linking_length"),
     (FoFHalos, {"min_members": 1}, "min_members"),
     (FieldOutput, {"quantity": "rho"}, "quantity"),
