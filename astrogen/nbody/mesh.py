@@ -120,7 +120,7 @@ def cic_readout(mesh, positions):
     return tf.reduce_sum(vals * w, axis=-1)
 
 
-def cic_stencil(cells: np.ndarray, n: int, dtype=np.float32):
+def cic_stencil(cells: np.ndarray, n: int, dtype=np.float32, out=None):
     """Flat mesh indices and weights of the CIC stencil of every particle (numpy).
 
     Parameters
@@ -132,6 +132,8 @@ def cic_stencil(cells: np.ndarray, n: int, dtype=np.float32):
         Mesh points per side.
     dtype : numpy dtype
         Float type of the weights.
+    out : (numpy.ndarray, numpy.ndarray), optional
+        Arrays to write ``idx`` and ``w`` into (shapes and dtypes as returned).
 
     Returns
     -------
@@ -151,8 +153,10 @@ def cic_stencil(cells: np.ndarray, n: int, dtype=np.float32):
     # per axis: (flat-index term, weight) of the lower and the upper neighbour
     terms = [((i0[a] * n ** (d - 1 - a), 1.0 - frac[a]), (i1[a] * n ** (d - 1 - a), frac[a]))
              for a in range(d)]
-    idx = np.empty((2 ** d, npart), np.intp)
-    w = np.empty((2 ** d, npart), dtype)
+    if out is None:
+        idx, w = np.empty((2 ** d, npart), np.intp), np.empty((2 ** d, npart), dtype)
+    else:
+        idx, w = out
     for c, off in enumerate(itertools.product((0, 1), repeat=d)):
         np.add(terms[0][off[0]][0], terms[1][off[1]][0], out=idx[c])
         np.multiply(terms[0][off[0]][1], terms[1][off[1]][1], out=w[c])

@@ -227,6 +227,12 @@ class ParticleMesh:
         self.workers = _positive_int(workers, "workers", 1)
         self._force_fn = None
         self._psi_kernel = None
+        self._work: dict = {}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(_force_fn=None, _work={})  # a tf.function and work arrays: rebuilt
+        return state
 
     @property
     def lattice_shift(self) -> float:
@@ -378,24 +384,43 @@ class ParticleMesh:
 
         nm = self.n_mesh
         npart = x3.shape[1]
-        idx, w = cic_stencil(x3 * np.float32(nm / self.box_size), nm, dtype=np.float32)
+        # work arrays kept between calls (fresh ones cost page faults every step), one set
+        # per thread: a stage may run boxes in several threads on one solver
+        import threading
+
+        ws = self._work.setdefault(threading.get_ident(), {})
+        if ws.get("npart") != npart:
+            ws.clear()
+            ws.update(npart=npart, idx=np.empty((8, npart), np.intp),
+                      w=np.empty((8, npart), np.float32),
+                      vals=np.empty((8, npart), np.float32),
+                      mesh=np.empty((nm,) * 3, np.float32),
+                      grad=np.empty((nm,) * 3, np.float32),
+                      tmp=np.empty((nm,) * 3, np.float32))
+        idx, w = cic_stencil(x3 * np.float32(nm / self.box_size), nm, dtype=np.float32,
+                             out=(ws["idx"], ws["w"]))
         rho = paint_stencil(idx, w, nm)  # float64 particles per cell
-        delta = (rho * (float(nm**3) / float(npart)) - 1.0).astype(np.float32)
-        dk = sfft.rfftn(delta, workers=self.workers)
-        out = np.empty((3, npart), np.float32)
+        rho *= float(nm**3) / float(npart)
+        rho -= 1.0
+        np.copyto(ws["mesh"], rho, casting="same_kind")
+        dk = sfft.rfftn(ws["mesh"], workers=self.workers, overwrite_x=True)
         if self.gradient == "exact":
             if self._psi_kernel is None:
                 self._psi_kernel = self._kernels()
-            comps = (sfft.irfftn(dk * self._psi_kernel[i], s=(nm,) * 3, workers=self.workers)
-                     for i in range(3))
-        else:
-            if self._psi_kernel is None:
-                self._psi_kernel = self._potential_kernel()
-            dk *= self._psi_kernel
-            psi = sfft.irfftn(dk, s=(nm,) * 3, workers=self.workers)
-            comps = (_stencil_derivative(psi, axis, self.gradient) for axis in range(3))
-        for i, gi in enumerate(comps):
-            np.einsum("cn,cn->n", w, np.take(gi.reshape(-1), idx), out=out[i])
+            out = np.empty((3, npart), np.float32)
+            for i in range(3):
+                gi = sfft.irfftn(dk * self._psi_kernel[i], s=(nm,) * 3, workers=self.workers)
+                np.einsum("cn,cn->n", w, np.take(gi.reshape(-1), idx), out=out[i])
+            return out
+        if self._psi_kernel is None:
+            self._psi_kernel = self._potential_kernel()
+        dk *= self._psi_kernel
+        psi = sfft.irfftn(dk, s=(nm,) * 3, workers=self.workers, overwrite_x=True)
+        out = np.empty((3, npart), np.float32)
+        for axis in range(3):  # one contiguous derivative mesh at a time, read out at once
+            gi = _stencil_derivative(psi, axis, self.gradient, out=ws["grad"], tmp=ws["tmp"])
+            np.take(gi.reshape(-1), idx, out=ws["vals"], mode="clip")  # clip: no buffering
+            np.einsum("cn,cn->n", w, ws["vals"], out=out[axis])
         return out
 
     def force(self, positions) -> np.ndarray:
@@ -556,16 +581,37 @@ class ParticleMesh:
         return PMSnapshot(a=float(a), positions=positions, momenta=momenta, density=df)
 
 
-def _stencil_derivative(f: np.ndarray, axis: int, gradient: str) -> np.ndarray:
+def _shift_into(f: np.ndarray, k: int, axis: int, out: np.ndarray) -> np.ndarray:
+    """``out[..., i, ...] = f[..., (i + k) mod n, ...]`` along ``axis`` (``np.roll(f, -k)``
+    without allocating)."""
+    n = f.shape[axis]
+    k %= n
+
+    def sl(a, b):
+        s = [slice(None)] * f.ndim
+        s[axis] = slice(a, b)
+        return tuple(s)
+
+    out[sl(0, n - k)] = f[sl(k, n)]
+    out[sl(n - k, n)] = f[sl(0, k)]
+    return out
+
+
+def _stencil_derivative(f: np.ndarray, axis: int, gradient: str,
+                        out: np.ndarray | None = None,
+                        tmp: np.ndarray | None = None) -> np.ndarray:
     """Periodic finite difference of ``f`` along ``axis``, unnormalised (see
     :meth:`ParticleMesh._potential_kernel`): ``f[i+1] - f[i-1]`` for ``fd2``,
-    ``8 (f[i+1] - f[i-1]) - (f[i+2] - f[i-2])`` for ``fd4``; same shape and dtype as ``f``."""
-    out = np.roll(f, -1, axis)
-    out -= np.roll(f, 1, axis)
+    ``8 (f[i+1] - f[i-1]) - (f[i+2] - f[i-2])`` for ``fd4``; same shape and dtype as ``f``,
+    written into ``out`` (``tmp``: a work array of the same shape) if given."""
+    out = np.empty_like(f) if out is None else out
+    tmp = np.empty_like(f) if tmp is None else tmp
+    _shift_into(f, 1, axis, out)
+    out -= _shift_into(f, -1, axis, tmp)
     if gradient == "fd4":
         out *= 8.0
-        out -= np.roll(f, -2, axis)
-        out += np.roll(f, 2, axis)
+        out -= _shift_into(f, 2, axis, tmp)
+        out += _shift_into(f, -2, axis, tmp)
     return out
 
 
@@ -573,7 +619,7 @@ def _wrap(x: np.ndarray, box_size: float) -> None:
     """Wrap positions into ``[0, box_size)`` in place (one box length at most, as a drift
     does; ``np.mod`` for anything further). Same values as ``np.mod`` (exact subtraction)."""
     L = x.dtype.type(box_size)
-    np.putmask(x, x >= L, x - L)
-    np.putmask(x, x < 0, x + L)
+    np.subtract(x, L, out=x, where=x >= L)
+    np.add(x, L, out=x, where=x < 0)
     if x.size and (x.min() < 0 or x.max() >= L):
         np.mod(x, L, out=x)
