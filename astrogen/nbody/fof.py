@@ -5,6 +5,11 @@ Two particles are friends when closer than ``b`` times the mean inter-particle s
 friendship graph with at least ``min_members`` particles. Pairs are found with
 :class:`scipy.spatial.cKDTree` (``boxsize`` = periodic) and components with
 :func:`scipy.sparse.csgraph.connected_components`.
+
+Units: masses in Msun/h and lengths in Mpc/h, the simulation's own units, carried in the
+halo table by astropy's ``littleh``-aware units (``Msun / littleh``, ``Mpc / littleh``):
+``t["mass"].quantity.to(u.Msun)`` raises instead of being silently off by h, and
+``t["mass"].quantity.to(u.Msun, astropy.cosmology.units.with_H0(H0))`` converts.
 """
 from __future__ import annotations
 
@@ -14,7 +19,18 @@ import numpy as np
 
 from astrogen.errors import ConfigError
 
-__all__ = ["particle_mass", "friends_of_friends", "mass_function"]
+__all__ = ["particle_mass", "friends_of_friends", "mass_function", "MSUN_H", "MPC_H"]
+
+
+def _littleh_units():
+    from astropy import units as u
+    from astropy.cosmology import units as cu
+
+    return u.Msun / cu.littleh, u.Mpc / cu.littleh
+
+
+#: astropy units of the halo tables: Msun/h and (comoving) Mpc/h, with astropy's ``littleh``.
+MSUN_H, MPC_H = _littleh_units()
 
 
 def particle_mass(Om0: float, box_size: float, n_particles_total: int,
@@ -78,8 +94,10 @@ def friends_of_friends(positions: Any, box_size: float, velocities: Any = None,
         One row per halo, sorted by decreasing mass: ``halo_id``, ``n_particles``,
         ``mass`` (Msun/h), ``x``, ``y``, ``z`` (Mpc/h, periodic centre of mass in
         ``[0, box_size)``), and ``vx``, ``vy``, ``vz`` (km/s, mean velocity) if velocities
-        were given. ``meta`` holds ``box_size_mpc_h``, ``linking_length_mpc_h``, ``b``,
-        ``particle_mass_msun_h`` and ``min_members``. Astropy units omit the ``h``.
+        were given. ``mass`` has the astropy unit ``Msun / littleh`` and ``x``, ``y``, ``z``
+        ``Mpc / littleh`` (:data:`MSUN_H`, :data:`MPC_H`). ``meta`` holds ``box_size_mpc_h``,
+        ``linking_length_mpc_h``, ``b``, ``particle_mass_msun_h``, ``min_members`` and
+        ``units_note``.
     """
     from astropy import units as u
     from astropy.table import Table
@@ -143,9 +161,9 @@ def friends_of_friends(positions: Any, box_size: float, velocities: Any = None,
     t = Table()
     t["halo_id"] = np.arange(nh, dtype=np.int64)
     t["n_particles"] = npg.astype(np.int64)
-    t["mass"] = npg * mp * u.Msun  # Msun/h (unit label without h, see meta)
+    t["mass"] = npg * mp * MSUN_H
     for i, c in enumerate("xyz"):
-        t[c] = centre[:, i] * u.Mpc
+        t[c] = centre[:, i] * MPC_H
     if vel is not None:
         vmean = np.stack([np.bincount(h, weights=vel[sel, i], minlength=nh) for i in range(3)],
                          1) / np.maximum(npg, 1)[:, None]
@@ -153,7 +171,7 @@ def friends_of_friends(positions: Any, box_size: float, velocities: Any = None,
             t[c] = vmean[:, i] * u.km / u.s
     t.meta.update({"box_size_mpc_h": L, "linking_length_mpc_h": ll, "b": linking_length,
                    "particle_mass_msun_h": mp, "min_members": int(min_members),
-                   "units_note": "mass in Msun/h, positions in Mpc/h (astropy units omit h)"})
+                   "units_note": "Msun/h, Mpc/h (astropy littleh units; convert: with_H0)"})
     return t
 
 
@@ -163,8 +181,9 @@ def mass_function(masses: Any, box_size: float, bins: Any = 10,
 
     Parameters
     ----------
-    masses : array_like
-        Halo masses in Msun/h (e.g. ``table["mass"]``).
+    masses : array_like or astropy.units.Quantity
+        Halo masses in Msun/h (e.g. ``table["mass"]``). A quantity or a column with a unit
+        is converted to Msun/h; one in Msun (no h) is refused, since converting it needs h.
     box_size : float
         Box side in Mpc/h.
     bins : int or array_like
@@ -183,7 +202,18 @@ def mass_function(masses: Any, box_size: float, bins: Any = 10,
     counts : numpy.ndarray of int
         Haloes per bin.
     """
-    m = np.asarray(getattr(masses, "value", masses), dtype=float)
+    unit = getattr(masses, "unit", None)
+    if unit is not None:
+        from astropy import units as u
+
+        try:
+            m = (np.asarray(masses, dtype=float) * u.Unit(unit)).to_value(MSUN_H)
+        except u.UnitConversionError:
+            raise ConfigError("must be in Msun/h (astropy: Msun / littleh); convert masses in "
+                              "Msun with astropy.cosmology.units.with_H0.", key="masses",
+                              received={"unit": str(unit)}) from None
+    else:
+        m = np.asarray(masses, dtype=float)
     if m.ndim != 1 or m.size == 0 or np.any(m <= 0):
         raise ConfigError("must be a non-empty 1-D array of positive masses (Msun/h).",
                           key="masses", received={"size": m.size})

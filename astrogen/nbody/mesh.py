@@ -1,4 +1,9 @@
-"""Cloud-in-cell (CIC) mass assignment and interpolation on a periodic mesh, in TensorFlow.
+"""Cloud-in-cell (CIC) mass assignment and interpolation on a periodic mesh.
+
+TensorFlow versions (:func:`cic_paint`, :func:`cic_readout`: differentiable, any device) and
+numpy versions built on one precomputed stencil (:func:`cic_stencil`, then
+:func:`paint_stencil` and :func:`readout_stencil`), which the particle-mesh solver computes
+once per force evaluation and uses for both the paint and the readout.
 
 Positions are given in *mesh units* (cell index, ``x / cell_size``): mesh point ``i`` sits at
 ``x = i * cell_size``, so a particle exactly on a mesh point puts all its mass there. Each
@@ -15,7 +20,8 @@ import numpy as np
 
 from astrogen.errors import ConfigError
 
-__all__ = ["cic_paint", "cic_readout", "paint_density"]
+__all__ = ["cic_paint", "cic_readout", "paint_density", "cic_stencil", "paint_stencil",
+           "readout_stencil"]
 
 
 def _tf():
@@ -114,11 +120,95 @@ def cic_readout(mesh, positions):
     return tf.reduce_sum(vals * w, axis=-1)
 
 
+def cic_stencil(cells: np.ndarray, n: int, dtype=np.float32, out=None):
+    """Flat mesh indices and weights of the CIC stencil of every particle (numpy).
+
+    Parameters
+    ----------
+    cells : numpy.ndarray, shape (d, n_particles)
+        Positions in mesh units (cells), axis-major (one contiguous row per axis), within
+        ``[0, n]`` (wrap positions into the box first; ``n`` itself is mapped to 0).
+    n : int
+        Mesh points per side.
+    dtype : numpy dtype
+        Float type of the weights.
+    out : (numpy.ndarray, numpy.ndarray), optional
+        Arrays to write ``idx`` and ``w`` into (shapes and dtypes as returned).
+
+    Returns
+    -------
+    idx : numpy.ndarray of intp, shape (2^d, n_particles)
+        Index of each of the ``2^d`` neighbouring mesh points in the C-ordered flat mesh.
+    w : numpy.ndarray, shape (2^d, n_particles)
+        Tri-linear CIC weights (dimensionless), summing to one over the stencil.
+    """
+    cells = np.asarray(cells)
+    d, npart = cells.shape
+    base = np.floor(cells)
+    frac = (cells - base).astype(dtype, copy=False)
+    i0 = base.astype(np.intp)
+    np.putmask(i0, i0 >= n, i0 - n)
+    i1 = i0 + 1
+    np.putmask(i1, i1 >= n, i1 - n)
+    # per axis: (flat-index term, weight) of the lower and the upper neighbour
+    terms = [((i0[a] * n ** (d - 1 - a), 1.0 - frac[a]), (i1[a] * n ** (d - 1 - a), frac[a]))
+             for a in range(d)]
+    if out is None:
+        idx, w = np.empty((2 ** d, npart), np.intp), np.empty((2 ** d, npart), dtype)
+    else:
+        idx, w = out
+    for c, off in enumerate(itertools.product((0, 1), repeat=d)):
+        np.add(terms[0][off[0]][0], terms[1][off[1]][0], out=idx[c])
+        np.multiply(terms[0][off[0]][1], terms[1][off[1]][1], out=w[c])
+        for a in range(2, d):
+            idx[c] += terms[a][off[a]][0]
+            w[c] *= terms[a][off[a]][1]
+    return idx, w
+
+
+def paint_stencil(idx: np.ndarray, w: np.ndarray, n: int, d: int = 3) -> np.ndarray:
+    """Paint particles of unit mass with a precomputed CIC stencil (one ``np.bincount``).
+
+    Parameters
+    ----------
+    idx, w : numpy.ndarray, shape (2^d, n_particles)
+        From :func:`cic_stencil`.
+    n : int
+        Mesh points per side.
+    d : int
+        Dimension (2 or 3).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)*d, float64
+        Particles per mesh cell (its sum is the number of particles).
+    """
+    return np.bincount(idx.ravel(), weights=w.ravel(), minlength=n ** d).reshape((n,) * d)
+
+
+def readout_stencil(mesh: np.ndarray, idx: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Interpolate a periodic mesh at the particles with a precomputed CIC stencil.
+
+    Parameters
+    ----------
+    mesh : numpy.ndarray, shape (n,)*d
+        Field values at the mesh points (any unit).
+    idx, w : numpy.ndarray, shape (2^d, n_particles)
+        From :func:`cic_stencil` for the same ``n``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_particles,)
+        Interpolated values, same unit as ``mesh``.
+    """
+    return np.einsum("cn,cn->n", w, np.take(mesh.reshape(-1), idx))
+
+
 def paint_density(positions: Any, box_size: float, n_mesh: int) -> np.ndarray:
     """Density contrast of particles of equal mass on a periodic CIC mesh.
 
-    The same cloud-in-cell assignment as :func:`cic_paint`, done in numpy (``np.bincount``
-    over the 2^d stencil offsets), which is ~10x faster than eager TensorFlow for one paint.
+    The same cloud-in-cell assignment as :func:`cic_paint`, done in numpy in float64 (one
+    ``np.bincount`` over the 2^d stencil points of :func:`cic_stencil`).
 
     Parameters
     ----------
@@ -141,17 +231,7 @@ def paint_density(positions: Any, box_size: float, n_mesh: int) -> np.ndarray:
     if pos.ndim != 2 or pos.shape[1] not in (2, 3) or pos.shape[0] == 0:
         raise ConfigError("positions must have shape (n_particles, 2 or 3).", key="positions",
                           received={"shape": pos.shape})
-    d = pos.shape[1]
-    cells = np.mod(pos * (n / float(box_size)), n)
-    base = np.floor(cells)
-    frac = cells - base
-    base = base.astype(np.int64)
-    mesh = np.zeros(n ** d)
-    for off in itertools.product((0, 1), repeat=d):
-        idx = np.zeros(len(pos), np.int64)
-        w = np.ones(len(pos))
-        for axis, o in enumerate(off):
-            idx = idx * n + (base[:, axis] + o) % n
-            w = w * (frac[:, axis] if o else 1.0 - frac[:, axis])
-        mesh += np.bincount(idx, weights=w, minlength=n ** d)
-    return mesh.reshape((n,) * d) * (n ** d / pos.shape[0]) - 1.0
+    cells = np.ascontiguousarray(np.mod(pos * (n / float(box_size)), n).T)
+    idx, w = cic_stencil(cells, n, dtype=np.float64)
+    mesh = paint_stencil(idx, w, n, pos.shape[1])
+    return mesh * (n ** pos.shape[1] / pos.shape[0]) - 1.0

@@ -1,4 +1,4 @@
-"""Particle-mesh N-body solver in TensorFlow following the FastPM scheme.
+"""Particle-mesh N-body solver following the FastPM scheme (numpy/scipy or TensorFlow).
 
 Particles start on a lattice displaced by 2LPT at ``a_init``; they are then moved with a
 kick-drift-kick leapfrog whose kick and drift factors are the FastPM ones (Feng et al. 2016,
@@ -6,6 +6,14 @@ arXiv:1603.00476), built from the linear growth factor so that the growth of lar
 modes is exact whatever the number of steps. Gravity is solved on a periodic mesh (``B``
 times finer than the particle lattice) by FFT, with CIC painting and interpolation. The
 design follows the public FlowPM code (Modi, Lanusse & Seljak 2020, arXiv:2010.11847).
+
+Two backends compute the same force. ``numpy`` (default, CPU): the CIC stencil of the
+particles is computed once per force evaluation and used for the paint (one ``np.bincount``)
+and the readout (``np.take``); the potential takes one real FFT pair (``scipy.fft``, float32,
+all cores) and the finite-difference gradient (``fd2``/``fd4``) is applied in real space,
+which is the same linear operator as its Fourier kernel. ``tensorflow`` (the original code:
+``tensor_scatter_nd_add``, ``gather_nd``, one forward and three inverse FFTs) is kept for
+GPUs and as the reference of the numpy backend.
 
 Units: positions ``x`` in comoving Mpc/h; momenta ``p = a^3 E(a) dx/da`` in Mpc/h (time in
 units of 1/H0); peculiar velocities ``v = a dx/dt = 100 p / a`` in km/s; the gravitational
@@ -27,11 +35,15 @@ from astrogen.cosmology.power import LinearPower
 from astrogen.errors import ConfigError
 from astrogen.seeds import derive_seed
 
-__all__ = ["ParticleMesh", "PMSnapshot", "PMResult", "GRADIENT_KERNELS", "VELOCITY_UNIT"]
+__all__ = ["ParticleMesh", "PMSnapshot", "PMResult", "GRADIENT_KERNELS", "VELOCITY_UNIT",
+           "BACKENDS"]
 
 #: Gradient kernels: ``exact`` (``i k``), ``fd2`` (2-point central difference with the matching
 #: 7-point Laplacian), ``fd4`` (4-point central difference, exact Laplacian).
 GRADIENT_KERNELS = ("exact", "fd2", "fd4")
+
+#: Force backends (see the module docstring).
+BACKENDS = ("numpy", "tensorflow")
 
 #: km/s per unit of ``p / a`` (H0 = 100 h km/s/Mpc with lengths in Mpc/h).
 VELOCITY_UNIT = 100.0
@@ -140,6 +152,12 @@ class ParticleMesh:
         Fixed-amplitude initial conditions (Angulo & Pontzen 2016, arXiv:1603.05253).
     inverted_phase : bool
         Flip the sign of the initial field (paired simulations).
+    backend : {"numpy", "tensorflow"}
+        Force computation (see the module docstring); both give the same trajectories to
+        float32 rounding.
+    workers : int, optional
+        Threads of the numpy backend's FFTs (default: the CPUs this process may use). FFT
+        results do not depend on it.
 
     References
     ----------
@@ -152,7 +170,8 @@ class ParticleMesh:
                  cosmology: Cosmology | None = None, power=None, mesh_factor: int = 2,
                  a_init: float = 0.1, n_steps: int = 10, lpt_order: int = 2,
                  gradient: str = "fd4", density_mesh: int | None = None,
-                 fixed_amplitude: bool = False, inverted_phase: bool = False):
+                 fixed_amplitude: bool = False, inverted_phase: bool = False,
+                 backend: str = "numpy", workers: int | None = None):
         self.n = _positive_int(n_particles, "n_particles", 8)
         if self.n % 2 or self.n > 512:
             raise ConfigError("must be even and <= 512.", key="n_particles",
@@ -194,7 +213,26 @@ class ParticleMesh:
                              else _positive_int(density_mesh, "density_mesh", 2))
         self.fixed_amplitude = bool(fixed_amplitude)
         self.inverted_phase = bool(inverted_phase)
+        if backend not in BACKENDS:
+            from astrogen.errors import suggest
+
+            raise ConfigError("unknown backend." + suggest(str(backend), BACKENDS),
+                              key="backend", received={"backend": backend})
+        self.backend = backend
+        if workers is None:
+            import os
+
+            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+                else (os.cpu_count() or 1)
+        self.workers = _positive_int(workers, "workers", 1)
         self._force_fn = None
+        self._psi_kernel = None
+        self._work: dict = {}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(_force_fn=None, _work={})  # a tf.function and work arrays: rebuilt
+        return state
 
     @property
     def lattice_shift(self) -> float:
@@ -313,6 +351,78 @@ class ParticleMesh:
 
         return force
 
+    def _potential_kernel(self) -> np.ndarray:
+        """Fourier multiplier from ``delta_k`` to ``psi`` with ``g = D psi`` (float32).
+
+        ``g_k = i G(k) delta_k / K^2``; the real-space stencil ``D`` of ``fd4`` is
+        ``8 (f[i+1] - f[i-1]) - (f[i+2] - f[i-2])`` (Fourier transform ``12 i dx G``), that of
+        ``fd2`` is ``f[i+1] - f[i-1]`` (``2 i dx G``), so ``psi_k = delta_k / (c dx K^2)`` with
+        ``c`` = 12 or 2, and 0 at k = 0. Shape (nm, nm, nm//2+1), in Mpc/h.
+        """
+        nm, L = self.n_mesh, self.box_size
+        dx = L / nm
+        kf = 2.0 * np.pi / L
+        kx = (np.fft.fftfreq(nm, 1.0 / nm) * kf)[:, None, None]
+        ky = (np.fft.fftfreq(nm, 1.0 / nm) * kf)[None, :, None]
+        kz = (np.fft.rfftfreq(nm, 1.0 / nm) * kf)[None, None, :]
+        if self.gradient == "fd4":
+            lap, c = kx * kx + ky * ky + kz * kz, 12.0
+        else:  # fd2 and its 7-point Laplacian
+            lap = sum((2.0 * np.sin(0.5 * k * dx) / dx) ** 2 for k in (kx, ky, kz))
+            c = 2.0
+        lap = np.broadcast_to(lap, (nm, nm, nm // 2 + 1)).copy()
+        lap.flat[0] = 1.0
+        out = 1.0 / (c * dx * lap)
+        out.flat[0] = 0.0
+        return out.astype(np.float32)
+
+    def _force_numpy(self, x3: np.ndarray) -> np.ndarray:
+        """Numpy PM force at positions ``x3`` (3, n_part) in Mpc/h; returns (3, n_part) float32."""
+        import scipy.fft as sfft
+
+        from astrogen.nbody.mesh import cic_stencil, paint_stencil
+
+        nm = self.n_mesh
+        npart = x3.shape[1]
+        # work arrays kept between calls (fresh ones cost page faults every step), one set
+        # per thread: a stage may run boxes in several threads on one solver
+        import threading
+
+        ws = self._work.setdefault(threading.get_ident(), {})
+        if ws.get("npart") != npart:
+            ws.clear()
+            ws.update(npart=npart, idx=np.empty((8, npart), np.intp),
+                      w=np.empty((8, npart), np.float32),
+                      vals=np.empty((8, npart), np.float32),
+                      mesh=np.empty((nm,) * 3, np.float32),
+                      grad=np.empty((nm,) * 3, np.float32),
+                      tmp=np.empty((nm,) * 3, np.float32))
+        idx, w = cic_stencil(x3 * np.float32(nm / self.box_size), nm, dtype=np.float32,
+                             out=(ws["idx"], ws["w"]))
+        rho = paint_stencil(idx, w, nm)  # float64 particles per cell
+        rho *= float(nm**3) / float(npart)
+        rho -= 1.0
+        np.copyto(ws["mesh"], rho, casting="same_kind")
+        dk = sfft.rfftn(ws["mesh"], workers=self.workers, overwrite_x=True)
+        if self.gradient == "exact":
+            if self._psi_kernel is None:
+                self._psi_kernel = self._kernels()
+            out = np.empty((3, npart), np.float32)
+            for i in range(3):
+                gi = sfft.irfftn(dk * self._psi_kernel[i], s=(nm,) * 3, workers=self.workers)
+                np.einsum("cn,cn->n", w, np.take(gi.reshape(-1), idx), out=out[i])
+            return out
+        if self._psi_kernel is None:
+            self._psi_kernel = self._potential_kernel()
+        dk *= self._psi_kernel
+        psi = sfft.irfftn(dk, s=(nm,) * 3, workers=self.workers, overwrite_x=True)
+        out = np.empty((3, npart), np.float32)
+        for axis in range(3):  # one contiguous derivative mesh at a time, read out at once
+            gi = _stencil_derivative(psi, axis, self.gradient, out=ws["grad"], tmp=ws["tmp"])
+            np.take(gi.reshape(-1), idx, out=ws["vals"], mode="clip")  # clip: no buffering
+            np.einsum("cn,cn->n", w, ws["vals"], out=out[axis])
+        return out
+
     def force(self, positions) -> np.ndarray:
         """PM acceleration ``g = -grad(phi)``, ``nabla^2 phi = delta``, at particle positions.
 
@@ -326,11 +436,15 @@ class ParticleMesh:
         numpy.ndarray, shape (n_particles^3, 3)
             ``g`` in Mpc/h (multiply by ``3/2 Om0 / a`` for ``d p / d t`` in H0 units).
         """
+        pos = np.asarray(positions)
+        if self.backend == "numpy":
+            x3 = np.ascontiguousarray(np.mod(pos.T, self.box_size), dtype=np.float32)
+            return self._force_numpy(x3).T.copy()
         import tensorflow as tf
 
         if self._force_fn is None:
             self._force_fn = self._build_force()
-        return self._force_fn(tf.constant(np.asarray(positions), tf.float32)).numpy()
+        return self._force_fn(tf.constant(pos, tf.float32)).numpy()
 
     # ------------------------------------------------------------------ time stepping
     def time_steps(self, a_out: Sequence[float]) -> np.ndarray:
@@ -361,8 +475,6 @@ class ParticleMesh:
         -------
         PMResult
         """
-        import tensorflow as tf
-
         if a_out is not None and redshifts is not None:
             raise ConfigError("give a_out or redshifts, not both.", key="a_out")
         if redshifts is not None:
@@ -379,29 +491,18 @@ class ParticleMesh:
             delta_linear = self.linear_field(seed, box_id)
         c = self.cosmology
         pos, mom = self.initial_conditions(delta_linear, self.a_init)
-        if self._force_fn is None:
-            self._force_fn = self._build_force()
-        force = self._force_fn
-        x = tf.constant(pos, tf.float32)
-        p = tf.constant(mom, tf.float32)
-        L = tf.constant(self.box_size, tf.float32)
-
+        x, p, g = self.start(pos, mom)
         steps = self.time_steps(a_out)
         snaps: list[PMSnapshot] = []
 
         def save(a):
-            xs = np.mod(x.numpy().astype(np.float64), self.box_size)
-            snaps.append(self._snapshot(a, xs, p.numpy().astype(np.float64), box_id, seed))
+            xs, ps = self.to_numpy(x), self.to_numpy(p)
+            snaps.append(self._snapshot(a, np.mod(xs, self.box_size), ps, box_id, seed))
 
-        g = force(x)
         if np.any(np.isclose(a_out, steps[0])):
             save(steps[0])
         for ai, af in zip(steps[:-1], steps[1:]):
-            ac = float(np.sqrt(ai * af))
-            p = p + c.kick_factor(ai, ac, ai) * g
-            x = tf.math.floormod(x + c.drift_factor(ai, af, ac) * p, L)
-            g = force(x)
-            p = p + c.kick_factor(ac, af, af) * g
+            x, p, g = self.kdk_step(x, p, g, float(ai), float(af))
             if np.any(np.isclose(a_out, af)):
                 save(af)
         meta = {"n_particles": self.n, "n_mesh": self.n_mesh, "n_steps": self.n_steps,
@@ -409,6 +510,62 @@ class ParticleMesh:
                 "seed": int(seed), "box_id": int(box_id)}
         return PMResult(snapshots=snaps, linear_delta=delta_linear, box_size=self.box_size,
                         cosmology=c, meta=meta)
+
+    # ---- backend-neutral state: numpy (3, n_part) float32 arrays, or TF (n_part, 3) tensors
+    def start(self, positions: np.ndarray, momenta: np.ndarray):
+        """Solver state ``(x, p, g)`` from positions and momenta (n_part, 3), Mpc/h.
+
+        ``x``, ``p`` and the acceleration ``g`` are float32, in the backend's own layout
+        (numpy: arrays of shape (3, n_part); tensorflow: tensors (n_part, 3)); read them
+        with :meth:`to_numpy`.
+        """
+        if self.backend == "numpy":
+            x = np.ascontiguousarray(np.mod(np.asarray(positions).T, self.box_size),
+                                     dtype=np.float32)
+            p = np.ascontiguousarray(np.asarray(momenta).T, dtype=np.float32)
+            return x, p, self._force_numpy(x)
+        import tensorflow as tf
+
+        if self._force_fn is None:
+            self._force_fn = self._build_force()
+        x = tf.constant(positions, tf.float32)
+        return x, tf.constant(momenta, tf.float32), self._force_fn(x)
+
+    def to_numpy(self, v) -> np.ndarray:
+        """A state array as float64 numpy, shape (n_part, 3)."""
+        if self.backend == "numpy":
+            return v.T.astype(np.float64)
+        return v.numpy().astype(np.float64)
+
+    def kdk_step(self, x, p, g, ai: float, af: float):
+        """One FastPM kick-drift-kick step from scale factor ``ai`` to ``af``.
+
+        Parameters
+        ----------
+        x, p, g : backend arrays
+            State at ``ai`` (see :meth:`start`): positions (Mpc/h), momenta (Mpc/h) and the
+            acceleration at ``x`` (Mpc/h).
+        ai, af : float
+            Scale factors.
+
+        Returns
+        -------
+        x, p, g : the state at ``af`` (one force evaluation).
+        """
+        c = self.cosmology
+        ac = float(np.sqrt(ai * af))
+        p = p + c.kick_factor(ai, ac, ai) * g  # python float: keeps float32
+        if self.backend == "numpy":
+            x = x + c.drift_factor(ai, af, ac) * p
+            _wrap(x, self.box_size)
+            g = self._force_numpy(x)
+        else:
+            import tensorflow as tf
+
+            x = tf.math.floormod(x + c.drift_factor(ai, af, ac) * p, self.box_size)
+            g = self._force_fn(x)
+        p = p + c.kick_factor(ac, af, af) * g
+        return x, p, g
 
     def _snapshot(self, a: float, positions: np.ndarray, momenta: np.ndarray, box_id: int,
                   seed: int) -> PMSnapshot:
@@ -422,3 +579,47 @@ class ParticleMesh:
                                 "n_steps": self.n_steps, "seed": int(seed),
                                 "assignment": "cic"})
         return PMSnapshot(a=float(a), positions=positions, momenta=momenta, density=df)
+
+
+def _shift_into(f: np.ndarray, k: int, axis: int, out: np.ndarray) -> np.ndarray:
+    """``out[..., i, ...] = f[..., (i + k) mod n, ...]`` along ``axis`` (``np.roll(f, -k)``
+    without allocating)."""
+    n = f.shape[axis]
+    k %= n
+
+    def sl(a, b):
+        s = [slice(None)] * f.ndim
+        s[axis] = slice(a, b)
+        return tuple(s)
+
+    out[sl(0, n - k)] = f[sl(k, n)]
+    out[sl(n - k, n)] = f[sl(0, k)]
+    return out
+
+
+def _stencil_derivative(f: np.ndarray, axis: int, gradient: str,
+                        out: np.ndarray | None = None,
+                        tmp: np.ndarray | None = None) -> np.ndarray:
+    """Periodic finite difference of ``f`` along ``axis``, unnormalised (see
+    :meth:`ParticleMesh._potential_kernel`): ``f[i+1] - f[i-1]`` for ``fd2``,
+    ``8 (f[i+1] - f[i-1]) - (f[i+2] - f[i-2])`` for ``fd4``; same shape and dtype as ``f``,
+    written into ``out`` (``tmp``: a work array of the same shape) if given."""
+    out = np.empty_like(f) if out is None else out
+    tmp = np.empty_like(f) if tmp is None else tmp
+    _shift_into(f, 1, axis, out)
+    out -= _shift_into(f, -1, axis, tmp)
+    if gradient == "fd4":
+        out *= 8.0
+        out -= _shift_into(f, 2, axis, tmp)
+        out += _shift_into(f, -2, axis, tmp)
+    return out
+
+
+def _wrap(x: np.ndarray, box_size: float) -> None:
+    """Wrap positions into ``[0, box_size)`` in place (one box length at most, as a drift
+    does; ``np.mod`` for anything further). Same values as ``np.mod`` (exact subtraction)."""
+    L = x.dtype.type(box_size)
+    np.subtract(x, L, out=x, where=x >= L)
+    np.add(x, L, out=x, where=x < 0)
+    if x.size and (x.min() < 0 or x.max() >= L):
+        np.mod(x, L, out=x)

@@ -9,8 +9,12 @@ One chunk is one box: chunk ``i`` of ``cosmology.initial_field`` is box ``first_
 whose Gaussian field is drawn with ``derive_seed(stage seed, box_id)``, so a box is the same
 whatever the number of boxes, the chunk it falls in, or a ``--resume``.
 
-Units: lengths in comoving Mpc/h, masses in Msun/h, velocities in km/s. TensorFlow (used by
-the particle-mesh solver) is imported in ``nbody.pm``'s :meth:`~NBodyPM.setup` only.
+Units: lengths in comoving Mpc/h, masses in Msun/h, velocities in km/s. Halo tables carry
+them as astropy ``littleh`` units (``Msun / littleh``, ``Mpc / littleh``), which
+``output.catalog`` writes to FITS in Msun and Mpc with the box's h (FITS has no unit for h);
+the density FITS have a primary WCS in Mpc (``CUNIT = 'Mpc'``, h applied) and an alternate
+WCS ``H`` in Mpc/h. TensorFlow is imported in ``nbody.pm``'s :meth:`~NBodyPM.setup` only,
+with ``backend: tensorflow``.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ __all__ = ["InitialField", "NBodyPM", "FoFHalos", "FieldOutput"]
 
 _TRANSFERS = ("eisenstein_hu", "eisenstein_hu_nowiggle")
 _GRADIENTS = ("fd4", "fd2", "exact")  # astrogen.nbody.pm.GRADIENT_KERNELS
+_BACKENDS = ("numpy", "tensorflow")  # astrogen.nbody.pm.BACKENDS
 #: largest grid per side: ParticleMesh's particle limit in 3-D; memory in 2-D
 _MAX_GRID = {3: 512, 2: 8192}
 
@@ -221,6 +226,9 @@ class NBodyPM(Stage):
         Fourier kernel of the force (see :class:`astrogen.nbody.pm.ParticleMesh`).
     density_grid : int, optional
         Cells per side of the output density field (default: the particle grid).
+    backend : {"numpy", "tensorflow"}
+        Force computation: ``numpy`` (default; scipy FFTs, ~3x faster on CPUs) or
+        ``tensorflow`` (the reference code; GPUs). Same particles to float32 rounding.
     """
 
     input_types = (DensityField,)
@@ -232,7 +240,8 @@ class NBodyPM(Stage):
 
     def __init__(self, n_steps: int = 10, redshift: float = 0.0, a_init: float | None = None,
                  z_init: float | None = None, force_resolution: int = 2, lpt_order: int = 2,
-                 gradient: str = "fd4", density_grid: int | None = None):
+                 gradient: str = "fd4", density_grid: int | None = None,
+                 backend: str = "numpy"):
         self.n_steps = check_int("n_steps", n_steps)
         self.redshift = _check_redshift("redshift", redshift)
         if a_init is not None and z_init is not None:
@@ -264,11 +273,13 @@ class NBodyPM(Stage):
         self.gradient = check_choice("gradient", gradient, _GRADIENTS)
         self.density_grid = (None if density_grid is None
                              else check_int("density_grid", density_grid, minimum=2))
+        self.backend = check_choice("backend", backend, _BACKENDS)
         self._pm = None
         self._pm_key = None
 
     def setup(self, ctx) -> None:
-        import tensorflow  # noqa: F401  (heavy import here, not at module import)
+        if self.backend == "tensorflow":
+            import tensorflow  # noqa: F401  (heavy import here, not at module import)
 
         super().setup(ctx)
 
@@ -282,7 +293,7 @@ class NBodyPM(Stage):
             self._pm = ParticleMesh(
                 n, box_size, cosmo, power=_unused_power, mesh_factor=self.force_resolution,
                 a_init=self.a_init, n_steps=self.n_steps, lpt_order=self.lpt_order,
-                gradient=self.gradient, density_mesh=self.density_grid)
+                gradient=self.gradient, density_mesh=self.density_grid, backend=self.backend)
             self._pm_key = key
         return self._pm
 
@@ -313,7 +324,8 @@ class NBodyPM(Stage):
         meta = {**snap.density.meta, "source": self.type_name, "field": "nbody",
                 "a_init": self.a_init, "z_init": 1.0 / self.a_init - 1.0,
                 "force_resolution": self.force_resolution, "lpt_order": self.lpt_order,
-                "gradient": self.gradient, "linear_redshift": float(field.redshift),
+                "gradient": self.gradient, "backend": self.backend,
+                "linear_redshift": float(field.redshift),
                 "transfer": field.meta.get("transfer")}
         return NBodySnapshot(delta=snap.density.delta, box_size=L, redshift=self.redshift,
                              box_id=field.box_id, cosmology=cosmo.to_dict(), meta=meta,
@@ -331,8 +343,11 @@ class FoFHalos(Stage):
 
     Columns: ``box_id``, ``halo_id`` (by decreasing mass within the box), ``n_particles``,
     ``mass`` (Msun/h), ``x``, ``y``, ``z`` (Mpc/h, periodic centre of mass), ``vx``, ``vy``,
-    ``vz`` (km/s, mean velocity) and ``redshift``. Astropy units omit the ``h``
-    (``solMass``, ``Mpc``); each column's description states the h-scaled unit.
+    ``vz`` (km/s, mean velocity) and ``redshift``. Mass and positions have astropy's
+    ``littleh`` units (``Msun / littleh``, ``Mpc / littleh``): converting them to Msun or Mpc
+    needs ``astropy.cosmology.units.with_H0`` and the table's ``meta["cosmology"]["h"]``;
+    ``output.catalog`` does it when it writes the FITS file. ``meta`` also holds the particle
+    mass (``particle_mass_msun_h``), ``box_size_mpc_h`` and a ``units_note``.
 
     Parameters
     ----------
@@ -365,13 +380,13 @@ class FoFHalos(Stage):
         desc = {"box_id": "index of the simulated box",
                 "halo_id": "halo index within its box, by decreasing mass",
                 "n_particles": "number of FoF member particles",
-                "mass": "[Msun/h] FoF mass, n_particles * particle mass",
-                "x": "[Mpc/h] comoving x of the periodic centre of mass",
-                "y": "[Mpc/h] comoving y of the periodic centre of mass",
-                "z": "[Mpc/h] comoving z of the periodic centre of mass",
-                "vx": "[km/s] mean peculiar velocity along x",
-                "vy": "[km/s] mean peculiar velocity along y",
-                "vz": "[km/s] mean peculiar velocity along z",
+                "mass": "FoF mass, n_particles * particle mass",
+                "x": "comoving x of the periodic centre of mass",
+                "y": "comoving y of the periodic centre of mass",
+                "z": "comoving z of the periodic centre of mass",
+                "vx": "mean peculiar velocity along x",
+                "vy": "mean peculiar velocity along y",
+                "vz": "mean peculiar velocity along z",
                 "redshift": "redshift of the snapshot"}
         for name, text in desc.items():
             t[name].description = text
@@ -397,9 +412,14 @@ def _field_header(m: dict, quantity: str) -> fits.Header:
     h["BUNIT"] = (quantity, "rho/rho_mean" if quantity == "1+delta" else "rho/rho_mean - 1")
     h["FIELD"] = (m["field"], "linear: Gaussian ICs; nbody: evolved particles")
     h["BOXID"] = (m["box_id"], "index of the box")
-    h["BOXSIZE"] = (L, "[Mpc/h] comoving box side")
+    # FITS has no unit for h: cards in h-scaled units say so in words (a bracketed "[Mpc/h]"
+    # would read as Mpc per hour), the WCS below carries a real CUNIT
+    hub = m["cosmology"].get("h")
+    h["BOXSIZE"] = (L, "comoving box side, Mpc/h")
     h["NGRID"] = (n, "grid cells per side")
-    h["CELLSIZE"] = (L / n, "[Mpc/h] grid spacing")
+    h["CELLSIZE"] = (L / n, "grid spacing, Mpc/h")
+    if hub:
+        h["BOXMPC"] = (L / hub, "[Mpc] comoving box side, BOXSIZE / HUBBLE")
     h["REDSHIFT"] = (m["redshift"], "redshift of the field")
     h["SCALEFAC"] = (1.0 / (1.0 + m["redshift"]), "scale factor 1/(1+z)")
     for key, card, comment in _COSMO_CARDS:
@@ -416,36 +436,40 @@ def _field_header(m: dict, quantity: str) -> fits.Header:
         h["INVPHASE"] = (bool(x.get("inverted_phase", False)), "sign-flipped field")
     if m.get("n_particles"):
         h["NPART"] = (m["n_particles"], "number of particles")
-        h["PARTMASS"] = (m["particle_mass"], "[Msun/h] particle mass")
+        h["PARTMASS"] = (m["particle_mass"], "particle mass, Msun/h")
+        if hub:
+            h["PARTMSUN"] = (m["particle_mass"] / hub, "[solMass] particle mass, PARTMASS/HUBBLE")
         for key, card, comment in (("z_init", "ZINIT", "redshift of the 2LPT initial "
                                                          "conditions"),
                                    ("n_steps", "NSTEPS", "PM time steps (linear in a)"),
                                    ("n_mesh", "NMESH", "force-mesh cells per side"),
                                    ("lpt_order", "LPTORDER", "LPT order of the ICs"),
                                    ("gradient", "GRADIENT", "force gradient kernel"),
+                                   ("backend", "PMBACKND", "PM force backend"),
                                    ("assignment", "ASSIGN", "mass assignment")):
             if x.get(key) is not None:
                 h[card] = (x[key], comment)
-    # linear WCS: FITS axis 1, 2(, 3) = comoving x, y(, z); cell i is at i * CELLSIZE
+    # linear WCS: FITS axis 1, 2(, 3) = comoving x, y(, z); cell i is at i * CELLSIZE.
+    # Primary: Mpc with CUNIT (h applied); alternate "H": Mpc/h, no CUNIT (FITS has no h).
+    # Without h (a field with no cosmology) the primary WCS is in Mpc/h, without CUNIT.
     h["WCSAXES"] = nd
-    h["WCSNAME"] = "comoving Mpc/h"
-    for i in range(nd):
-        a = i + 1
-        h[f"CTYPE{a}"] = (_AXES[i], f"comoving {_AXES[i].lower()}")
-        h[f"CNAME{a}"] = f"comoving {_AXES[i].lower()} [Mpc/h]"
-        h[f"CRPIX{a}"] = 1.0
-        h[f"CRVAL{a}"] = (0.0, "[Mpc/h]")
-        h[f"CDELT{a}"] = (L / n, "[Mpc/h] (FITS has no h: no CUNIT)")
-    hub = m["cosmology"].get("h")
-    if hub:  # alternate WCS "A" in Mpc, for software that wants a unit
-        h["WCSNAMEA"] = f"comoving Mpc (h = {hub:g})"
+    wcs = [("", 1.0 / hub if hub else 1.0, "Mpc" if hub else None)]
+    if hub:
+        wcs.append(("H", 1.0, None))
+    for key, scale, unit in wcs:
+        name = (f"comoving Mpc (h = {hub:g} applied)" if unit else "comoving Mpc/h")
+        h[f"WCSNAME{key}"] = name
         for i in range(nd):
             a = i + 1
-            h[f"CTYPE{a}A"] = _AXES[i]
-            h[f"CUNIT{a}A"] = "Mpc"
-            h[f"CRPIX{a}A"] = 1.0
-            h[f"CRVAL{a}A"] = 0.0
-            h[f"CDELT{a}A"] = L / n / hub
+            h[f"CTYPE{a}{key}"] = (_AXES[i], f"comoving {_AXES[i].lower()}")
+            if unit:
+                h[f"CUNIT{a}{key}"] = unit
+            else:
+                h[f"CNAME{a}{key}"] = f"comoving {_AXES[i].lower()} [Mpc/h]"
+            h[f"CRPIX{a}{key}"] = 1.0
+            h[f"CRVAL{a}{key}"] = 0.0
+            h[f"CDELT{a}{key}"] = (L / n * scale,
+                                   "Mpc" if unit else "Mpc/h (no CUNIT: FITS has no h)")
     h["COMMENT"] = ("data[k, j, i] (numpy order) is the cell at x_i, y_j, z_k: the "
                     "transpose of DensityField.delta[i, j, k].")
     return h
@@ -458,9 +482,10 @@ class FieldOutput(Stage):
     The primary HDU has no data; HDU ``BOX<box_id>`` holds box ``box_id`` as a float32 image
     (3-D cube or 2-D slice) of ``1 + delta`` (``BUNIT = '1+delta'``) or ``delta``, with
     ``BOXSIZE`` (Mpc/h), ``REDSHIFT``, ``NGRID``, the cosmology, the N-body settings of a
-    snapshot (``NPART``, ``PARTMASS`` in Msun/h...), a linear WCS in Mpc/h (alternate WCS
-    ``A`` in Mpc) and the provenance cards. The data are ``delta`` transposed so that FITS
-    axes 1, 2, 3 are x, y, z. The PNG shows a slab through the middle of the first box.
+    snapshot (``NPART``, ``PARTMASS`` in Msun/h and ``PARTMSUN`` in Msun...), a linear WCS in
+    Mpc (``CUNIT = 'Mpc'``, h applied; in Mpc/h without CUNIT when the field has no h) with an
+    alternate WCS ``H`` in Mpc/h, and the provenance cards. The data are ``delta`` transposed
+    so that FITS axes 1, 2, 3 are x, y, z. The PNG shows a slab through the middle of the first box.
 
     Parameters
     ----------

@@ -110,6 +110,12 @@ class CatalogOutput(Stage):
     Accepts a catalog or stamps; for stamps, adds ``stamp_flux`` (sum of the stamp, in the
     stamps' unit) and ``stamp_mag`` (mag).
 
+    For a table (e.g. ``nbody.fof`` haloes): columns in astropy's ``littleh`` units
+    (``Msun / littleh``, ``Mpc / littleh``) are written in Msun and Mpc, converted with the
+    ``h`` of the table's ``meta["cosmology"]`` (FITS has no unit for h, so a TUNIT must be a
+    plain unit), and the table's scalar ``meta`` (particle mass, units note...) that is the
+    same in every chunk becomes cards of the primary header (``HUBBLE`` = h among them).
+
     Parameters
     ----------
     file_name : str
@@ -131,9 +137,13 @@ class CatalogOutput(Stage):
             t["stamp_flux"].description = f"[{data.flux_unit}] sum of the stamp"
             t["stamp_mag"] = data.magnitudes()
             t["stamp_mag"].unit = "mag"
+            t.meta.clear()
         else:
-            t = data.copy()
-        t.meta.clear()
+            t = _plain_units(data.copy())
+            meta = _scalar_meta(t.meta)
+            t.meta.clear()
+            with atomic_path(_part(self, index, ".meta.json")) as tmp:
+                tmp.write_text(json.dumps(meta))
         with atomic_path(_part(self, index, ".fits")) as tmp:
             t.write(tmp, format="fits")
 
@@ -144,7 +154,80 @@ class CatalogOutput(Stage):
         if not parts:
             return []
         h = provenance_cards(fits.Header(), self.ctx.provenance, self.ctx.history)
+        _common_meta_cards(h, [p.with_suffix(".meta.json") for p in parts])
         return [write_table_stream(self.ctx.output_dir / self.file_name, parts, h)]
+
+
+# ---- halo tables: h-scaled units and table meta in FITS -----------------------------------
+def _table_h(t: Table, column: str) -> float:
+    cosmo = t.meta.get("cosmology") if isinstance(t.meta.get("cosmology"), dict) else {}
+    h = cosmo.get("h", t.meta.get("h"))
+    try:
+        h = float(h)
+    except (TypeError, ValueError):
+        h = float("nan")
+    if not (np.isfinite(h) and h > 0):
+        from astrogen.errors import CatalogError
+
+        raise CatalogError(f"column {column!r} is in h-scaled units but the table has no "
+                           "meta['cosmology']['h'] to convert it with.", key=column,
+                           received={"unit": str(t[column].unit), "h": h})
+    return h
+
+
+def _plain_units(t: Table) -> Table:
+    """Columns with astropy ``littleh`` units converted to plain units with the table's h."""
+    from astropy import units as u
+    from astropy.cosmology import units as cu
+
+    for name in t.colnames:
+        unit = t[name].unit
+        if unit is None or not isinstance(unit, u.UnitBase):
+            continue
+        powers = dict(zip(getattr(unit, "bases", []), getattr(unit, "powers", [])))
+        p = powers.get(cu.littleh, 0)
+        if not p:
+            continue
+        h = _table_h(t, name)
+        target = unit * cu.littleh ** (-p)
+        q = t[name].quantity.to(target, cu.with_H0(100.0 * h * u.km / u.s / u.Mpc))
+        desc = t[name].description or ""
+        t[name] = q
+        note = f"converted from {unit} to {target} with h = {h:g}"
+        t[name].description = f"{desc}; {note}" if desc else note
+    return t
+
+
+def _scalar_meta(meta: dict) -> dict:
+    """The str/int/float/bool items of a table's meta, dicts flattened one level
+    (``cosmology`` -> ``HUBBLE`` for h, ``cosmology_<key>`` for the others)."""
+    out = {}
+    for k, v in meta.items():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                if isinstance(v2, (str, bool, int, float)):
+                    out["HUBBLE" if (k, k2) == ("cosmology", "h") else f"{k}_{k2}"] = v2
+        elif isinstance(v, (str, bool, int, float, np.integer, np.floating, np.bool_)):
+            out[str(k)] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def _common_meta_cards(header: fits.Header, paths) -> None:
+    """Add the meta items equal in every part (sidecar JSON) to ``header``."""
+    metas = []
+    for p in paths:
+        if not p.is_file():  # a part written by an older version: no meta known
+            return
+        metas.append(json.loads(p.read_text()))
+    if not metas:
+        return
+    common = {k: v for k, v in metas[0].items() if all(m.get(k) == v for m in metas[1:])}
+    for k, v in common.items():
+        key = k.upper() if len(k) <= 8 and k.replace("_", "").isalnum() else f"HIERARCH {k}"
+        try:
+            header[key] = v
+        except ValueError:  # a HIERARCH card too long for 80 columns
+            header.add_comment(f"{k} = {v}")
 
 
 @register_stage("output.preview")

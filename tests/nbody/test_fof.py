@@ -36,3 +36,30 @@ def test_particle_mass_and_mass_function():
     mc, dn, err, cnt = mass_function(m, 100.0, bins=[5e12, 1.5e13, 1e14])
     np.testing.assert_array_equal(cnt, [1, 3])
     np.testing.assert_allclose(dn, cnt / 1e6 / np.log([3.0, 1e14 / 1.5e13]))
+
+
+def test_halo_table_carries_littleh_units_that_convert_only_with_h():
+    from astropy import units as u
+    from astropy.cosmology import units as cu
+
+    from astrogen.errors import ConfigError
+
+    rng = np.random.default_rng(4)
+    L = 50.0
+    pos = np.mod(np.concatenate([rng.uniform(0, L, (1000, 3)),
+                                 [25.0, 10.0, 5.0] + rng.normal(0, 0.1, (30, 3))]), L)
+    t = friends_of_friends(pos, L, min_members=20, particle_mass_msun_h=1e12)
+    assert len(t) == 1 and t["mass"][0] == pytest.approx(3e13)  # values stay in Msun/h
+    assert t["mass"].unit == u.Msun / cu.littleh and t["x"].unit == u.Mpc / cu.littleh
+    with pytest.raises(u.UnitConversionError):  # the old 'solMass' label converted silently
+        t["mass"].quantity.to(u.Msun)
+    h = 0.6766
+    m = t["mass"].quantity.to(u.Msun, cu.with_H0(100 * h * u.km / u.s / u.Mpc))
+    assert m.value[0] == pytest.approx(3e13 / h, rel=1e-12)  # 1.48x more than the h-value
+    x = t["x"].quantity.to(u.Mpc, cu.with_H0(100 * h * u.km / u.s / u.Mpc))
+    assert x.value[0] == pytest.approx(t["x"][0] / h, rel=1e-12)
+    # mass_function takes the column; masses in plain Msun are refused (they need h)
+    assert mass_function(t["mass"], L, bins=[1e13, 1e14])[3][0] == 1
+    with pytest.raises(ConfigError) as e:
+        mass_function(m, L)
+    assert e.value.key == "masses"

@@ -37,3 +37,22 @@ def test_readout_interpolates_linearly_and_2d():
     np.testing.assert_allclose(vals, [1.0, 0.5, 0.75 * 0.5, 0.0], atol=1e-12)
     painted = cic_paint(tf.constant(pos[:1] + 8.0), 8).numpy()  # periodic wrap
     assert painted[2, 3] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_numpy_stencil_paint_and_readout_equal_tensorflow(d):
+    from astrogen.nbody.mesh import cic_stencil, paint_stencil, readout_stencil
+
+    n = 8
+    rng = np.random.default_rng(3)
+    cells = rng.uniform(0, n, size=(d, 500))
+    cells[:, 0] = n - 1e-12  # at the upper edge: wraps onto cell 0
+    idx, w = cic_stencil(np.ascontiguousarray(cells), n, dtype=np.float64)
+    assert idx.shape == w.shape == (2**d, 500) and idx.min() >= 0 and idx.max() < n**d
+    np.testing.assert_allclose(w.sum(axis=0), 1.0, rtol=1e-12)
+    mesh = paint_stencil(idx, w, n, d)
+    np.testing.assert_allclose(mesh, cic_paint(tf.constant(cells.T), n).numpy(), atol=1e-12)
+    field = rng.normal(size=(n,) * d)
+    np.testing.assert_allclose(readout_stencil(field, idx, w),
+                               cic_readout(tf.constant(field), tf.constant(cells.T)).numpy(),
+                               atol=1e-12)

@@ -62,3 +62,53 @@ def test_bad_arguments():
         ParticleMesh(16, 10.0, gradient="exactly")
     with pytest.raises(ConfigError, match="a_out"):
         ParticleMesh(16, 10.0, a_init=0.2).run(a_out=[0.1])
+
+
+@pytest.mark.parametrize("gradient", ["fd4", "fd2", "exact"])
+def test_numpy_backend_force_equals_tensorflow_force(gradient):
+    # clustered particles: a short run, then the force of both backends at the same positions
+    n, L = 16, 64.0
+    pos = ParticleMesh(n, L, n_steps=3, gradient=gradient).run(seed=5).snapshots[-1].positions
+    g_np = ParticleMesh(n, L, gradient=gradient, backend="numpy").force(pos)
+    g_tf = ParticleMesh(n, L, gradient=gradient, backend="tensorflow").force(pos)
+    assert g_np.shape == g_tf.shape == (n**3, 3) and g_np.dtype == np.float32
+    np.testing.assert_allclose(g_np, g_tf, rtol=0, atol=2e-6 * np.abs(g_tf).max())
+    # momentum is conserved: paint and readout share the stencil, the gradient is odd
+    assert np.abs(g_np.sum(axis=0)).max() < 1e-4 * np.abs(g_np).sum(axis=0).max()
+
+
+def test_numpy_and_tensorflow_runs_agree():
+    n, L = 32, 64.0
+    runs = [ParticleMesh(n, L, n_steps=5, backend=b).run(a_out=[0.5, 1.0], seed=2)
+            for b in ("numpy", "tensorflow")]
+    for a in (0.5, 1.0):
+        x0, x1 = runs[0].at(a).positions, runs[1].at(a).positions
+        d = (x0 - x1 + L / 2) % L - L / 2
+        assert np.abs(d).max() < 1e-5 * L  # float32 rounding only, after the chaos of 5 steps
+        p0, p1 = runs[0].at(a).momenta, runs[1].at(a).momenta
+        assert np.abs(p0 - p1).max() < 1e-4 * np.sqrt(np.mean(p1**2))
+        assert np.all((x0 >= 0) & (x0 < L))
+    # the structure is real: the particles moved by several Mpc/h
+    assert runs[0].at(1.0).density.delta.std() > 1.0
+
+
+def test_bad_backend_names_the_key():
+    with pytest.raises(ConfigError) as e:
+        ParticleMesh(16, 10.0, backend="jax")
+    assert e.value.key == "backend"
+
+
+def test_numpy_force_is_thread_safe_and_picklable():
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    n, L = 16, 64.0
+    pm = ParticleMesh(n, L, n_steps=2)
+    pos = [pm.run(seed=s).snapshots[-1].positions for s in (1, 2)]
+    alone = [pm.force(p) for p in pos]
+    with ThreadPoolExecutor(2) as ex:  # one solver, two boxes at once (work arrays per thread)
+        both = list(ex.map(pm.force, pos * 4))
+    for i, g in enumerate(both):
+        np.testing.assert_array_equal(g, alone[i % 2])
+    clone = pickle.loads(pickle.dumps(pm))
+    np.testing.assert_array_equal(clone.force(pos[0]), alone[0])

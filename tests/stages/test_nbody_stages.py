@@ -9,6 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from astropy import units as u  # noqa: E402
+from astropy.cosmology import units as cu  # noqa: E402
 from astropy.io import fits  # noqa: E402
 from astropy.table import Table  # noqa: E402
 from astropy.wcs import WCS  # noqa: E402
@@ -121,14 +123,16 @@ def test_pipeline_writes_readable_fits_with_headers(two_boxes):
             assert hd["HUBBLE"] == pytest.approx(Cosmology().h) and "OMEGAB" in hd
             assert hd["NPART"] == 16**3 and hd["NSTEPS"] == 3 and hd["ZINIT"] == pytest.approx(4)
             assert hd["AG_STAGE"] == "density"
-            # linear WCS in Mpc/h: pixel (i+1) is at i * cell size on every axis
+            # linear WCS in Mpc (CUNIT, h applied): pixel (i+1) is at i * cell size / h;
+            # the alternate WCS "H" is in Mpc/h
             w = WCS(hd)
+            assert list(w.wcs.cunit) == ["Mpc"] * 3
             np.testing.assert_allclose(w.wcs_pix2world([[1, 1, 1], [16, 9, 2]], 1),
-                                       [[0, 0, 0], [60, 32, 4]])
-            wa = WCS(hd, key="A")
-            assert wa.wcs.cunit[0] == "Mpc"
-            np.testing.assert_allclose(wa.wcs_pix2world([[16, 1, 1]], 1)[0, 0],
-                                       60.0 / hd["HUBBLE"])
+                                       np.array([[0, 0, 0], [60, 32, 4]]) / hd["HUBBLE"])
+            wh = WCS(hd, key="H")
+            np.testing.assert_allclose(wh.wcs_pix2world([[16, 9, 2]], 1), [[60, 32, 4]])
+            assert hd["PARTMSUN"] == pytest.approx(hd["PARTMASS"] / hd["HUBBLE"], rel=1e-12)
+            assert hd["BOXMPC"] == pytest.approx(64.0 / hd["HUBBLE"], rel=1e-12)
             # mass conservation: CIC painting of all particles, mean of 1 + delta is 1
             assert float(np.mean(h.data, dtype=np.float64)) == pytest.approx(1.0, abs=1e-6)
             assert h.data.min() >= 0 and h.data.std() > 0.3
@@ -137,13 +141,20 @@ def test_pipeline_writes_readable_fits_with_headers(two_boxes):
         assert abs(hl[1].data.mean()) < 1e-6
     halos = Table.read(out / "halos.fits")
     assert len(halos) > 0 and set(halos["box_id"]) <= {0, 1}
-    assert str(halos["mass"].unit) == "solMass" and str(halos["x"].unit) == "Mpc"
+    # FITS units are plain units (Msun, Mpc): the h-scaled values were divided by h
+    assert halos["mass"].unit == u.Msun and halos["x"].unit == u.Mpc
     assert str(halos["vx"].unit) == "km / s"
     with fits.open(out / "density.fits") as hl:
-        mp = hl[1].header["PARTMASS"]
-    np.testing.assert_allclose(halos["mass"], halos["n_particles"] * mp, rtol=1e-12)
+        mp_h, hub = hl[1].header["PARTMASS"], hl[1].header["HUBBLE"]
+    np.testing.assert_allclose(halos["mass"].quantity.to_value(u.Msun),
+                               halos["n_particles"] * mp_h / hub, rtol=1e-12)
     assert np.all(halos["n_particles"] >= 8)
-    assert np.all((halos["x"] >= 0) & (halos["x"] < 64.0))
+    assert np.all((halos["x"] >= 0) & (halos["x"] < 64.0 / hub))
+    # the catalog's primary header keeps the particle mass, h and the units note
+    prim = fits.getheader(out / "halos.fits", 0)
+    assert prim["particle_mass_msun_h"] == pytest.approx(mp_h, rel=1e-12)
+    assert prim["HUBBLE"] == pytest.approx(hub) and "littleh" in prim["units_note"]
+    assert prim["box_size_mpc_h"] == 64.0 and "box_id" not in prim  # per-box items dropped
 
 
 def test_yaml_equals_direct_construction(two_boxes, tmp_path):
@@ -278,8 +289,36 @@ def test_fof_table_goes_through_output_catalog(tmp_path):
     path, = sink.finalize()
     back = Table.read(path)
     assert len(back) == 1 and back["redshift"][0] == 0.5
-    assert str(back["mass"].unit) == "solMass" and "Msun/h" in back["mass"].description
-    assert str(back["z"].unit) == "Mpc" and str(back["vz"].unit) == "km / s"
+    assert str(back["vz"].unit) == "km / s"
+    # in memory: Msun/h as astropy littleh units; no conversion to Msun without h
+    hub = Cosmology().h
+    assert t0["mass"].unit == u.Msun / cu.littleh and t0["z"].unit == u.Mpc / cu.littleh
+    with pytest.raises(u.UnitConversionError):
+        t0["mass"].quantity.to(u.Msun)
+    h0 = cu.with_H0(100 * hub * u.km / u.s / u.Mpc)
+    assert t0["mass"].quantity.to_value(u.Msun, h0) == pytest.approx(4e13 / hub, rel=1e-12)
+    # read back from FITS: plain Msun and Mpc, right by the factor h (was 4e13 'solMass')
+    assert back["mass"].quantity.to_value(u.Msun) == pytest.approx(4e13 / hub, rel=1e-12)
+    assert back["mass"].quantity.to_value(u.Msun, h0) == pytest.approx(
+        t0["mass"].quantity.to_value(u.Msun, h0), rel=1e-12)
+    z_h = t0["z"][0]
+    assert back["z"].quantity.to_value(u.Mpc) == pytest.approx(z_h / hub, rel=1e-12)
+    assert "h = " in back["mass"].description
+    # particle mass and units note survive, in the primary header
+    prim = fits.getheader(path, 0)
+    assert prim["particle_mass_msun_h"] == 1e12 and prim["HUBBLE"] == pytest.approx(hub)
+    assert "littleh" in prim["units_note"]
+
+
+def test_catalog_without_h_refuses_littleh_columns(tmp_path):
+    from astrogen.errors import CatalogError
+
+    t = Table({"mass": [1e13] * (u.Msun / cu.littleh)})
+    sink = CatalogOutput("halos.fits")
+    sink.setup(_ctx(tmp_path, "cat"))
+    with pytest.raises(CatalogError) as e:
+        sink.consume(0, t)
+    assert e.value.key == "mass" and "h" in str(e.value)
 
 
 def test_field_output_accepts_plain_density_field(tmp_path):
@@ -292,6 +331,8 @@ def test_field_output_accepts_plain_density_field(tmp_path):
     with fits.open(paths[0]) as hl:
         assert hl[1].name == "BOX4" and hl[1].header["WCSAXES"] == 2
         assert hl[1].header["REDSHIFT"] == 2.0 and hl[1].header["CDELT1"] == 1.25
+        # no h known: the WCS stays in Mpc/h and has no CUNIT (nor a Mpc one)
+        assert "CUNIT1" not in hl[1].header and "CDELT1H" not in hl[1].header
         np.testing.assert_allclose(hl[1].data, delta.T, rtol=1e-6)
 
 
@@ -312,6 +353,7 @@ def test_field_output_accepts_plain_density_field(tmp_path):
     (NBodyPM, {"a_init": 1.5}, "a_init"),
     (NBodyPM, {"force_resolution": 8}, "force_resolution"),
     (NBodyPM, {"gradient": "fd3"}, "gradient"),
+    (NBodyPM, {"backend": "jax"}, "backend"),
     (FoFHalos, {"linking_length": 1.2}, "linking_length"),
     (FoFHalos, {"min_members": 1}, "min_members"),
     (FieldOutput, {"quantity": "rho"}, "quantity"),
