@@ -13,10 +13,10 @@ Galaxies: ``--n`` rows of the COSMOS sampler (``astrogen.catalog.cosmos.CosmosSa
 the ``catalog.cosmos`` stage's sampler, full magnitude range), the same rows for every
 generator. PSF-free stamps come from
 
-* ``parametric``: the Sersic profile of ``galsim.parametric``
-  (:func:`astrogen.physics.render.galaxy_profile`) drawn with ``method='no_pixel'`` at
-  0.03"/pixel on the image size GalSim itself chooses for the profile
-  (``getGoodImageSize``: the box holding ``1 - folding_threshold`` = 99.5 % of the light),
+* ``parametric``: the Sersic (or, with ``--parametric-profile bulge_disk``, bulge + disk)
+  profile of ``galsim.parametric`` (:func:`astrogen.physics.render.galaxy_profile`)
+  drawn with ``method='no_pixel'`` at 0.03"/pixel on the image size GalSim itself chooses
+  for the profile (``getGoodImageSize``: the box holding ``1 - folding_threshold`` = 99.5 % of the light),
   capped at ``--max-stamp`` pixels (the flux kept is recorded);
 * ``flowvae``: the ``flowvae.generate`` stage (shipped ``flowvae_cosmos64``,
   ``out_of_range: clip``);
@@ -100,7 +100,8 @@ GENERATORS = ("parametric", "flowvae", "ddpm")
 
 
 # ------------------------------------------------------------------------ generation
-def parametric_stamps(table, max_stamp: int, integrated: bool, scale: float = 0.03):
+def parametric_stamps(table, max_stamp: int, integrated: bool, profile: str = "sersic",
+                      scale: float = 0.03):
     """Sersic stamps on GalSim's own image size (99.5 % of the light), capped at ``max_stamp``.
 
     Returns the point-sampled stamps (``method='no_pixel'``, what ``galsim.parametric``
@@ -111,7 +112,7 @@ def parametric_stamps(table, max_stamp: int, integrated: bool, scale: float = 0.
     integrated_on = integrated
     sampled, integrated, kept, capped = [], [], [], []
     for row in table:
-        prof = galaxy_profile(row, 1.0, "sersic")
+        prof = galaxy_profile(row, 1.0, profile)
         n = prof.getGoodImageSize(scale)
         n += n % 2
         capped.append(n > max_stamp)
@@ -233,7 +234,7 @@ def run(args) -> dict:
         entry = {}
         if kind == "parametric":
             sampled, integrated, scales, kept, capped = parametric_stamps(
-                table, args.max_stamp, args.integrated)
+                table, args.max_stamp, args.integrated, args.parametric_profile)
             per_row = [{"sampled": a} | ({"integrated": b} if b is not None else {})
                        for a, b in zip(sampled, integrated)]
             sizes = [a.shape[0] for a in sampled]
@@ -254,7 +255,7 @@ def run(args) -> dict:
                 continue
             analytic = {}
             if kind == "parametric":
-                prof = galaxy_profile(row, 1.0, "sersic")
+                prof = galaxy_profile(row, 1.0, args.parametric_profile)
                 analytic["analytic"] = ("sampled", prof)
                 if args.integrated:
                     analytic["analytic_pixel"] = ("integrated",
@@ -271,6 +272,8 @@ def run(args) -> dict:
                       "generate_s": round(t_gen, 2), "draw_and_measure_s": round(t_draw, 2),
                       "stamp_sizes_pix": [int(min(sizes)), int(max(sizes))],
                       "pixel_scales_arcsec": [float(scales.min()), float(scales.max())]})
+        if kind == "parametric":
+            entry["profile"] = args.parametric_profile
         if kind == "ddpm":
             entry["ddpm_sampler"] = f"ddim, {args.ddpm_steps} steps"
         entry["comparisons"] = []
@@ -283,6 +286,8 @@ def run(args) -> dict:
                            seed=derive_seed(args.seed, kind, test, ref) % 2**32)
             b["passes"] = bool(abs(b["m1"]) <= TARGET_M and abs(b["m2"]) <= TARGET_M
                                and abs(b["c1"]) <= TARGET_C and abs(b["c2"]) <= TARGET_C)
+            if kind == "parametric" and args.parametric_profile != "sersic":
+                label = label.replace("Sersic", "bulge+disk")
             b.update({"test": ROUTE_NAMES[test], "reference": label})
             entry["comparisons"].append(b)
         results["generators"][kind] = entry
@@ -300,10 +305,12 @@ def write_md(results: dict, path: Path) -> None:
     lines = [f"# Ring test, |g| = {cfg['g']}, 4 directions x 2 rotations, noiseless, "
              f"LSST i PSF ({cfg['psf']['type']} FWHM {cfg['psf_fwhm_arcsec']:.3f}\"), 0.2\"/pix",
              "", "`python benchmarks/ring_test.py " + " ".join(cfg["argv"]) + "`", "",
-             "| generator | route under test | reference | n | m1 | m2 | c1 | c2 | within targets |",
+             "| generator | route under test | reference | n | m1 | m2 | c1 | c2 "
+             "| within targets |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for kind, entry in results["generators"].items():
         name = kind + (f" ({entry['ddpm_sampler']})" if "ddpm_sampler" in entry else "")
+        name += f" ({entry['profile']})" if "profile" in entry else ""
         for b in entry["comparisons"]:
             cells = [f"{b[q]:+.1e} +- {b['sigma_' + q]:.1e}" for q in ("m1", "m2", "c1", "c2")]
             lines.append(f"| {name} | {b['test']} | {b['reference']} | {b['n_gal']} | "
@@ -328,7 +335,8 @@ def plot(results: dict, out: Path) -> Path:
                                 color=col, label=f"{q}{comp}" if k == 0 else None)
             test = {"generated stamps": "", "point-sampled stamps (galsim.parametric today)":
                     "\npoint-sampled", "pixel-integrated stamps": "\npixel-integrated"}[b["test"]]
-            labels.append(f"{kind}{test}\nvs {b['reference'].split(',')[0].replace(' Sersic', '')}")
+            ref = b["reference"].split(",")[0].replace(" Sersic", "").replace(" bulge+disk", "")
+            labels.append(f"{kind}{test}\nvs {ref}")
             k += 1
     for ax, q, target in ((axes[0], "m", TARGET_M), (axes[1], "c", TARGET_C)):
         ax.axhspan(-target, target, color="0.9", zorder=0, label="target")
@@ -352,6 +360,8 @@ def main(argv=None) -> None:
     ap.add_argument("--ddpm-steps", type=int, default=10, help="DDIM steps of ddpm.generate")
     ap.add_argument("--max-stamp", type=int, default=256,
                     help="largest parametric stamp side (pixels of 0.03\")")
+    ap.add_argument("--parametric-profile", default="sersic", choices=("sersic", "bulge_disk"),
+                    help="profile of the parametric generator (galsim.parametric's profile)")
     ap.add_argument("--integrated", action="store_true",
                     help="also test pixel-integrated parametric stamps (5x5 sub-pixels)")
     ap.add_argument("--n-boot", type=int, default=1000)
