@@ -16,8 +16,8 @@ generator. PSF-free stamps come from
 * ``parametric``: the Sersic (or, with ``--parametric-profile bulge_disk``, bulge + disk)
   profile of ``galsim.parametric`` (:func:`astrogen.physics.render.galaxy_profile`)
   drawn with ``method='no_pixel'`` at 0.03"/pixel on the image size GalSim itself chooses
-  for the profile (``getGoodImageSize``: the box holding ``1 - folding_threshold`` = 99.5 % of the light),
-  capped at ``--max-stamp`` pixels (the flux kept is recorded);
+  for the profile (``getGoodImageSize``: the box holding ``1 - folding_threshold`` =
+  99.5 % of the light), capped at ``--max-stamp`` pixels (the flux kept is recorded);
 * ``flowvae``: the ``flowvae.generate`` stage (shipped ``flowvae_cosmos64``,
   ``out_of_range: clip``);
 * ``ddpm``: the ``ddpm.generate`` stage (shipped ``ddpm_cosmos64``, DDIM with
