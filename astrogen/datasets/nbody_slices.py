@@ -39,6 +39,7 @@ import numpy as np
 
 from astrogen.errors import ConfigError
 from astrogen.io.atomic import save_npz, write_json
+from astrogen.nbody.slabs import project_slabs, slab_geometry  # noqa: F401 (re-export)
 from astrogen.seeds import derive_seed
 
 __all__ = ["SliceDatasetConfig", "build_slice_dataset", "project_slabs", "halo_slab_maps",
@@ -125,31 +126,6 @@ class SliceDatasetConfig:
 
         return Cosmology(Om0=float(self.Om0), Ob0=float(self.Ob0), h=float(self.h),
                          sigma8=float(self.sigma8), n_s=float(self.n_s))
-
-
-def slab_geometry(n_grid: int, box_size: float, slab_thickness: int) -> dict:
-    """Cell size (Mpc/h), slab depth (Mpc/h) and slabs per axis."""
-    cell = float(box_size) / int(n_grid)
-    return {"cell_size": cell, "slab_depth": cell * int(slab_thickness),
-            "n_slabs": int(n_grid) // int(slab_thickness)}
-
-
-def project_slabs(field3d: np.ndarray, thickness: int, axes=(0, 1, 2)) -> np.ndarray:
-    """Mean of ``field3d`` over slabs of ``thickness`` cells along each axis of ``axes``.
-
-    Returns an array ``(len(axes) * n / thickness, n, n)``: slab ``s`` along ``axes[a]`` is
-    image ``a * n_slabs + s`` (the remaining two axes in increasing order).
-    """
-    f = np.asarray(field3d, dtype=np.float64)
-    n = f.shape[0]
-    if f.ndim != 3 or len(set(f.shape)) != 1 or n % int(thickness):
-        raise ConfigError("must be a cube whose side is a multiple of the slab thickness.",
-                          key="field", received={"shape": f.shape, "thickness": thickness})
-    out = []
-    for a in axes:
-        g = np.moveaxis(f, a, 0).reshape(n // thickness, thickness, n, n).mean(axis=1)
-        out.append(g)
-    return np.concatenate(out, axis=0).astype(np.float32)
 
 
 def halo_slab_maps(halos: dict, n_grid: int, box_size: float, thickness: int,

@@ -134,7 +134,7 @@ def test_inpainting_keeps_known_pixels_and_fills_the_mask(full_run):
 
 
 def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
-    from astrogen.training.ddpm_trainer import _take_lock
+    from astrogen.training.loop import take_lock as _take_lock
 
     (tmp_path / ".lock").write_text("1\n")  # pid 1 is always alive
     with pytest.raises(ResumeError, match="another training process"):
