@@ -88,6 +88,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from astrogen.batch import COSMOS_ZERO_POINT  # AB mag of 1 count/s, ACS/WFC F814W
+from astrogen.datasets.base import DatasetConfig, select_rows
 from astrogen.errors import ConfigError, UnknownKeyError, suggest
 from astrogen.io.atomic import atomic_path, save_npz, write_json
 from astrogen.physics.noise_power import (  # noqa: F401 (re-exported)
@@ -129,7 +130,7 @@ FIELDS = ("observed", "truth", "psf", "noise_sigma", "noise_power", "conditions"
 
 # ---------------------------------------------------------------------- configuration
 @dataclasses.dataclass(frozen=True)
-class StampDatasetConfig:
+class StampDatasetConfig(DatasetConfig):
     """What the simulated training set contains (everything but ``shard_size`` defines it).
 
     Parameters
@@ -222,32 +223,12 @@ class StampDatasetConfig:
                                   key="psf_files", received={"file": f})
         set_(self, "psf_files", tuple(str(f) for f in files))
 
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StampDatasetConfig":
-        """Build from a mapping; unknown keys raise :class:`UnknownKeyError`."""
-        names = cls.field_names()
-        for key in d:
-            if key not in names:
-                raise UnknownKeyError(f"unknown dataset key.{suggest(key, names)}", key=key,
-                                      received={"allowed": names})
-        if "n_galaxies" not in d:
-            raise ConfigError("is required.", key="n_galaxies")
-        return cls(**d)
+    REQUIRED = ("n_galaxies",)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["mag_range"] = list(self.mag_range)
         d["psf_files"] = list(self.psf_files)
-        return d
-
-    def identity(self) -> dict:
-        """The fields that define the examples (all but ``shard_size``)."""
-        d = self.to_dict()
-        d.pop("shard_size")
         return d
 
 
@@ -641,22 +622,9 @@ def read_stamps(path, fields: Iterable[str] = ("observed", "psf", "noise_sigma",
     """Examples in row order as numpy arrays ``{field: array}``: all of them, or the rows
     ``rows`` (a slice with step 1; only the shards holding them are read)."""
     r = _Reader(path, fields)
-    lo, hi = 0, r.n
-    if rows is not None:
-        lo, hi, step = rows.indices(r.n)
-        if step != 1:
-            raise ConfigError("rows must be a slice with step 1.", key="rows",
-                              received={"rows": rows})
-    parts, first = [], None
-    for k, s in enumerate(r.manifest["shards"]):
-        a, b = s["rows"]
-        if b > lo and a < hi:
-            first = a if first is None else first
-            parts.append(r.shard(k))
-    if not parts:
-        return {f: np.zeros((0,) + tuple(r.signature()[f].shape)) for f in r.fields}
-    out = {f: np.concatenate([p[f] for p in parts]) for f in r.fields}
-    return {f: v[lo - first:hi - first] for f, v in out.items()}
+    entries = [dict(e, k=k) for k, e in enumerate(r.manifest["shards"])]
+    return select_rows(entries, r.n, rows, lambda e: r.shard(e["k"]), r.fields,
+                       lambda f: np.zeros((0,) + tuple(r.signature()[f].shape)))
 
 
 def _example_stream(reader: _Reader, shuffle_buffer: int, seed: int, epoch: int,

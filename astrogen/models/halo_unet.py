@@ -19,7 +19,7 @@ import numpy as np
 
 from astrogen.errors import ModelError
 from astrogen.nbody.halo_maps import dice, mask_to_catalog, match_catalogs  # noqa: F401
-from astrogen.models.nbody_gan import PeriodicPad2D, PixelTransform, periodic_unet
+from astrogen.models.nbody_gan import PixelTransform, periodic_unet, read_sidecar
 
 __all__ = ["HaloUNet", "load_halo_unet", "halo_loss", "mask_to_catalog", "match_catalogs",
            "dice", "LOGM_OFFSET"]
@@ -116,16 +116,7 @@ class HaloUNet:
 def load_halo_unet(path) -> HaloUNet:
     import keras
 
-    PeriodicPad2D(1)  # register the custom layer
-    path = Path(path)
-    side = path.with_suffix(".json")
-    if not (path.is_file() and side.is_file()):
-        raise ModelError("missing model file or its .json sidecar.", key="model",
-                         received={"model": str(path)})
-    cfg = json.loads(side.read_text())
-    if cfg.get("format") != "astrogen.halo_unet/1":
-        raise ModelError("not an astrogen halo U-Net file.", key="model",
-                         received={"format": cfg.get("format")})
+    path, cfg = read_sidecar(path, "astrogen.halo_unet/1", "halo U-Net")
     net = keras.models.load_model(path, compile=False)
     return HaloUNet(size=cfg["size"], channels=cfg["channels"],
                     transform_a=cfg["transform_a"], meta=cfg["meta"], network=net)

@@ -46,7 +46,7 @@ from astrogen.errors import ModelError
 
 __all__ = ["PixelTransform", "PeriodicPad2D", "TransformedResidual", "build_generator",
            "build_critic", "NBodyGAN", "load_nbody_gan", "gradient_penalty", "critic_loss",
-           "generator_loss", "power_loss", "CONDITIONS"]
+           "generator_loss", "power_loss", "CONDITIONS", "read_sidecar"]
 
 
 class PixelTransform:
@@ -580,19 +580,27 @@ class NBodyGAN:
         return path
 
 
-def load_nbody_gan(path, with_critic: bool = False) -> NBodyGAN:
-    """Load what :meth:`NBodyGAN.save` wrote."""
-    keras = _keras()
-    PeriodicPad2D(1)  # registers the custom layer before deserialising
+def read_sidecar(path, fmt: str, what: str) -> tuple[Path, dict]:
+    """``(path, sidecar)`` of a periodic-network model file: the ``.keras`` file and its
+    ``.json`` sidecar must exist and the sidecar's ``format`` be ``fmt``; the custom layers
+    are registered. :class:`ModelError` (key ``model``) otherwise."""
+    PeriodicPad2D(1)  # registers the custom layers before deserialising
     path = Path(path)
     side = path.with_suffix(".json")
     if not (path.is_file() and side.is_file()):
         raise ModelError("missing model file or its .json sidecar.", key="model",
                          received={"model": str(path)})
     cfg = json.loads(side.read_text())
-    if cfg.get("format") != "astrogen.nbody_gan/1":
-        raise ModelError("not an astrogen N-body GAN file.", key="model",
+    if cfg.get("format") != fmt:
+        raise ModelError(f"not an astrogen {what} file.", key="model",
                          received={"format": cfg.get("format")})
+    return path, cfg
+
+
+def load_nbody_gan(path, with_critic: bool = False) -> NBodyGAN:
+    """Load what :meth:`NBodyGAN.save` wrote."""
+    keras = _keras()
+    path, cfg = read_sidecar(path, "astrogen.nbody_gan/1", "N-body GAN")
     gen = keras.models.load_model(path, compile=False)
     model = NBodyGAN(size=cfg["size"], transform_a=cfg["transform_a"],
                      cond_scale=cfg["cond_scale"], channels=cfg["channels"],
