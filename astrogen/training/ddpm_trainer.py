@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from astrogen.errors import ConfigError, ResumeError
+from astrogen.errors import ConfigError
 from astrogen.io.atomic import save_model_atomic
 from astrogen.seeds import derive_seed
-from astrogen.training.checkpoint import latest_checkpoint, load_checkpoint, restore_variables
-from astrogen.training.loop import Run
+from astrogen.training.checkpoint import load_checkpoint, restore_variables
+from astrogen.training.loop import Run, checkpoint_of_run
 from astrogen.training.registry import Trainer, register_trainer
 from astrogen.training.schema import (REQUIRED, check_bool, check_choice, check_float,
                                       check_int, check_int_list, check_sections, loop_keys,
@@ -305,14 +305,8 @@ def export_checkpoint(config_path, overrides: list[str] | None = None, output=No
     """
     from astrogen.datasets.galaxy_stamps import read_manifest, read_stamps
     from astrogen.models.ddpm_galaxy import DDPMGalaxyModel, condition_features
-    from astrogen.training.config import load_training_config
-
-    cfg = load_training_config(str(config_path), overrides)
+    cfg, ckpt = checkpoint_of_run(config_path, overrides, ("ddpm",))
     t_cfg, d_cfg = cfg["training"], cfg["ddpm"]
-    ckpt = latest_checkpoint(cfg.run_dir / "checkpoints")
-    if ckpt is None:
-        raise ResumeError("no checkpoint in the run folder.", key="run_dir",
-                          received={"run_dir": str(cfg.run_dir)})
     ds_path = Path(cfg["dataset"]["path"])
     manifest = read_manifest(ds_path)
     n_gal, n = int(manifest["n_galaxies"]), int(manifest["stamp_size"])

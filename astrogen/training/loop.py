@@ -33,7 +33,7 @@ from astrogen.io.atomic import write_json
 from astrogen.training.checkpoint import (flatten, restore_run, resume_checkpoint,
                                           save_checkpoint)
 
-__all__ = ["Run", "take_lock", "adam", "learning_rate", "current_lr"]
+__all__ = ["Run", "take_lock", "adam", "learning_rate", "current_lr", "checkpoint_of_run"]
 
 
 def take_lock(run_dir: Path) -> Path:
@@ -60,6 +60,31 @@ def take_lock(run_dir: Path) -> Path:
                                   key="run_dir", received={"run_dir": str(run_dir), "pid": pid})
     lock.write_text(f"{os.getpid()}\n")
     return lock
+
+
+def checkpoint_of_run(config_path, overrides=None, models=None):
+    """``(cfg, newest checkpoint)`` of the run of a training file (to export the model of a
+    run stopped before its last step).
+
+    Raises
+    ------
+    ConfigError
+        The file's ``model`` is not one of ``models`` (if given).
+    ResumeError
+        The run folder holds no checkpoint.
+    """
+    from astrogen.training.checkpoint import latest_checkpoint
+    from astrogen.training.config import load_training_config
+
+    cfg = load_training_config(str(config_path), overrides)
+    if models is not None and cfg["model"] not in models:
+        raise ConfigError(f"not a configuration of {' / '.join(models)}.", key="model",
+                          received={"model": cfg["model"]})
+    ckpt = latest_checkpoint(cfg.run_dir / "checkpoints")
+    if ckpt is None:
+        raise ResumeError("the run folder holds no checkpoint.", key="run_dir",
+                          received={"run_dir": str(cfg.run_dir)})
+    return cfg, ckpt
 
 
 def learning_rate(kind: str, lr: float, steps: int, final_fraction: float):

@@ -59,11 +59,11 @@ from pathlib import Path
 
 import numpy as np
 
-from astrogen.errors import ConfigError, ResumeError, UnknownKeyError
+from astrogen.errors import ConfigError, UnknownKeyError
 from astrogen.io.atomic import save_model_atomic, write_json
 from astrogen.models.losses import permutation_invariant_ce, slot_permutations  # noqa: F401
 from astrogen.seeds import derive_seed
-from astrogen.training.loop import Run, adam, current_lr, learning_rate
+from astrogen.training.loop import Run, adam, checkpoint_of_run, current_lr, learning_rate
 from astrogen.training.registry import Trainer, register_trainer
 from astrogen.training.schema import (REQUIRED, check_bool, check_choice, check_float,
                                       check_int, check_str, loop_keys,
@@ -376,19 +376,10 @@ def export_checkpoint(config_path, overrides: list[str] | None = None, output=No
     ``python -c "from astrogen.training.unet_trainer import export_checkpoint as e;
     print(e('configs/unet.yaml'))"``
     """
-    from astrogen.training import load_training_config
-    from astrogen.training.checkpoint import latest_checkpoint, load_checkpoint, \
-        restore_variables
+    from astrogen.training.checkpoint import load_checkpoint, restore_variables
 
-    cfg = load_training_config(str(config_path), overrides)
+    cfg, ckpt = checkpoint_of_run(config_path, overrides, SEGMENTER_MODELS)
     arch = cfg["model"]
-    if arch not in SEGMENTER_MODELS:
-        raise ConfigError("not a segmenter configuration.", key="model",
-                          received={"model": arch})
-    ckpt = latest_checkpoint(cfg.run_dir / "checkpoints")
-    if ckpt is None:
-        raise ResumeError("the run folder holds no checkpoint.", key="run_dir",
-                          received={"run_dir": str(cfg.run_dir)})
     manifest = json.loads((Path(cfg["dataset"]["path"]) / "manifest.json").read_text())
     input_scale = float(f"{float(manifest['noise_sigma']):.4g}")
     model = build_model(arch, cfg[arch], int(manifest["max_objects"]), input_scale,
