@@ -197,6 +197,7 @@ def train_nbody_gan(cfg, resume: bool = False, log=print) -> dict:
         export(summary["steps_done"])
     summary["last"] = {"step": summary["steps_done"], **summary["last"]} if summary["last"] \
         else {}
+    summary["steps_per_second"] = summary["steps_per_second"].get("train")
     selection = None
     run_dir = run.run_dir
     if summary["complete"] and cfg.get("validation") and not (

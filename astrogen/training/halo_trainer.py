@@ -101,5 +101,6 @@ def train_halo_unet(cfg, resume: bool = False, log=print) -> dict:
         export(summary["steps_done"])
     summary["last"] = {"step": summary["steps_done"], **summary["last"]} if summary["last"] \
         else {}
+    summary["steps_per_second"] = summary["steps_per_second"].get("train")
     return run.finish({"dataset": str(ds_path), "steps_total": total, **summary,
                        "n_images": int(n_img)})
