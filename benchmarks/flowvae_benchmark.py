@@ -139,7 +139,7 @@ def _observe_like_real(stamps, psf, cat, indices, seed):
     """Convolve PSF-free stamps with the real galaxies' PSFs and add their noise."""
     import galsim
 
-    from astrogen.physics.psf_likelihood import convolve
+    from astrogen.models.psf_likelihood import convolve
     from astrogen.seeds import derive_seed, galsim_seed, row_seeds
 
     conv = np.asarray(convolve(stamps.astype(np.float32), psf[indices].astype(np.float32)))

@@ -69,16 +69,17 @@ def main(argv=None) -> dict:
     from astrogen.datasets.galaxy_stamps import CONDITION_NAMES, read_stamps
     from astrogen.models.flowvae import FlowVAE, train_vae_step
     from astrogen.training.config import load_training_config
-    from astrogen.training.flowvae_trainer import _auto_flux_scale, _prepare_dataset
+    from astrogen.datasets.galaxy_stamps import prepare_stamp_dataset
+    from astrogen.training.flowvae_trainer import auto_flux_scale
 
     cfg = load_training_config(str(REPO / "configs" / "flowvae_tiny.yaml"),
                                [f"dataset.path={REPO / 'output/datasets/cosmos_stamps_tiny_32'}",
                                 "training.progress=false"])
-    path, manifest = _prepare_dataset(cfg)
+    path, manifest = prepare_stamp_dataset(cfg["dataset"])
     n_gal = int(manifest["n_galaxies"])
     data = read_stamps(path, fields=("observed", "psf", "noise_power", "conditions"))
     arch = {k: v for k, v in cfg["flowvae"].items() if k != "flux_scale"}
-    flux_scale = _auto_flux_scale(path)
+    flux_scale = auto_flux_scale(path)
     rng = np.random.default_rng(0)
     batches = [rng.choice(n_gal, args.batch, replace=False) for _ in range(8)]
 

@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from astrogen.errors import ConfigError, UnknownKeyError, suggest
+from astrogen.datasets.base import DatasetConfig, is_complete, manifest_path, select_rows
+from astrogen.errors import ConfigError, suggest
 from astrogen.io.atomic import save_npz, write_json
 from astrogen.seeds import derive_seed, galsim_seed, row_seeds, uniforms
 
@@ -46,7 +47,7 @@ _VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
-class BlendDatasetConfig:
+class BlendDatasetConfig(DatasetConfig):
     """What the blend training set contains (everything but the shard sizes defines it).
 
     Parameters
@@ -120,20 +121,8 @@ class BlendDatasetConfig:
         self.geometry()  # checks
         self.survey_obj()
 
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BlendDatasetConfig":
-        names = cls.field_names()
-        for key in d:
-            if key not in names:
-                raise UnknownKeyError(f"unknown dataset key.{suggest(str(key), names)}", key=key,
-                                      received={"allowed": names})
-        if "n_scenes" not in d:
-            raise ConfigError("is required.", key="n_scenes")
-        return cls(**d)
+    REQUIRED = ("n_scenes",)
+    SHARD_FIELDS = ("shard_size", "library_shard_size")
 
     def geometry(self):
         from astrogen.physics.blends import BlendGeometry
@@ -156,25 +145,10 @@ class BlendDatasetConfig:
         d["separation"] = list(self.separation)
         return json.loads(json.dumps(d))
 
-    def identity(self) -> dict:
-        d = self.to_dict()
-        d.pop("shard_size")
-        d.pop("library_shard_size")
-        return d
-
-
-def _manifest_path(path) -> Path:
-    return Path(path) / "manifest.json"
-
 
 def blend_dataset_is_complete(path) -> bool:
-    p = _manifest_path(path)
-    if not p.is_file():
-        return False
-    try:
-        return json.loads(p.read_text()).get("status") == "complete"
-    except ValueError:
-        return False
+    """True if ``path`` holds a complete blend dataset."""
+    return is_complete(path)
 
 
 def _library_shard(cfg: BlendDatasetConfig, lo: int, hi: int) -> dict:
@@ -247,7 +221,7 @@ def build_blend_dataset(path, cfg: BlendDatasetConfig | dict, progress: bool = F
         cfg = BlendDatasetConfig.from_dict(cfg)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    mpath = _manifest_path(path)
+    mpath = manifest_path(path)
     if mpath.is_file():
         manifest = json.loads(mpath.read_text())
         have = BlendDatasetConfig.from_dict(manifest["config"]).identity()
@@ -318,16 +292,11 @@ def read_blend_scenes(path, fields=("image", "models", "sigma"), rows: slice | N
     if not blend_dataset_is_complete(path):
         raise ConfigError("the blend dataset is missing or incomplete (build it first).",
                           key="dataset.path", received={"path": str(path)})
-    manifest = json.loads(_manifest_path(path).read_text())
-    n = int(manifest["n_scenes"])
-    lo, hi = (0, n) if rows is None else rows.indices(n)[:2]
-    parts: dict[str, list] = {f: [] for f in fields}
-    for s in sorted(manifest["shards"], key=lambda s: s["rows"][0]):
-        a, b = s["rows"]
-        if b <= lo or a >= hi:
-            continue
+    manifest = json.loads(manifest_path(path).read_text())
+
+    def load(s: dict) -> dict:
         with np.load(path / s["file"]) as z:
-            sl = slice(max(lo, a) - a, min(hi, b) - a)
-            for f in fields:
-                parts[f].append(z[f][sl])
-    return {f: np.concatenate(v) if v else np.zeros(0) for f, v in parts.items()}
+            return {f: z[f] for f in fields}
+
+    return select_rows(manifest["shards"], int(manifest["n_scenes"]), rows, load, fields,
+                       lambda f: np.zeros(0))

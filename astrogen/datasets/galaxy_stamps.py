@@ -26,7 +26,7 @@ PSF handling (pixel response)
        see ``psf_library.npz: centroid_offset``),
     3. drawn on the ``N x N`` stamp grid with ``method='no_pixel'`` and
        ``use_true_center=False``, so the PSF centre is pixel ``(N // 2, N // 2)`` (0-based),
-       the convention of :mod:`astrogen.physics.psf_likelihood`,
+       the convention of :mod:`astrogen.models.psf_likelihood`,
     4. renormalised to a sum of exactly 1 on the stamp (the light beyond the stamp, about
        2 % of the raw images' flux for N = 64, is dropped).
 
@@ -49,7 +49,7 @@ Noise
     stamps (median 6.8e-6, sigma ~ 0.0026 count/s); ``null`` uses the variance of the
     correlation-function file (1.0e-5); a number fixes it (count/s)^2.
     Per example, ``noise_sigma`` is stored; the noise power spectrum (as defined in
-    :mod:`astrogen.physics.psf_likelihood`, shape ``(N, N//2+1)``) is
+    :mod:`astrogen.models.psf_likelihood`, shape ``(N, N//2+1)``) is
     ``noise_variance * noise_power_unit`` with ``noise_power_unit`` (mean 1) stored once in
     ``noise_power_unit.npy`` (computed exactly from the correlation function on the periodic
     ``N x N`` grid; GalSim generates the correlated noise on that periodic grid, so the
@@ -87,8 +87,12 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from astrogen.batch import COSMOS_ZERO_POINT  # AB mag of 1 count/s, ACS/WFC F814W
+from astrogen.datasets.base import DatasetConfig, select_rows
 from astrogen.errors import ConfigError, UnknownKeyError, suggest
 from astrogen.io.atomic import atomic_path, save_npz, write_json
+from astrogen.physics.noise_power import (  # noqa: F401 (re-exported)
+    COSMOS_PIXEL_SCALE, noise_power_from_correlation, psf_stamp)
 from astrogen.seeds import derive_seed, galsim_seed, row_seeds, uniforms
 
 __all__ = [
@@ -96,6 +100,8 @@ __all__ = [
     "build_stamp_dataset",
     "dataset_is_complete",
     "read_manifest",
+    "prepare_stamp_dataset",
+    "peak_flux_median",
     "read_stamps",
     "stamp_dataset",
     "load_real_cosmos",
@@ -112,8 +118,6 @@ MANIFEST_FORMAT_VERSION = 1
 #: redshift.
 CONDITION_NAMES = ("mag", "hlr", "z")
 CONDITION_UNITS = ("mag(AB)", "arcsec", "")
-COSMOS_ZERO_POINT = 25.94  # AB mag of 1 count/s, ACS/WFC F814W (GalSim COSMOSCatalog)
-COSMOS_PIXEL_SCALE = 0.03
 COSMOS_NOISE_FILE = "acs_I_unrot_sci_20_cf.fits"
 REAL_CATALOG = "real_galaxy_catalog_26_extension_example.fits"
 REAL_CATALOG_FITS = "real_galaxy_catalog_26_extension_example_fits.fits"
@@ -122,12 +126,11 @@ NOISE_KINDS = ("cosmos", "gaussian")
 #: Per-example fields the loaders can return.
 FIELDS = ("observed", "truth", "psf", "noise_sigma", "noise_power", "conditions", "row_id",
           "psf_id")
-_POWER_FLOOR = 1e-6  # relative floor of the unit noise power spectrum (keeps it > 0)
 
 
 # ---------------------------------------------------------------------- configuration
 @dataclasses.dataclass(frozen=True)
-class StampDatasetConfig:
+class StampDatasetConfig(DatasetConfig):
     """What the simulated training set contains (everything but ``shard_size`` defines it).
 
     Parameters
@@ -220,21 +223,7 @@ class StampDatasetConfig:
                                   key="psf_files", received={"file": f})
         set_(self, "psf_files", tuple(str(f) for f in files))
 
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StampDatasetConfig":
-        """Build from a mapping; unknown keys raise :class:`UnknownKeyError`."""
-        names = cls.field_names()
-        for key in d:
-            if key not in names:
-                raise UnknownKeyError(f"unknown dataset key.{suggest(key, names)}", key=key,
-                                      received={"allowed": names})
-        if "n_galaxies" not in d:
-            raise ConfigError("is required.", key="n_galaxies")
-        return cls(**d)
+    REQUIRED = ("n_galaxies",)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -242,73 +231,8 @@ class StampDatasetConfig:
         d["psf_files"] = list(self.psf_files)
         return d
 
-    def identity(self) -> dict:
-        """The fields that define the examples (all but ``shard_size``)."""
-        d = self.to_dict()
-        d.pop("shard_size")
-        return d
-
 
 # ---------------------------------------------------------------------- PSF and noise
-def psf_stamp(psf_image: np.ndarray, stamp_size: int, pixel_scale: float = COSMOS_PIXEL_SCALE,
-              native_scale: float = COSMOS_PIXEL_SCALE, recenter: bool = True):
-    """A pixelated PSF image as an ``N x N`` stamp centred on pixel ``N // 2``, sum 1.
-
-    Parameters
-    ----------
-    psf_image : 2-d array
-        Pixelated PSF (pixel response included) at ``native_scale`` arcsec/pixel.
-    stamp_size : int
-        ``N``.
-    pixel_scale : float
-        Scale of the output grid.
-    recenter : bool
-        Move the adaptive-moment centroid to the centre pixel.
-
-    Returns
-    -------
-    stamp : numpy.ndarray, float64, (N, N)
-    offset : (float, float)
-        Centroid of the input relative to its true centre (x, y), in native pixels.
-    """
-    import galsim
-
-    img = galsim.Image(np.ascontiguousarray(psf_image, dtype=np.float64), scale=native_scale)
-    dx = dy = 0.0
-    if recenter:
-        try:
-            mom = img.FindAdaptiveMom()
-            dx = mom.moments_centroid.x - img.true_center.x
-            dy = mom.moments_centroid.y - img.true_center.y
-        except (galsim.GalSimHSMError, RuntimeError):  # pragma: no cover - robust fallback
-            a = img.array
-            yy, xx = np.indices(a.shape)
-            dx = float((xx * a).sum() / a.sum() - (a.shape[1] - 1) / 2)
-            dy = float((yy * a).sum() / a.sum() - (a.shape[0] - 1) / 2)
-    obj = galsim.InterpolatedImage(img, flux=1.0).shift(-dx * native_scale, -dy * native_scale)
-    out = galsim.ImageD(stamp_size, stamp_size, scale=pixel_scale)
-    obj.drawImage(out, method="no_pixel", use_true_center=False)
-    arr = out.array / out.array.sum()
-    return arr, (float(dx), float(dy))
-
-
-def noise_power_from_correlation(noise, stamp_size: int, pixel_scale: float) -> np.ndarray:
-    """Power spectrum ``(N, N//2+1)`` of a ``galsim`` correlated noise on the periodic
-    ``N x N`` grid (convention of :mod:`astrogen.physics.psf_likelihood`).
-
-    It is the DFT of the correlation function sampled at the lags ``-N/2 .. N/2-1``; values
-    are floored at ``1e-6`` of their mean so the spectrum stays positive.
-    """
-    import galsim
-
-    n = int(stamp_size)
-    cf = galsim.ImageD(n + 1, n + 1, scale=pixel_scale)
-    noise.drawImage(cf)  # zero lag at the true centre = pixel (n/2, n/2)
-    xi = cf.array[:n, :n]
-    power = np.fft.rfft2(np.fft.ifftshift(xi)).real
-    return np.maximum(power, _POWER_FLOOR * power.mean())
-
-
 def _psf_library(cfg: StampDatasetConfig) -> dict:
     from astropy.io import fits
 
@@ -565,7 +489,7 @@ def build_stamp_dataset(path, config: StampDatasetConfig | dict, progress: bool 
                   "file_variance": file_var, "unit_power_file": "noise_power_unit.npy",
                   "correlation_file": COSMOS_NOISE_FILE if cfg.noise == "cosmos" else None,
                   "noise_power": "noise_sigma**2 * noise_power_unit, convention of "
-                                 "astrogen.physics.psf_likelihood"},
+                                 "astrogen.models.psf_likelihood"},
         "truth": "PSF-free, noise-free profile drawn with method='no_pixel'",
         "galaxy_centre": "true centre of the stamp, pixel ((N-1)/2, (N-1)/2) 0-based",
         "shards": [],
@@ -655,27 +579,52 @@ class _Reader:
         return {f: tf.TensorSpec(shapes[f], dtypes.get(f, tf.float32)) for f in self.fields}
 
 
+def prepare_stamp_dataset(section: dict, progress: bool = False) -> tuple[Path, dict]:
+    """The stamp data set of a training file's ``dataset`` section (``path`` + the
+    :class:`StampDatasetConfig` fields): built (or completed) if its folder is incomplete,
+    checked to be the configured one otherwise. Returns ``(path, manifest)``.
+
+    Raises
+    ------
+    ConfigError
+        ``dataset.path`` holds another data set (the differing fields are listed).
+    """
+    ds = dict(section)
+    path = Path(ds.pop("path"))
+    dcfg = StampDatasetConfig.from_dict(ds)
+    if dataset_is_complete(path):
+        manifest = read_manifest(path)
+        have = StampDatasetConfig.from_dict(manifest["config"]).identity()
+        if have != dcfg.identity():
+            diff = {k: (v, dcfg.identity()[k]) for k, v in have.items()
+                    if dcfg.identity()[k] != v}
+            raise ConfigError("the dataset folder holds another dataset; change dataset.path "
+                              "or delete the folder.", key="dataset.path",
+                              received={"path": str(path),
+                                        "differences (existing, configured)": diff})
+        return path, manifest
+    return path, build_stamp_dataset(path, dcfg, progress=progress)
+
+
+def peak_flux_median(path, n: int = 1024) -> float:
+    """Median over (up to) the first ``n`` stamps of their brightest observed pixel (in the
+    data set's flux unit)."""
+    r = _Reader(path, ("observed",))
+    maxima, k = [], 0
+    while sum(len(m) for m in maxima) < n and k < len(r.manifest["shards"]):
+        maxima.append(r.shard(k)["observed"].max(axis=(1, 2)))
+        k += 1
+    return float(np.median(np.concatenate(maxima)[:n]))
+
+
 def read_stamps(path, fields: Iterable[str] = ("observed", "psf", "noise_sigma", "conditions"),
                 rows: slice | None = None) -> dict:
     """Examples in row order as numpy arrays ``{field: array}``: all of them, or the rows
     ``rows`` (a slice with step 1; only the shards holding them are read)."""
     r = _Reader(path, fields)
-    lo, hi = 0, r.n
-    if rows is not None:
-        lo, hi, step = rows.indices(r.n)
-        if step != 1:
-            raise ConfigError("rows must be a slice with step 1.", key="rows",
-                              received={"rows": rows})
-    parts, first = [], None
-    for k, s in enumerate(r.manifest["shards"]):
-        a, b = s["rows"]
-        if b > lo and a < hi:
-            first = a if first is None else first
-            parts.append(r.shard(k))
-    if not parts:
-        return {f: np.zeros((0,) + tuple(r.signature()[f].shape)) for f in r.fields}
-    out = {f: np.concatenate([p[f] for p in parts]) for f in r.fields}
-    return {f: v[lo - first:hi - first] for f, v in out.items()}
+    entries = [dict(e, k=k) for k, e in enumerate(r.manifest["shards"])]
+    return select_rows(entries, r.n, rows, lambda e: r.shard(e["k"]), r.fields,
+                       lambda f: np.zeros((0,) + tuple(r.signature()[f].shape)))
 
 
 def _example_stream(reader: _Reader, shuffle_buffer: int, seed: int, epoch: int,

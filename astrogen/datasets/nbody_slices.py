@@ -32,25 +32,28 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from astrogen.datasets.base import DatasetConfig, manifest_path
 from astrogen.errors import ConfigError
 from astrogen.io.atomic import save_npz, write_json
+from astrogen.nbody.slabs import project_slabs, slab_geometry  # noqa: F401 (re-export)
 from astrogen.seeds import derive_seed
 
 __all__ = ["SliceDatasetConfig", "build_slice_dataset", "project_slabs", "halo_slab_maps",
            "read_slices", "read_manifest", "simulate_box", "slab_geometry", "init_dataset",
            "dataset_is_complete", "read_box", "make_pm", "write_synthetic_dataset"]
 
-_MANIFEST = "manifest.json"
 
 
 @dataclass
-class SliceDatasetConfig:
+class SliceDatasetConfig(DatasetConfig):
     """Settings of a slice dataset (see the module docstring). Lengths in Mpc/h."""
+
+    SHARD_FIELDS = ()  # one shard per box
 
     n_boxes: int = 24
     first_box: int = 0
@@ -70,23 +73,6 @@ class SliceDatasetConfig:
     h: float = 0.6766
     sigma8: float = 0.8102
     n_s: float = 0.9665
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SliceDatasetConfig":
-        unknown = sorted(set(d) - set(cls.field_names()))
-        if unknown:
-            raise ConfigError("unknown key.", key=unknown[0],
-                              received={"allowed": cls.field_names()})
-        cfg = cls(**d)
-        cfg.check()
-        return cfg
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def check(self) -> None:
         for k in ("n_boxes", "n_grid", "n_steps", "force_resolution", "slab_thickness",
@@ -125,31 +111,6 @@ class SliceDatasetConfig:
 
         return Cosmology(Om0=float(self.Om0), Ob0=float(self.Ob0), h=float(self.h),
                          sigma8=float(self.sigma8), n_s=float(self.n_s))
-
-
-def slab_geometry(n_grid: int, box_size: float, slab_thickness: int) -> dict:
-    """Cell size (Mpc/h), slab depth (Mpc/h) and slabs per axis."""
-    cell = float(box_size) / int(n_grid)
-    return {"cell_size": cell, "slab_depth": cell * int(slab_thickness),
-            "n_slabs": int(n_grid) // int(slab_thickness)}
-
-
-def project_slabs(field3d: np.ndarray, thickness: int, axes=(0, 1, 2)) -> np.ndarray:
-    """Mean of ``field3d`` over slabs of ``thickness`` cells along each axis of ``axes``.
-
-    Returns an array ``(len(axes) * n / thickness, n, n)``: slab ``s`` along ``axes[a]`` is
-    image ``a * n_slabs + s`` (the remaining two axes in increasing order).
-    """
-    f = np.asarray(field3d, dtype=np.float64)
-    n = f.shape[0]
-    if f.ndim != 3 or len(set(f.shape)) != 1 or n % int(thickness):
-        raise ConfigError("must be a cube whose side is a multiple of the slab thickness.",
-                          key="field", received={"shape": f.shape, "thickness": thickness})
-    out = []
-    for a in axes:
-        g = np.moveaxis(f, a, 0).reshape(n // thickness, thickness, n, n).mean(axis=1)
-        out.append(g)
-    return np.concatenate(out, axis=0).astype(np.float32)
 
 
 def halo_slab_maps(halos: dict, n_grid: int, box_size: float, thickness: int,
@@ -247,7 +208,7 @@ def _shard(path: Path, box_id: int) -> Path:
 
 
 def read_manifest(path) -> dict:
-    return json.loads((Path(path) / _MANIFEST).read_text())
+    return json.loads(manifest_path(path).read_text())
 
 
 def init_dataset(path, cfg: SliceDatasetConfig) -> dict:
@@ -257,7 +218,7 @@ def init_dataset(path, cfg: SliceDatasetConfig) -> dict:
     cfg.check()
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    mf = path / _MANIFEST
+    mf = manifest_path(path)
     manifest = {"format": "astrogen.nbody_slices/1", "config": cfg.to_dict(),
                 **slab_geometry(cfg.n_grid, cfg.box_size, cfg.slab_thickness),
                 "images_per_box": cfg.images_per_box,
@@ -297,7 +258,7 @@ def build_slice_dataset(path, cfg: SliceDatasetConfig, log=print) -> dict:
 
 def dataset_is_complete(path) -> bool:
     path = Path(path)
-    if not (path / _MANIFEST).is_file():
+    if not manifest_path(path).is_file():
         return False
     m = read_manifest(path)
     return all(_shard(path, b).is_file() for b in m["box_ids"])

@@ -249,7 +249,7 @@ def estimate_noise(image: np.ndarray) -> float:
     return float(s) if s > 0 else 1.0
 
 
-def _measure(images, fractions, sigma, zero_point, labels, scene_ids, method, detect_nsigma):
+def measure_scenes(images, fractions, sigma, zero_point, labels, scene_ids, method, detect_nsigma):
     from astrogen.deblend.measure import measure_fractions
 
     tabs = []
@@ -276,7 +276,7 @@ def _measure(images, fractions, sigma, zero_point, labels, scene_ids, method, de
     return tabs
 
 
-def _stack(tabs: list[Table], method: str, zero_point) -> Table:
+def stack_catalogs(tabs: list[Table], method: str, zero_point) -> Table:
     if not tabs or all(len(t) == 0 for t in tabs):
         cols = {"scene_id": np.int64, "id": np.int64, "x": float, "y": float, "flux": float,
                 "flux_err": float}
@@ -381,7 +381,7 @@ def deblend(image: Any, noise_sigma: Any = None, method: str = "unet", psf: Any 
         out = predict_unet(net, img, sigma, batch_size)
         labels = unet_labels(out["fractions"], out["classes"])
         arrays.update(fractions=out["fractions"], classes=out["classes"])
-        tabs = _measure(img, out["fractions"], sigma, zero_point, labels, ids, method,
+        tabs = measure_scenes(img, out["fractions"], sigma, zero_point, labels, ids, method,
                         detect_nsigma)
     else:
         net = load_segmenter(model, "prob_unet")
@@ -389,10 +389,10 @@ def deblend(image: Any, noise_sigma: Any = None, method: str = "unet", psf: Any 
         labels = unet_labels(out["mean"])
         arrays.update(fractions=out["mean"], uncertainty=out["entropy"],
                       std_max=out["std_max"])
-        tabs = _measure(img, out["mean"], sigma, zero_point, labels, ids, method,
+        tabs = measure_scenes(img, out["mean"], sigma, zero_point, labels, ids, method,
                         detect_nsigma)
     arrays["labels"] = labels.astype(np.int32)
-    cat = _stack(tabs, method, zero_point)
+    cat = stack_catalogs(tabs, method, zero_point)
     if psf is not None:
         cat.meta["psf"] = str(psf)
     if detections is not None:

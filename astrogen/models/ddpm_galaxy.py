@@ -43,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astrogen.errors import ConfigError, ModelError
+from astrogen.batch import COSMOS_ZERO_POINT
+from astrogen.errors import CatalogError, ConfigError, ModelError
 
 __all__ = ["DDPMGalaxyModel", "load_ddpm", "condition_features", "SAMPLERS",
            "SIDECAR_FORMAT", "CONDITION_COLUMNS", "shipped_model_path", "inpaint_stamps"]
@@ -81,10 +82,11 @@ def condition_features(conditions) -> np.ndarray:
 def _conditions_array(conditions) -> np.ndarray:
     """Raw ``(B, 3)`` conditions from an array or a table with mag, hlr, z columns."""
     if hasattr(conditions, "colnames") or isinstance(conditions, dict):
-        from astrogen.catalog.columns import require_columns
-
-        if hasattr(conditions, "colnames"):
-            require_columns(conditions, list(CONDITION_COLUMNS), "ddpm")
+        names = list(getattr(conditions, "colnames", None) or conditions.keys())
+        for name in CONDITION_COLUMNS:  # a table's columns, not the catalog module's checks
+            if name not in names:
+                raise CatalogError(f"column '{name}' is required by ddpm but missing "
+                                   f"(available: {', '.join(names)}).", key=name)
         return np.stack([np.asarray(conditions[k], np.float64) for k in CONDITION_COLUMNS], 1)
     return np.asarray(conditions, dtype=np.float64)
 
@@ -115,7 +117,7 @@ class DDPMGalaxyModel:
         self.stamp_size = int(network.image_size)
         self.pixel_scale = float(self.meta.get("pixel_scale", 0.03))
         self.flux_unit = str(self.meta.get("flux_unit", "count/s"))
-        self.zero_point = float(self.meta.get("zero_point", 25.94))
+        self.zero_point = float(self.meta.get("zero_point", COSMOS_ZERO_POINT))
         self._fns: dict = {}
 
     # ---- transforms ------------------------------------------------------------------------

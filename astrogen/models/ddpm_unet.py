@@ -395,12 +395,14 @@ def eps_from_output(output, x_t, t, schedule, prediction: str = "eps"):
 
 
 class DiffusionTrainer:
-    """One optimisation step of a :class:`DDPMUNet` on a batch, with condition dropout.
+    """One optimisation step of a :class:`DDPMUNet` on a batch, with condition dropout: the
+    train step of ``astrogen train`` (``model: ddpm``) and of direct use.
 
-    Each :meth:`train_step` draws ``t ~ U{0..T-1}``, ``eps ~ N(0, I)`` and, per row, drops
-    the condition with probability ``model.cond_drop_prob``; minimises :func:`diffusion_loss`
-    with ``optimizer``; updates the EMA of the weights if ``ema_decay`` is given. The random
-    draws come from ``keras.random.SeedGenerator(seed)``, so a run is reproducible.
+    Step ``g`` draws ``t ~ U{0..T-1}``, ``eps ~ N(0, I)`` and, per row, drops the condition
+    with probability ``model.cond_drop_prob``, all as TensorFlow stateless draws seeded with
+    ``(seed, g)`` (counter-based: a run resumed at step ``g`` continues exactly); minimises
+    :func:`diffusion_loss` with ``optimizer``; updates the EMA of the weights if
+    ``ema_decay`` is given.
 
     Parameters
     ----------
@@ -411,6 +413,7 @@ class DiffusionTrainer:
     ema_decay : float, optional
         Keep an :class:`EMA` of the weights (``trainer.ema``).
     seed : int
+        In ``[0, 2**31)``.
     jit : bool
         Compile the step with ``tf.function`` (default True).
     """
@@ -420,8 +423,8 @@ class DiffusionTrainer:
         if not isinstance(model, DDPMUNet):
             raise ConfigError("must be a DDPMUNet.", key="model",
                               received={"model": type(model).__name__})
-        if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-            raise ConfigError("must be a non-negative integer.", key="seed",
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2 ** 31:
+            raise ConfigError("must be an integer in [0, 2**31).", key="seed",
                               received={"seed": seed})
         self.model = model
         self.schedule = schedule
@@ -431,22 +434,24 @@ class DiffusionTrainer:
         self.optimizer = optimizer or keras.optimizers.Adam(learning_rate=2e-4)
         self.optimizer.build(model.trainable_variables)
         self.ema = EMA(model, ema_decay) if ema_decay is not None else None
-        self.seed_generator = keras.random.SeedGenerator(int(seed))
+        self.seed = int(seed)
+        self.step = 0
         self._step = self._step_impl
         if jit:
             import tensorflow as tf
             self._step = tf.function(self._step_impl, reduce_retracing=True)
 
-    def _step_impl(self, x0, cond, has_cond: bool):
+    def _step_impl(self, x0, cond, has_cond: bool, g):
         import tensorflow as tf
 
-        b = ops.shape(x0)[0]
-        t = keras.random.randint((b,), 0, self.num_train_steps, seed=self.seed_generator,
-                                 dtype="int32")
-        noise = keras.random.normal(ops.shape(x0), seed=self.seed_generator)
+        s = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(g, tf.int64)])
+        b = tf.shape(x0)[0]
+        t = tf.random.stateless_uniform([b], seed=s, minval=0, maxval=self.num_train_steps,
+                                        dtype=tf.int32)
+        noise = tf.random.stateless_normal(tf.shape(x0), seed=s + [0, 1 << 40])
         if has_cond:
-            u = keras.random.uniform((b,), seed=self.seed_generator)
-            mask = ops.cast(u >= self.model.cond_drop_prob, "float32")
+            u = tf.random.stateless_uniform([b], seed=s + [0, 2 << 40])
+            mask = tf.cast(u >= self.model.cond_drop_prob, tf.float32)
         else:
             cond, mask = None, None
         with tf.GradientTape() as tape:
@@ -459,13 +464,22 @@ class DiffusionTrainer:
             self.ema.update()
         return loss
 
-    def train_step(self, x0, cond=None) -> float:
-        """One step on a batch ``x0`` ``(B, H, W, C)`` (and its ``cond`` ``(B, cond_dim)``);
-        returns the loss before the update."""
-        x0 = ops.cast(x0, "float32")
+    def train_step(self, x0, cond=None, step: int | None = None) -> float:
+        """One step on a batch ``x0`` ``(B, H, W, C)`` (and its ``cond`` ``(B, cond_dim)``)
+        with the draws of step ``step`` (default: the trainer's counter, which then
+        advances); returns the loss before the update."""
+        import tensorflow as tf
+
+        g = self.step if step is None else int(step)
+        self.step = g + 1
+        x0 = (tf.constant(np.asarray(x0, np.float32)) if isinstance(x0, np.ndarray)
+              else ops.cast(x0, "float32"))
+        g = tf.constant(g, tf.int64)
         if cond is None:  # unconditional batch (a placeholder keeps one trace per case)
-            return float(self._step(x0, ops.zeros((1,)), False))
-        return float(self._step(x0, ops.cast(cond, "float32"), True))
+            return float(self._step(x0, ops.zeros((1,)), False, g))
+        cond = (tf.constant(np.asarray(cond, np.float32)) if isinstance(cond, np.ndarray)
+                else ops.cast(cond, "float32"))
+        return float(self._step(x0, cond, True, g))
 
 
 # ---- sampling adapter ---------------------------------------------------------------------

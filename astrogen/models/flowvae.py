@@ -7,7 +7,7 @@ models for galaxy image simulations", MNRAS 504, 5543 (arXiv:2008.03833), in Ker
    galaxy; it is trained on observed stamps with the ELBO, where the likelihood convolves the
    decoder output with each stamp's PSF and compares it with the data under that stamp's
    noise (white ``sigma`` or a noise power spectrum;
-   :func:`astrogen.physics.psf_likelihood.psf_log_likelihood`), with an optional ``beta``
+   :func:`astrogen.models.psf_likelihood.psf_log_likelihood`), with an optional ``beta``
    weight of the KL term, a linear warm-up of ``beta`` and "free bits" (Kingma et al. 2016);
 2. a conditional masked autoregressive flow ``p(z | c)`` on the latent space
    (:class:`~astrogen.models.flowvae_flow.ConditionalMAF`), trained afterwards on the encoder
@@ -51,7 +51,7 @@ from astrogen.errors import CatalogError, ConfigError, ModelError
 from astrogen.models.flowvae_flow import ConditionalMAF
 from astrogen.models.flowvae_layers import (build_decoder, build_encoder,
                                             check_architecture)
-from astrogen.physics.psf_likelihood import psf_log_likelihood
+from astrogen.models.psf_likelihood import psf_log_likelihood
 
 __all__ = [
     "FlowVAE",
@@ -334,7 +334,7 @@ class FlowVAE(keras.Model):
         noise_sigma : (B,) or float, optional
             White-noise standard deviation per pixel (flux per pixel).
         noise_power : (B, N, N//2+1), optional
-            Noise power spectrum (see :mod:`astrogen.physics.psf_likelihood`).
+            Noise power spectrum (see :mod:`astrogen.models.psf_likelihood`).
         seed : pair of int
             Seed of ``tf.random.stateless_normal`` for the reparameterisation noise.
         beta, free_bits : float, optional

@@ -19,7 +19,10 @@ __all__ = ["ResidualBlock", "GaussianPosterior", "build_encoder", "build_decoder
 OUTPUT_ACTIVATIONS = ("softplus", "linear")
 
 
-@keras.saving.register_keras_serializable(package="astrogen")
+# Registered as ``astrogen>VAEResidualBlock``: ``astrogen>ResidualBlock`` is the diffusion
+# U-Net's block (astrogen.models.layers_diffusion); one name for both made the last imported
+# module win. No shipped file stores this name (FlowVAE rebuilds its layers from its config).
+@keras.saving.register_keras_serializable(package="astrogen", name="VAEResidualBlock")
 class ResidualBlock(keras.layers.Layer):
     """Pre-activation residual block: ``x + conv(act(conv(act(x))))``.
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from astrogen.errors import ModelError
-from astrogen.models.nbody_gan import PeriodicPad2D, PixelTransform, periodic_unet
+from astrogen.nbody.halo_maps import dice, mask_to_catalog, match_catalogs  # noqa: F401
+from astrogen.models.nbody_gan import PixelTransform, periodic_unet, read_sidecar
 
-__all__ = ["HaloUNet", "load_halo_unet", "mask_to_catalog", "match_catalogs", "dice",
-           "LOGM_OFFSET"]
+__all__ = ["HaloUNet", "load_halo_unet", "halo_loss", "mask_to_catalog", "match_catalogs",
+           "dice", "LOGM_OFFSET"]
 
 #: log10(M / (Msun/h)) subtracted from the mass target.
 LOGM_OFFSET = 13.0
@@ -73,6 +74,34 @@ class HaloUNet:
         logm = o[..., 1] + LOGM_OFFSET
         return (prob[0], logm[0]) if single else (prob, logm)
 
+    def losses(self, x, mask, logm, pos_weight: float, dice_weight: float,
+               mass_weight: float, training: bool = False) -> dict:
+        """Loss terms of a batch: network input ``x`` (batch, n, n, 1) (transformed slabs),
+        targets ``mask`` and ``logm`` (``log10 M - LOGM_OFFSET`` on the mask), (batch, n, n).
+        See :func:`halo_loss`."""
+        total, bce, soft_dice, mse = halo_loss(self.network(x, training=training), mask, logm,
+                                               pos_weight, dice_weight, mass_weight)
+        return {"loss": total, "bce": bce, "soft_dice": soft_dice, "mass_mse": mse}
+
+    def make_train_step(self, optimizer, pos_weight: float, dice_weight: float,
+                        mass_weight: float):
+        """A compiled ``step(x, mask, logm) -> loss terms`` that applies one ``optimizer``
+        update of the network on :meth:`losses`."""
+        import tensorflow as tf
+
+        net = self.network
+
+        @tf.function(reduce_retracing=True)
+        def step(x, m, lm):
+            with tf.GradientTape() as tape:
+                out = self.losses(x, m, lm, pos_weight, dice_weight, mass_weight,
+                                  training=True)
+            grads = tape.gradient(out["loss"], net.trainable_variables)
+            optimizer.apply_gradients(zip(grads, net.trainable_variables))
+            return out
+
+        return step
+
     def save(self, path) -> Path:
         path = Path(path)
         if path.suffix != ".keras":
@@ -87,112 +116,23 @@ class HaloUNet:
 def load_halo_unet(path) -> HaloUNet:
     import keras
 
-    PeriodicPad2D(1)  # register the custom layer
-    path = Path(path)
-    side = path.with_suffix(".json")
-    if not (path.is_file() and side.is_file()):
-        raise ModelError("missing model file or its .json sidecar.", key="model",
-                         received={"model": str(path)})
-    cfg = json.loads(side.read_text())
-    if cfg.get("format") != "astrogen.halo_unet/1":
-        raise ModelError("not an astrogen halo U-Net file.", key="model",
-                         received={"format": cfg.get("format")})
+    path, cfg = read_sidecar(path, "astrogen.halo_unet/1", "halo U-Net")
     net = keras.models.load_model(path, compile=False)
     return HaloUNet(size=cfg["size"], channels=cfg["channels"],
                     transform_a=cfg["transform_a"], meta=cfg["meta"], network=net)
 
 
-# ---------------------------------------------------------------------- mask -> catalog
-def _periodic_labels(mask: np.ndarray):
-    """Connected components (4-connectivity) of a 2-D mask on a torus."""
-    from scipy import ndimage
+def halo_loss(out, mask, logm, pos_weight: float, dice_weight: float, mass_weight: float):
+    """Total loss and its terms for network output ``out`` (batch, n, n, 2): ``BCE(pos_weight)
+    + dice_weight (1 - soft Dice) + mass_weight MSE(mass on true halo pixels)``; returns
+    ``(total, bce, soft_dice, mse)`` (dimensionless)."""
+    import tensorflow as tf
 
-    lab, n = ndimage.label(mask)
-    if n == 0:
-        return lab, 0
-    parent = np.arange(n + 1)
-
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a_, b_ in ((lab[0, :], lab[-1, :]), (lab[:, 0], lab[:, -1])):
-        for a, b in zip(a_, b_):
-            if a and b:
-                ra, rb = find(a), find(b)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(n + 1)])
-    uniq = np.unique(roots[1:])
-    remap = np.zeros(n + 1, int)
-    remap[1:] = np.searchsorted(uniq, roots[1:]) + 1
-    return remap[lab], len(uniq)
-
-
-def mask_to_catalog(prob: np.ndarray, log_mass: np.ndarray | None = None,
-                    threshold: float = 0.5, cell_size: float = 1.0,
-                    min_pixels: int = 1) -> dict:
-    """Halo catalog of one probability map (periodic connected components).
-
-    Returns a dict of arrays: ``u``, ``v`` (centre along the map's first and second axes,
-    in the units of ``cell_size``, pixel ``i`` centred at ``i * cell_size``), ``mass``
-    (Msun/h, ``nan`` without ``log_mass``), ``n_pixels``, ``score`` (max probability).
-    """
-    prob = np.asarray(prob, float)
-    n0, n1 = prob.shape
-    lab, n = _periodic_labels(prob > threshold)
-    us, vs, ms, npix, score = [], [], [], [], []
-    ii, jj = np.indices(prob.shape)
-    for k in range(1, n + 1):
-        sel = lab == k
-        if sel.sum() < min_pixels:
-            continue
-        w = prob[sel]
-        cen = []
-        for idx, size in ((ii[sel], n0), (jj[sel], n1)):
-            ang = 2 * np.pi * idx / size
-            c = np.arctan2(np.sum(w * np.sin(ang)), np.sum(w * np.cos(ang)))
-            cen.append(np.mod(c * size / (2 * np.pi), size))
-        us.append(cen[0] * cell_size)
-        vs.append(cen[1] * cell_size)
-        ms.append(10 ** (np.sum(w * log_mass[sel]) / np.sum(w)) if log_mass is not None
-                  else np.nan)
-        npix.append(int(sel.sum()))
-        score.append(float(w.max()))
-    return {"u": np.array(us), "v": np.array(vs), "mass": np.array(ms),
-            "n_pixels": np.array(npix, int), "score": np.array(score)}
-
-
-def match_catalogs(true_uv: np.ndarray, pred_uv: np.ndarray, period: float,
-                   max_dist: float) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy one-to-one matching by projected periodic distance (closest pairs first).
-
-    Returns ``(true_matched, pred_matched)`` boolean arrays.
-    """
-    t = np.asarray(true_uv, float).reshape(-1, 2)
-    p = np.asarray(pred_uv, float).reshape(-1, 2)
-    tm = np.zeros(len(t), bool)
-    pm = np.zeros(len(p), bool)
-    if len(t) == 0 or len(p) == 0:
-        return tm, pm
-    d = t[:, None, :] - p[None, :, :]
-    d = d - period * np.rint(d / period)
-    dist = np.sqrt((d ** 2).sum(-1))
-    order = np.argsort(dist, axis=None)
-    for flat in order:
-        i, j = np.unravel_index(flat, dist.shape)
-        if dist[i, j] > max_dist:
-            break
-        if not tm[i] and not pm[j]:
-            tm[i] = pm[j] = True
-    return tm, pm
-
-
-def dice(pred_mask: np.ndarray, true_mask: np.ndarray) -> float:
-    """Dice coefficient ``2 |A & B| / (|A| + |B|)`` over all pixels given."""
-    a = np.asarray(pred_mask, bool)
-    b = np.asarray(true_mask, bool)
-    den = a.sum() + b.sum()
-    return float(2.0 * np.logical_and(a, b).sum() / den) if den else 1.0
+    logit, mpred = out[..., 0], out[..., 1]
+    bce = tf.reduce_mean(tf.nn.weighted_cross_entropy_with_logits(mask, logit, pos_weight))
+    p = tf.sigmoid(logit)
+    inter = tf.reduce_sum(p * mask)
+    soft_dice = (2.0 * inter + 1.0) / (tf.reduce_sum(p) + tf.reduce_sum(mask) + 1.0)
+    mse = tf.reduce_sum(mask * tf.square(mpred - logm)) / (tf.reduce_sum(mask) + 1.0)
+    total = bce + dice_weight * (1.0 - soft_dice) + mass_weight * mse
+    return total, bce, soft_dice, mse

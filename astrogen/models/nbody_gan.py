@@ -46,7 +46,7 @@ from astrogen.errors import ModelError
 
 __all__ = ["PixelTransform", "PeriodicPad2D", "TransformedResidual", "build_generator",
            "build_critic", "NBodyGAN", "load_nbody_gan", "gradient_penalty", "critic_loss",
-           "generator_loss", "power_loss", "CONDITIONS"]
+           "generator_loss", "power_loss", "CONDITIONS", "read_sidecar"]
 
 
 class PixelTransform:
@@ -425,7 +425,7 @@ class NBodyGAN:
             Linear density contrast at z = 0 (dimensionless) on the model's grid.
         axes : sequence of int
             Projection axes; slabs ordered as in
-            :func:`astrogen.datasets.nbody_slices.project_slabs`.
+            :func:`astrogen.nbody.slabs.project_slabs`.
 
         Returns
         -------
@@ -433,7 +433,7 @@ class NBodyGAN:
             Projected linear delta (``condition="linear"``) or projected ``1 + delta`` of
             the LPT field at the model's redshift (``"lpt"``).
         """
-        from astrogen.datasets.nbody_slices import project_slabs
+        from astrogen.nbody.slabs import project_slabs
 
         ng, L, t = self._geometry()
         d = np.asarray(delta_linear, dtype=float)
@@ -520,6 +520,52 @@ class NBodyGAN:
         return self.emulate(self.sample_conditions(n, seed), seed=derive_seed(seed, "noise"))
 
     # ---- files --------------------------------------------------------------------------
+    def make_train_steps(self, gen_optimizer, critic_optimizer, gp_weight: float,
+                         l1_weight: float, l1_smoothing: float = 0.0,
+                         power_weight: float = 0.0, ema=None):
+        """The WGAN-GP training steps of this model, compiled: ``(critic_step, gen_step)``.
+
+        ``critic_step(real, c, z, eps) -> (loss, wasserstein, gradient_penalty)``: one
+        ``critic_optimizer`` update on :func:`critic_loss` with the gradient penalty at the
+        interpolates ``eps``; ``gen_step(real, c, z) -> (loss, adversarial, l1, power)``: one
+        ``gen_optimizer`` update on :func:`generator_loss` + ``power_weight`` x
+        :func:`power_loss`, then ``ema.update()`` if an EMA is given. ``real`` and ``c`` are
+        network-space target and condition ``(B, n, n, 1)``, ``z`` the noise.
+        """
+        import tensorflow as tf
+
+        gen, crit = self.generator, self.critic
+        gp_w, l1_w, l1_s, p_w = (float(gp_weight), float(l1_weight), float(l1_smoothing),
+                                 float(power_weight))
+
+        @tf.function(reduce_retracing=True)
+        def critic_step(real, c, z, eps):
+            fake = gen([c, z], training=True)
+            with tf.GradientTape() as tape:
+                d_real = crit([real, c], training=True)
+                d_fake = crit([fake, c], training=True)
+                gp = gradient_penalty(crit, real, fake, c, eps)
+                loss, w = critic_loss(d_real, d_fake, gp, gp_w)
+            grads = tape.gradient(loss, crit.trainable_variables)
+            critic_optimizer.apply_gradients(zip(grads, crit.trainable_variables))
+            return loss, w, gp
+
+        @tf.function(reduce_retracing=True)
+        def gen_step(real, c, z):
+            with tf.GradientTape() as tape:
+                fake = gen([c, z], training=True)
+                d_fake = crit([fake, c], training=True)
+                loss, adv, l1 = generator_loss(d_fake, fake, real, l1_w, l1_s)
+                pw = power_loss(fake, real, self.transform) if p_w > 0 else tf.constant(0.0)
+                loss = loss + p_w * pw
+            grads = tape.gradient(loss, gen.trainable_variables)
+            gen_optimizer.apply_gradients(zip(grads, gen.trainable_variables))
+            if ema is not None:
+                ema.update()
+            return loss, adv, l1, pw
+
+        return critic_step, gen_step
+
     def save(self, path, with_critic: bool = False) -> Path:
         """Write ``path`` (``.keras``, the generator) and its ``.json`` sidecar."""
         path = Path(path)
@@ -534,19 +580,27 @@ class NBodyGAN:
         return path
 
 
-def load_nbody_gan(path, with_critic: bool = False) -> NBodyGAN:
-    """Load what :meth:`NBodyGAN.save` wrote."""
-    keras = _keras()
-    PeriodicPad2D(1)  # registers the custom layer before deserialising
+def read_sidecar(path, fmt: str, what: str) -> tuple[Path, dict]:
+    """``(path, sidecar)`` of a periodic-network model file: the ``.keras`` file and its
+    ``.json`` sidecar must exist and the sidecar's ``format`` be ``fmt``; the custom layers
+    are registered. :class:`ModelError` (key ``model``) otherwise."""
+    PeriodicPad2D(1)  # registers the custom layers before deserialising
     path = Path(path)
     side = path.with_suffix(".json")
     if not (path.is_file() and side.is_file()):
         raise ModelError("missing model file or its .json sidecar.", key="model",
                          received={"model": str(path)})
     cfg = json.loads(side.read_text())
-    if cfg.get("format") != "astrogen.nbody_gan/1":
-        raise ModelError("not an astrogen N-body GAN file.", key="model",
+    if cfg.get("format") != fmt:
+        raise ModelError(f"not an astrogen {what} file.", key="model",
                          received={"format": cfg.get("format")})
+    return path, cfg
+
+
+def load_nbody_gan(path, with_critic: bool = False) -> NBodyGAN:
+    """Load what :meth:`NBodyGAN.save` wrote."""
+    keras = _keras()
+    path, cfg = read_sidecar(path, "astrogen.nbody_gan/1", "N-body GAN")
     gen = keras.models.load_model(path, compile=False)
     model = NBodyGAN(size=cfg["size"], transform_a=cfg["transform_a"],
                      cond_scale=cfg["cond_scale"], channels=cfg["channels"],

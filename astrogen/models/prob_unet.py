@@ -43,12 +43,12 @@ from astrogen.errors import ConfigError, ModelError
 from astrogen.models.unet import (
     ConvBlock,
     UNetBackbone,
-    _TRANSFORMS,
-    _build,
-    _check_choice,
-    _check_seed,
-    _check_spatial,
-    _initializer,
+    INPUT_TRANSFORMS,
+    build_layer,
+    check_choice,
+    check_seed,
+    check_spatial,
+    layer_initializer,
     apply_input_transform,
     check_float,
     check_int,
@@ -127,7 +127,7 @@ class GaussianEncoder(keras.layers.Layer):
         self.depth = check_int(depth, "depth", 1)
         self.base_filters = check_int(base_filters, "base_filters", 1)
         self.activation = activation
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         self.blocks = [ConvBlock(self.base_filters * 2**lv, activation, _sub(self.seed, lv),
                                  name=f"block{lv}") for lv in range(self.depth + 1)]
         self.pools = [keras.layers.MaxPooling2D(2, name=f"pool{lv}") for lv in range(self.depth)]
@@ -137,11 +137,11 @@ class GaussianEncoder(keras.layers.Layer):
     def build(self, input_shape):
         shape = tuple(input_shape)
         for lv, block in enumerate(self.blocks):
-            _build(block, shape)
+            build_layer(block, shape)
             shape = block.compute_output_shape(shape)
             if lv < self.depth:
                 shape = self.pools[lv].compute_output_shape(shape)
-        _build(self.dense, (shape[0], shape[-1]))
+        build_layer(self.dense, (shape[0], shape[-1]))
 
     def call(self, x):
         for lv, block in enumerate(self.blocks):
@@ -178,22 +178,22 @@ class FComb(keras.layers.Layer):
         self.n_layers = check_int(n_layers, "fcomb_layers", 1)
         self.filters = check_int(filters, "filters", 1)
         self.activation = activation
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         self.hidden = [keras.layers.Conv2D(self.filters, 1, activation=activation,
-                                           kernel_initializer=_initializer(self.seed, i,
+                                           kernel_initializer=layer_initializer(self.seed, i,
                                                                            activation=activation),
                                            name=f"hidden{i}")
                        for i in range(self.n_layers - 1)]
         self.logits = keras.layers.Conv2D(self.n_outputs, 1, name="logits",
-                                          kernel_initializer=_initializer(self.seed, "logits"))
+                                          kernel_initializer=layer_initializer(self.seed, "logits"))
 
     def build(self, input_shape):
         feat_shape, z_shape = input_shape
         shape = (*tuple(feat_shape)[:-1], feat_shape[-1] + z_shape[-1])
         for layer in self.hidden:
-            _build(layer, shape)
+            build_layer(layer, shape)
             shape = layer.compute_output_shape(shape)
-        _build(self.logits, shape)
+        build_layer(self.logits, shape)
 
     def call(self, inputs):
         feats, z = inputs
@@ -261,19 +261,19 @@ class ProbUNet(keras.Model):
         self.depth = check_int(depth, "depth", 1)
         self.base_filters = check_int(base_filters, "base_filters", 1)
         self.latent_dim = check_int(latent_dim, "latent_dim", 1)
-        self.target = _check_choice(target, "target", ("classes", "fractions"))
+        self.target = check_choice(target, "target", ("classes", "fractions"))
         self.n_classes = check_int(n_classes, "n_classes", 2)
         self.max_objects = check_int(max_objects, "max_objects",
                                      1 if self.target == "fractions" else 0)
         self.fcomb_layers = check_int(fcomb_layers, "fcomb_layers", 1)
         self.beta = check_float(beta, "beta", allow_zero=True)
-        self.input_transform = _check_choice(input_transform, "input_transform", _TRANSFORMS)
+        self.input_transform = check_choice(input_transform, "input_transform", INPUT_TRANSFORMS)
         self.input_scale = check_float(input_scale, "input_scale")
         if not isinstance(activation, str):
             raise ConfigError("must be the name of a Keras activation.", key="activation",
                               received={"activation": activation})
         self.activation = activation
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         self.n_outputs = self.n_classes if self.target == "classes" else self.max_objects + 1
 
         self.backbone = UNetBackbone(self.depth, self.base_filters, activation,
@@ -301,13 +301,13 @@ class ProbUNet(keras.Model):
             raise ConfigError("the input must have shape (batch, height, width, n_bands).",
                               key="n_bands",
                               received={"n_bands": self.n_bands, "input_shape": input_shape})
-        _check_spatial(input_shape, self.depth)
+        check_spatial(input_shape, self.depth)
         shape = (*input_shape[:-1], self.n_bands)
-        _build(self.backbone, shape)
-        _build(self.prior_net, shape)
-        _build(self.posterior_net, (*shape[:-1], self.n_bands + self.n_outputs))
+        build_layer(self.backbone, shape)
+        build_layer(self.prior_net, shape)
+        build_layer(self.posterior_net, (*shape[:-1], self.n_bands + self.n_outputs))
         feats = self.backbone.compute_output_shape(shape)
-        _build(self.fcomb, (feats, (shape[0], self.latent_dim)))
+        build_layer(self.fcomb, (feats, (shape[0], self.latent_dim)))
 
     @property
     def metrics(self):
@@ -334,7 +334,8 @@ class ProbUNet(keras.Model):
         if not self.built:
             self.build(tuple(x.shape))
 
-    def _transform(self, x):
+    def transform_input(self, x):
+        """The network input: ``x`` cast and passed through the input transform."""
         return apply_input_transform(ops.cast(x, self.compute_dtype), self.input_transform,
                                      self.input_scale)
 
@@ -348,7 +349,7 @@ class ProbUNet(keras.Model):
         """``(mu, log_sigma)`` of the prior p(z | x), each ``(batch, latent_dim)``."""
         x = ops.convert_to_tensor(x)
         self._ensure_built(x)
-        return self.prior_net(self._transform(x))
+        return self.prior_net(self.transform_input(x))
 
     def posterior(self, x, y):
         """``(mu, log_sigma)`` of the posterior q(z | x, y), each ``(batch, latent_dim)``."""
@@ -356,11 +357,11 @@ class ProbUNet(keras.Model):
         self._ensure_built(x)
         y = ops.cast(y, self.compute_dtype)
         self._check_target(y)
-        return self.posterior_net(ops.concatenate([self._transform(x), y], axis=-1))
+        return self.posterior_net(ops.concatenate([self.transform_input(x), y], axis=-1))
 
     def call(self, inputs, training=None):
         """Probabilities ``(batch, h, w, n_outputs)`` with ``z`` at the prior mean."""
-        xt = self._transform(inputs)
+        xt = self.transform_input(inputs)
         feats = self.backbone(xt, training=training)
         mu, _ = self.prior_net(xt, training=training)
         return ops.softmax(self.fcomb([feats, mu], training=training), axis=-1)
@@ -374,36 +375,48 @@ class ProbUNet(keras.Model):
         mu_p, ls_p = self.prior(x)
         return kl_diag_gaussians(mu_q, ls_q, mu_p, ls_p)
 
-    def compute_losses(self, x, y, sample_weight=None, training=False, seed=None):
-        """The loss terms for one batch, as a dict of scalar tensors.
+    def compute_losses(self, x, y, sample_weight=None, training=False, seed=None, eps=None,
+                       order_weight: float = 0.0, permutations=None):
+        """The loss terms for one batch, as a dict of scalar tensors (nats).
 
         ``"reconstruction"``: cross-entropy summed over pixels (weighted by the per-pixel
-        ``sample_weight`` ``(batch, h, w)`` if given), mean over the batch;
-        ``"kl"``: mean KL(q || p); ``"loss"``: reconstruction + beta * kl. ``z`` is drawn from
-        the posterior with the model's seed generator, or with ``seed`` if given;
-        ``seed=-1`` uses the posterior mean instead of a draw.
+        ``sample_weight`` ``(batch, h, w)`` if given), mean over the batch; with
+        ``permutations`` (target ``"fractions"``, :func:`astrogen.models.losses.
+        slot_permutations`) the minimum over the slot permutations of each example;
+        ``"reconstruction_ordered"``: the same in the target's slot order; ``"kl"``: mean
+        KL(q || p); ``"loss"``: reconstruction + order_weight * reconstruction_ordered +
+        beta * kl (the negative ELBO for ``order_weight = 0``). ``z`` is ``mu_q +
+        sigma_q * eps`` with the standard normal draws ``eps`` (batch, latent_dim) if given,
+        else drawn with the model's seed generator, or with ``seed`` if given; ``seed=-1``
+        uses the posterior mean instead of a draw.
         """
+        from astrogen.models.losses import permutation_invariant_ce
+
         x = ops.convert_to_tensor(x)
         self._ensure_built(x)
         y = ops.cast(y, self.compute_dtype)
         self._check_target(y)
-        xt = self._transform(x)
+        xt = self.transform_input(x)
         feats = self.backbone(xt, training=training)
         mu_p, ls_p = self.prior_net(xt, training=training)
         mu_q, ls_q = self.posterior_net(ops.concatenate([xt, y], axis=-1), training=training)
-        if seed is not None and seed == -1:
+        if eps is None and seed is not None and seed == -1:
             z = mu_q
         else:
-            eps = keras.random.normal(ops.shape(mu_q), dtype=mu_q.dtype,
-                                      seed=self.seed_generator if seed is None else int(seed))
+            if eps is None:
+                eps = keras.random.normal(ops.shape(mu_q), dtype=mu_q.dtype,
+                                          seed=self.seed_generator if seed is None
+                                          else int(seed))
             z = mu_q + ops.exp(ls_q) * eps
-        logits = self.fcomb([feats, z], training=training)
-        ce = -ops.sum(y * ops.log_softmax(logits, axis=-1), axis=-1)  # (batch, h, w)
-        if sample_weight is not None:
-            ce = ce * ops.cast(sample_weight, ce.dtype)
-        rec = ops.mean(ops.sum(ce, axis=(1, 2)))
+        logp = ops.log_softmax(self.fcomb([feats, z], training=training), axis=-1)
+        identity = [list(range(self.n_outputs))]
+        rec, _ = permutation_invariant_ce(y, logp, identity if permutations is None
+                                          else permutations, sample_weight, reduce="sum")
+        ordered, _ = permutation_invariant_ce(y, logp, identity, sample_weight, reduce="sum")
+        rec, ordered = ops.mean(rec), ops.mean(ordered)
         kl = ops.mean(kl_diag_gaussians(mu_q, ls_q, mu_p, ls_p))
-        return {"loss": rec + self.beta * kl, "reconstruction": rec, "kl": kl}
+        return {"loss": rec + order_weight * ordered + self.beta * kl, "reconstruction": rec,
+                "reconstruction_ordered": ordered, "kl": kl}
 
     # ------------------------------------------------------------ training
 
@@ -476,7 +489,7 @@ class ProbUNet(keras.Model):
         out = np.empty((n_samples, n, *x.shape[1:3], self.n_outputs), dtype=np.float32)
         for start in range(0, n, bs):
             xb = x[start:start + bs]
-            xt = self._transform(xb)
+            xt = self.transform_input(xb)
             feats = self.backbone(xt)
             mu, ls = self.prior_net(xt)
             for s in range(n_samples):

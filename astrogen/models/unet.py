@@ -94,7 +94,7 @@ __all__ = [
 #: Names of the channels of the ``"classes"`` head (for ``n_classes=3``).
 CLASS_NAMES = ("background", "object", "overlap")
 
-_TRANSFORMS = ("asinh", "linear", "none")
+INPUT_TRANSFORMS = ("asinh", "linear", "none")
 
 
 # ---------------------------------------------------------------- argument checks
@@ -124,7 +124,7 @@ def check_float(value: Any, key: str, positive: bool = True, allow_zero: bool = 
     return out
 
 
-def _check_choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
+def check_choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         from astrogen.errors import suggest
 
@@ -133,7 +133,7 @@ def _check_choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _check_seed(seed: Any) -> int | None:
+def check_seed(seed: Any) -> int | None:
     if seed is None:
         return None
     return check_int(seed, "seed", 0)
@@ -143,7 +143,7 @@ def _check_seed(seed: Any) -> int | None:
 RELU_FAMILY = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "relu6", "mish")
 
 
-def _initializer(seed: int | None, *keys: object, activation: str | None = None):
+def layer_initializer(seed: int | None, *keys: object, activation: str | None = None):
     """Kernel initializer seeded from ``(seed, *keys)`` (global Keras seeding if ``seed`` is
     None).
 
@@ -176,13 +176,13 @@ def apply_input_transform(x, transform: str, scale: float):
     return x
 
 
-def _build(layer, shape) -> None:
+def build_layer(layer, shape) -> None:
     """Build a sub-layer for ``shape`` unless it is built already (e.g. by a traced call)."""
     if not layer.built:
         layer.build(shape)
 
 
-def _check_spatial(input_shape, depth: int) -> None:
+def check_spatial(input_shape, depth: int) -> None:
     factor = 2**depth
     for dim in input_shape[1:3]:
         if dim is not None and int(dim) % factor:
@@ -213,19 +213,19 @@ class ConvBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters = check_int(filters, "filters", 1)
         self.activation = activation
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         self.conv1 = keras.layers.Conv2D(self.filters, 3, padding="same", activation=activation,
-                                         kernel_initializer=_initializer(self.seed, "conv1",
+                                         kernel_initializer=layer_initializer(self.seed, "conv1",
                                                                           activation=activation),
                                          name="conv1")
         self.conv2 = keras.layers.Conv2D(self.filters, 3, padding="same", activation=activation,
-                                         kernel_initializer=_initializer(self.seed, "conv2",
+                                         kernel_initializer=layer_initializer(self.seed, "conv2",
                                                                           activation=activation),
                                          name="conv2")
 
     def build(self, input_shape):
-        _build(self.conv1, input_shape)
-        _build(self.conv2, self.conv1.compute_output_shape(input_shape))
+        build_layer(self.conv1, input_shape)
+        build_layer(self.conv2, self.conv1.compute_output_shape(input_shape))
 
     def call(self, x):
         return self.conv2(self.conv1(x))
@@ -267,7 +267,7 @@ class UNetBackbone(keras.layers.Layer):
         self.depth = check_int(depth, "depth", 1)
         self.base_filters = check_int(base_filters, "base_filters", 1)
         self.activation = activation
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         sub = (lambda *k: None) if self.seed is None else (lambda *k: derive_seed(self.seed, *k))
         f = [self.base_filters * 2**level for level in range(self.depth + 1)]
         self.down_blocks = [ConvBlock(f[lv], activation, sub("down", lv), name=f"down{lv}")
@@ -278,28 +278,28 @@ class UNetBackbone(keras.layers.Layer):
         levels = list(reversed(range(self.depth)))
         self.ups = [keras.layers.Conv2DTranspose(
             f[lv], 2, strides=2, padding="same", activation=activation,
-            kernel_initializer=_initializer(self.seed, "upconv", lv, activation=activation),
+            kernel_initializer=layer_initializer(self.seed, "upconv", lv, activation=activation),
             name=f"upconv{lv}")
             for lv in levels]
         self.up_blocks = [ConvBlock(f[lv], activation, sub("up", lv), name=f"up{lv}")
                           for lv in levels]
 
     def build(self, input_shape):
-        _check_spatial(input_shape, self.depth)
+        check_spatial(input_shape, self.depth)
         shape = tuple(input_shape)
         skips = []
         for block, pool in zip(self.down_blocks, self.pools):
-            _build(block, shape)
+            build_layer(block, shape)
             shape = block.compute_output_shape(shape)
             skips.append(shape)
             shape = pool.compute_output_shape(shape)
-        _build(self.bottleneck, shape)
+        build_layer(self.bottleneck, shape)
         shape = self.bottleneck.compute_output_shape(shape)
         for up, block, skip in zip(self.ups, self.up_blocks, reversed(skips)):
-            _build(up, shape)
+            build_layer(up, shape)
             shape = up.compute_output_shape(shape)
             shape = (*skip[:-1], shape[-1] + skip[-1])
-            _build(block, shape)
+            build_layer(block, shape)
             shape = block.compute_output_shape(shape)
 
     def call(self, x):
@@ -371,24 +371,24 @@ class UNet(keras.Model):
         self.base_filters = check_int(base_filters, "base_filters", 1)
         self.n_classes = check_int(n_classes, "n_classes", 2)
         self.max_objects = check_int(max_objects, "max_objects", 0)
-        self.input_transform = _check_choice(input_transform, "input_transform", _TRANSFORMS)
+        self.input_transform = check_choice(input_transform, "input_transform", INPUT_TRANSFORMS)
         self.input_scale = check_float(input_scale, "input_scale")
         if not isinstance(activation, str):
             raise ConfigError("must be the name of a Keras activation.", key="activation",
                               received={"activation": activation})
         self.activation = activation
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         self.backbone = UNetBackbone(self.depth, self.base_filters, activation,
                                      None if self.seed is None else derive_seed(self.seed, "bb"),
                                      name="backbone")
         self.class_head = keras.layers.Conv2D(
             self.n_classes, 1, activation="softmax", name="class_head",
-            kernel_initializer=_initializer(self.seed, "class_head"))
+            kernel_initializer=layer_initializer(self.seed, "class_head"))
         self.fraction_head = None
         if self.max_objects:
             self.fraction_head = keras.layers.Conv2D(
                 self.max_objects + 1, 1, activation="softmax", name="fraction_head",
-                kernel_initializer=_initializer(self.seed, "fraction_head"))
+                kernel_initializer=layer_initializer(self.seed, "fraction_head"))
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -398,11 +398,11 @@ class UNet(keras.Model):
                               key="n_bands",
                               received={"n_bands": self.n_bands, "input_shape": input_shape})
         input_shape = (*input_shape[:-1], self.n_bands)
-        _build(self.backbone, input_shape)
+        build_layer(self.backbone, input_shape)
         feat = self.backbone.compute_output_shape(input_shape)
-        _build(self.class_head, feat)
+        build_layer(self.class_head, feat)
         if self.fraction_head is not None:
-            _build(self.fraction_head, feat)
+            build_layer(self.fraction_head, feat)
 
     def call(self, inputs, training=None):
         x = apply_input_transform(ops.cast(inputs, self.compute_dtype), self.input_transform,
@@ -412,6 +412,36 @@ class UNet(keras.Model):
         if self.fraction_head is not None:
             out["fractions"] = self.fraction_head(feats)
         return out
+
+    def compute_losses(self, x, classes, fractions, weights, fraction_weight: float = 1.0,
+                       order_weight: float = 0.0, permutations=None, training=False) -> dict:
+        """The training loss of a batch and its terms (scalar tensors, nats per pixel).
+
+        Per-pixel cross-entropy of the classes head (one-hot ``classes`` (B, h, w, 3)) plus
+        ``fraction_weight`` x the soft cross-entropy of the fractions head (``fractions``
+        (B, h, w, K + 1)), both averaged over pixels with the per-pixel ``weights``
+        (B, h, w); the fraction term is ``(1 + order_weight)`` x the cross-entropy in slot
+        order, or, with ``permutations`` (:func:`astrogen.models.losses.slot_permutations`),
+        the minimum over them plus ``order_weight`` x the slot-order term.
+
+        Returns ``{"loss", "classes", "fractions", "fractions_ordered"}``.
+        """
+        import tensorflow as tf
+
+        from astrogen.models.losses import permutation_invariant_ce
+
+        identity = [list(range(self.max_objects + 1))]
+        out = self(x, training=training)
+        eps = 1e-7
+        ce_c = -tf.reduce_sum(classes * tf.math.log(out["classes"] + eps), axis=-1)
+        ce_c = tf.reduce_mean(ce_c * weights, axis=(1, 2))
+        logf = tf.math.log(out["fractions"] + eps)
+        ce_f, _ = permutation_invariant_ce(fractions, logf, identity if permutations is None
+                                           else permutations, weights)
+        ce_o, _ = permutation_invariant_ce(fractions, logf, identity, weights)
+        loss = tf.reduce_mean(ce_c + fraction_weight * (ce_f + order_weight * ce_o))
+        return {"loss": loss, "classes": tf.reduce_mean(ce_c),
+                "fractions": tf.reduce_mean(ce_f), "fractions_ordered": tf.reduce_mean(ce_o)}
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape[:-1])

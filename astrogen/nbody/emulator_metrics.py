@@ -51,22 +51,22 @@ def power_matrix(x: np.ndarray, box_size: float, contrast: bool = False):
 def cross_correlation(x_true: np.ndarray, x_emu: np.ndarray, box_size: float):
     """``k``, ``r(k)`` (from the summed auto and cross spectra of the pairs), and the mode
     counts."""
-    from astrogen.nbody.power_spectrum import _bin_modes, _mode_grid
+    from astrogen.nbody.power_spectrum import bin_modes, mode_grid
 
     a = np.asarray(x_true, float)
     b = np.asarray(x_emu, float)
     n = a.shape[1]
     kf = 2 * np.pi / box_size
-    kk, wgt = _mode_grid(n, 2, kf)
+    kk, wgt = mode_grid(n, 2, kf)
     edges = _k_edges(n, box_size)
     fa = np.fft.rfftn(a / a.mean(axis=(1, 2), keepdims=True) - 1.0, axes=(1, 2))
     fb = np.fft.rfftn(b / b.mean(axis=(1, 2), keepdims=True) - 1.0, axes=(1, 2))
     paa = (np.abs(fa) ** 2).sum(0)
     pbb = (np.abs(fb) ** 2).sum(0)
     pab = (fa * np.conj(fb)).real.sum(0)
-    nm, ks, saa = _bin_modes(kk, wgt, paa, edges)
-    _, _, sbb = _bin_modes(kk, wgt, pbb, edges)
-    _, _, sab = _bin_modes(kk, wgt, pab, edges)
+    nm, ks, saa = bin_modes(kk, wgt, paa, edges)
+    _, _, sbb = bin_modes(kk, wgt, pbb, edges)
+    _, _, sab = bin_modes(kk, wgt, pab, edges)
     keep = nm > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         r = sab[keep] / np.sqrt(saa[keep] * sbb[keep])
@@ -143,7 +143,7 @@ def halo_scores(true_uv, true_mass, pred_uv, pred_mass, box_size: float,
                 mass_threshold: float, match_radius: float) -> dict:
     """Completeness (true haloes above the threshold matched) and purity (predicted haloes
     above the threshold matched), one-to-one matching within ``match_radius`` (Mpc/h)."""
-    from astrogen.models.halo_unet import match_catalogs
+    from astrogen.nbody.halo_maps import match_catalogs
 
     tm, pm = match_catalogs(true_uv, pred_uv, box_size, match_radius)
     tmass = np.asarray(true_mass, float)

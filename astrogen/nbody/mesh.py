@@ -46,7 +46,7 @@ def _check_positions(tf, positions):
     return pos
 
 
-def _cic_indices_weights(tf, pos, n: int):
+def cic_indices_weights(tf, pos, n: int):
     """Indices (n_part, 2^d, d) and weights (n_part, 2^d) of the CIC stencil."""
     d = pos.shape[-1]
     pos = tf.math.floormod(pos, tf.cast(n, pos.dtype))
@@ -83,7 +83,7 @@ def cic_paint(positions, n_mesh: int, weights=None):
     n = _check_mesh_n(n_mesh)
     pos = _check_positions(tf, positions)
     d = pos.shape[-1]
-    idx, w = _cic_indices_weights(tf, pos, n)
+    idx, w = cic_indices_weights(tf, pos, n)
     if weights is not None:
         weights = tf.cast(tf.convert_to_tensor(weights), pos.dtype)
         w = w * weights[:, None]
@@ -115,7 +115,7 @@ def cic_readout(mesh, positions):
                           received={"mesh_shape": tuple(mesh.shape), "d": d})
     n = int(mesh.shape[0])
     pos = tf.cast(pos, mesh.dtype)
-    idx, w = _cic_indices_weights(tf, pos, n)
+    idx, w = cic_indices_weights(tf, pos, n)
     vals = tf.gather_nd(mesh, idx)  # (n_part, 2^d)
     return tf.reduce_sum(vals * w, axis=-1)
 

@@ -326,7 +326,7 @@ class ParticleMesh:
     def _build_force(self):
         import tensorflow as tf
 
-        from astrogen.nbody.mesh import _cic_indices_weights
+        from astrogen.nbody.mesh import cic_indices_weights
 
         nm = self.n_mesh
         npart = self.n**3
@@ -338,7 +338,7 @@ class ParticleMesh:
                      reduce_retracing=True)
         def force(x):
             xm = x * to_mesh
-            idx, w = _cic_indices_weights(tf, xm, nm)
+            idx, w = cic_indices_weights(tf, xm, nm)
             rho = tf.tensor_scatter_nd_add(tf.zeros((nm, nm, nm), tf.float32),
                                            tf.reshape(idx, (-1, 3)),
                                            tf.reshape(w * mass, (-1,)))

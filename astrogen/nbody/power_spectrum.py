@@ -69,7 +69,7 @@ def cic_window(n: int, ndim: int = 3) -> np.ndarray:
     return w
 
 
-def _mode_grid(n: int, ndim: int, kf: float):
+def mode_grid(n: int, ndim: int, kf: float):
     """|k| (h/Mpc) on the real-FFT grid and the number of full-space modes each entry stands for."""
     kk = 0.0
     for i in range(ndim):
@@ -87,7 +87,7 @@ def _mode_grid(n: int, ndim: int, kf: float):
     return kk, wgt
 
 
-def _bin_modes(kk, wgt, values, k_edges):
+def bin_modes(kk, wgt, values, k_edges):
     which = np.digitize(kk.ravel(), k_edges) - 1
     nb = k_edges.size - 1
     ok = (which >= 0) & (which < nb) & (kk.ravel() > 0)
@@ -125,11 +125,11 @@ def binned_model(power, n: int, box_size: float, k_edges: Any, ndim: int = 3) ->
         :func:`measure_power` returns).
     """
     k_edges = np.asarray(k_edges, dtype=float)
-    kk, wgt = _mode_grid(int(n), int(ndim), 2.0 * np.pi / float(box_size))
+    kk, wgt = mode_grid(int(n), int(ndim), 2.0 * np.pi / float(box_size))
     model = np.zeros(kk.shape)
     pos = kk > 0
     model[pos] = np.asarray(power(kk[pos]), dtype=float)
-    nmodes, _, psum = _bin_modes(kk, wgt, model, k_edges)
+    nmodes, _, psum = bin_modes(kk, wgt, model, k_edges)
     keep = nmodes > 0
     return psum[keep] / nmodes[keep]
 
@@ -188,8 +188,8 @@ def measure_power(field: Any, box_size: float, k_edges: Any = None, dk: float | 
         dkf = dkf / cic_window(n, ndim)
     p3 = np.abs(dkf) ** 2 * (L**ndim / float(n) ** (2 * ndim))
 
-    kk, wgt = _mode_grid(n, ndim, kf)
-    nmodes, ksum, psum = _bin_modes(kk, wgt, p3, k_edges)
+    kk, wgt = mode_grid(n, ndim, kf)
+    nmodes, ksum, psum = bin_modes(kk, wgt, p3, k_edges)
     keep = nmodes > 0
     return PowerSpectrum(k=ksum[keep] / nmodes[keep],
                          power=psum[keep] / nmodes[keep] - shot_noise,

@@ -171,15 +171,16 @@ class DeblendUNet(_NetworkDeblender):
     method = "unet"
 
     def _run(self, b):
-        from astrogen.deblend.segment import _measure, _stack, predict_unet, unet_labels
+        from astrogen.deblend.segment import (measure_scenes, predict_unet, stack_catalogs,
+                                              unet_labels)
 
         sig = _sigma(b)
         out = predict_unet(self.net, b.images, sig, self.batch_size)
         labels = unet_labels(out["fractions"], out["classes"])
-        tabs = _measure(b.images, out["fractions"], sig, b.zero_point, labels, b.scene_ids,
-                        self.method, self.detect_nsigma)
+        tabs = measure_scenes(b.images, out["fractions"], sig, b.zero_point, labels, b.scene_ids,
+                              self.method, self.detect_nsigma)
         return {"labels": labels, "fractions": out["fractions"], "classes": out["classes"],
-                "catalog": _stack(tabs, self.method, b.zero_point)}
+                "catalog": stack_catalogs(tabs, self.method, b.zero_point)}
 
 
 @register_stage("deblend.prob_unet")
@@ -203,17 +204,19 @@ class DeblendProbUNet(_NetworkDeblender):
         self.n_samples = check_int("n_samples", n_samples)
 
     def _run(self, b):
-        from astrogen.deblend.segment import _measure, _stack, predict_prob_unet, unet_labels
+        from astrogen.deblend.segment import (measure_scenes, predict_prob_unet, stack_catalogs,
+                                              unet_labels)
 
         sig = _sigma(b)
         seed = int(self.ctx.seed % (2 ** 31)) if self.ctx else 0
         out = predict_prob_unet(self.net, b.images, sig, self.n_samples, seed,
                                 self.batch_size)
         labels = unet_labels(out["mean"])
-        tabs = _measure(b.images, out["mean"], sig, b.zero_point, labels, b.scene_ids,
-                        self.method, self.detect_nsigma)
+        tabs = measure_scenes(b.images, out["mean"], sig, b.zero_point, labels, b.scene_ids,
+                              self.method, self.detect_nsigma)
         return {"labels": labels, "fractions": out["mean"], "uncertainty": out["entropy"],
-                "std_max": out["std_max"], "catalog": _stack(tabs, self.method, b.zero_point)}
+                "std_max": out["std_max"],
+                "catalog": stack_catalogs(tabs, self.method, b.zero_point)}
 
 
 @register_stage("deblend.sep")
@@ -244,7 +247,7 @@ class DeblendSEP(Stage):
                               received={"deblend_cont": deblend_cont})
 
     def process(self, data) -> BlendBatch:
-        from astrogen.deblend.segment import _stack
+        from astrogen.deblend.segment import stack_catalogs
         from astrogen.deblend.measure import sep_deblend
 
         b = _as_blends(data)
@@ -260,7 +263,7 @@ class DeblendSEP(Stage):
             t["scene_id"] = np.full(len(t), b.scene_ids[i], np.int64)
             t["id"] = np.asarray(t["id"], np.int64)
             tabs.append(t)
-        res = {"labels": labels, "catalog": _stack(tabs, "sep", b.zero_point),
+        res = {"labels": labels, "catalog": stack_catalogs(tabs, "sep", b.zero_point),
                "method": "sep", "seconds": time.perf_counter() - t0}
         results = dict(b.results)
         results[self.ctx.name] = res

@@ -89,7 +89,7 @@ def _slab_meta(model_meta: dict, axis: int, slab: int) -> dict:
 
 def project_slab(delta3d: np.ndarray, thickness: int, axis: int, slab: int) -> np.ndarray:
     """Projected ``1 + delta`` (or linear delta) of one slab of a 3-D field."""
-    from astrogen.datasets.nbody_slices import project_slabs
+    from astrogen.nbody.slabs import project_slabs
 
     n = delta3d.shape[0]
     return project_slabs(delta3d, thickness, axes=(axis,))[slab % (n // thickness)]
@@ -243,7 +243,7 @@ class HaloMap(Stage):
         return x, _slab_meta(m, self.axis, self.slab)
 
     def process(self, field: DensityField) -> Table:
-        from astrogen.models.halo_unet import mask_to_catalog
+        from astrogen.nbody.halo_maps import mask_to_catalog
 
         x, geo = self.slab_of(field)
         n = x.shape[0]

@@ -23,142 +23,103 @@ weights and counter, optimizer variables, step) is therefore all the state there
 
 Run folder: ``config.json``, ``checkpoints/`` (``ckpt_<step>.npz`` + ``latest.json``),
 ``losses.jsonl`` (``loss`` per logged step; ``monitor`` lines: the loss of the EMA weights
-on a fixed set of held-out rows at fixed timesteps and noise), ``result.json``.
+on a fixed set of held-out rows at fixed timesteps and noise), ``result.json``. The step is
+:class:`astrogen.models.ddpm_unet.DiffusionTrainer`'s; the loop is
+:class:`astrogen.training.loop.Run`'s.
 """
 from __future__ import annotations
 
-import json
-import math
-import time
 from pathlib import Path
 
 import numpy as np
 
-from astrogen.errors import ConfigError, ResumeError
-from astrogen.training.checkpoint import flatten as _flatten
-from astrogen.training.checkpoint import resume_checkpoint
-from astrogen.io.atomic import save_model_atomic, write_json
+from astrogen.errors import ConfigError
+from astrogen.io.atomic import save_model_atomic
 from astrogen.seeds import derive_seed
-from astrogen.training.checkpoint import (latest_checkpoint, load_checkpoint, restore_run,
-                                          restore_variables, save_checkpoint)
+from astrogen.training.checkpoint import load_checkpoint, restore_variables
+from astrogen.training.loop import Run, checkpoint_of_run
+from astrogen.training.registry import Trainer, register_trainer
+from astrogen.training.schema import (REQUIRED, check_bool, check_choice, check_float,
+                                      check_int, check_int_list, check_sections, loop_keys,
+                                      top_level)
 
-__all__ = ["train_ddpm", "check_ddpm_config", "export_checkpoint", "DDPM_RESUME_MUTABLE_KEYS"]
+__all__ = ["DDPMTrainer", "train_ddpm", "export_checkpoint", "DDPM_SCHEMA", "build_network",
+           "model_parts", "ddpm_learning_rate"]
 
-
-def _checks():
-    from astrogen.training import config as c
-
-    return c
-
-
-def _schema() -> dict:
-    c = _checks()
-    req = c._REQUIRED
-    return {
-        "": {
-            "model": (req, c._choice("ddpm")),
-            "seed": (0, c._int(0)),
-            "output": (req, c._str),
-            "run_dir": (None, lambda v: v if v is None else c._str(v)),
-            "description": ("", lambda v: "" if v is None else str(v)),
-            "dataset": ({}, c._any),
-            "ddpm": ({}, c._any),
-            "training": ({}, c._any),
-        },
-        "ddpm": {
-            "base_channels": (16, c._int(1)),
-            "channel_mults": ([1, 2, 4, 4], c._int_list),
-            "num_res_blocks": (1, c._int(1)),
-            "attention_resolutions": ([8], c._int_list),
-            "num_heads": (1, c._int(1)),
-            "dropout": (0.0, c._float(0.0)),
-            "norm_groups": (8, c._int(1)),
-            "cond_drop_prob": (0.1, c._float(0.0)),
-            "schedule": ("cosine", c._choice("cosine", "linear")),
-            "num_train_steps": (1000, c._int(2)),
-            "flux_normalize": (True, c._bool),
-            "intensity_scale": (3e-4, c._float(0.0, strict=True)),
-            "intensity_divisor": (3.0, c._float(0.0, strict=True)),
-            "prediction": ("eps", c._choice("eps", "v")),
-        },
-        "training": {
-            "batch_size": (32, c._int(1)),
-            "steps": (req, c._int(0)),
-            "learning_rate": (5e-4, c._float(0.0, strict=True)),
-            "warmup_steps": (100, c._int(0)),
-            "lr_schedule": ("cosine", c._choice("constant", "cosine")),
-            "lr_final_fraction": (0.05, c._float(0.0)),
-            "clipnorm": (1.0, c._float(0.0, strict=True, optional=True)),
-            "ema_decay": (0.999, c._float(0.0, below=1.0)),
-            "holdout": (1000, c._int(0)),
-            "checkpoint_every": (200, c._int(1)),
-            "keep_checkpoints": (2, c._int(1)),
-            "log_every": (10, c._int(1)),
-            "max_steps_this_run": (None, c._int(1, optional=True)),
-            "monitor_size": (128, c._int(0)),
-            "monitor_every": (500, c._int(0)),
-            "progress": (True, c._bool),
-        },
-    }
-
-
-#: Keys that may differ between a run and its ``--resume`` (they do not change the result).
-DDPM_RESUME_MUTABLE_KEYS = {
-    "description", "training.checkpoint_every", "training.keep_checkpoints",
-    "training.log_every", "training.max_steps_this_run", "training.progress",
-    "training.monitor_every", "dataset.shard_size",
+#: section -> key -> (default, check) of ``model: ddpm``
+DDPM_SCHEMA: dict = {
+    "": top_level("ddpm", sections=("ddpm",)),
+    "ddpm": {
+        "base_channels": (16, check_int(1)),
+        "channel_mults": ([1, 2, 4, 4], check_int_list),
+        "num_res_blocks": (1, check_int(1)),
+        "attention_resolutions": ([8], check_int_list),
+        "num_heads": (1, check_int(1)),
+        "dropout": (0.0, check_float(0.0)),
+        "norm_groups": (8, check_int(1)),
+        "cond_drop_prob": (0.1, check_float(0.0)),
+        "schedule": ("cosine", check_choice("cosine", "linear")),
+        "num_train_steps": (1000, check_int(2)),
+        "flux_normalize": (True, check_bool),
+        "intensity_scale": (3e-4, check_float(0.0, strict=True)),
+        "intensity_divisor": (3.0, check_float(0.0, strict=True)),
+        "prediction": ("eps", check_choice("eps", "v")),
+    },
+    "training": {
+        "batch_size": (32, check_int(1)),
+        "steps": (REQUIRED, check_int(0)),
+        "learning_rate": (5e-4, check_float(0.0, strict=True)),
+        "warmup_steps": (100, check_int(0)),
+        "lr_schedule": ("cosine", check_choice("constant", "cosine")),
+        "lr_final_fraction": (0.05, check_float(0.0)),
+        "clipnorm": (1.0, check_float(0.0, strict=True, optional=True)),
+        "ema_decay": (0.999, check_float(0.0, below=1.0)),
+        "holdout": (1000, check_int(0)),
+        **loop_keys(checkpoint_every=200, log_every=10, progress=True),
+        "monitor_size": (128, check_int(0)),
+        "monitor_every": (500, check_int(0)),
+    },
 }
 
 
+@register_trainer("ddpm")
+class DDPMTrainer(Trainer):
+    """``model: ddpm``."""
 
-def check_ddpm_config(cfg):
-    """Check a parsed training YAML with ``model: ddpm``; returns a ``TrainingConfig``.
+    def check(self, cfg):
+        from astrogen.datasets.galaxy_stamps import StampDatasetConfig
 
-    Called by :func:`astrogen.training.config.load_training_config`.
-    """
-    c = _checks()
-    schema = _schema()
-    top = c.check_mapping(cfg.data, schema[""], cfg, ())
-    out = c.TrainingConfig(top)
-    out.source = cfg.source
-    out["ddpm"] = c.check_mapping(top["ddpm"] or {}, schema["ddpm"], cfg, ("ddpm",))
-    out["training"] = c.check_mapping(top["training"] or {}, schema["training"], cfg,
-                                      ("training",))
-    out["dataset"] = c._check_dataset(top["dataset"], cfg)
-    if not str(out["output"]).endswith(".keras"):
-        raise ConfigError("must be a file name ending in '.keras'.", key="output",
-                          line=cfg.line(("output",)), received={"output": out["output"]})
-    d, t, ds = out["ddpm"], out["training"], out["dataset"]
-    n, levels = ds["stamp_size"], len(d["channel_mults"])
-    if n % (2 ** (levels - 1)):
-        raise ConfigError(f"dataset.stamp_size must be a multiple of 2**(len(channel_mults)-1)"
-                          f" = {2 ** (levels - 1)}.", key="ddpm.channel_mults",
-                          line=cfg.line(("ddpm", "channel_mults")),
-                          received={"stamp_size": n, "channel_mults": d["channel_mults"]})
-    res = [n // 2 ** i for i in range(levels)]
-    bad = [r for r in d["attention_resolutions"] if r not in res]
-    if bad:
-        raise ConfigError(f"must be among the U-Net resolutions {res}.",
-                          key="ddpm.attention_resolutions",
-                          line=cfg.line(("ddpm", "attention_resolutions")),
-                          received={"attention_resolutions": d["attention_resolutions"]})
-    for key, hi in (("cond_drop_prob", 1.0), ("dropout", 0.999)):
-        if d[key] > hi:
-            raise ConfigError(f"must be <= {hi}.", key=f"ddpm.{key}",
-                              line=cfg.line(("ddpm", key)), received={key: d[key]})
-    if t["holdout"] + t["batch_size"] > ds["n_galaxies"]:
-        raise ConfigError("training.holdout + training.batch_size must not exceed "
-                          "dataset.n_galaxies.", key="training.holdout",
-                          line=cfg.line(("training", "holdout")),
-                          received={"holdout": t["holdout"], "batch_size": t["batch_size"],
-                                    "n_galaxies": ds["n_galaxies"]})
-    return out
+        out = check_sections(cfg, DDPM_SCHEMA, ("ddpm",), StampDatasetConfig, "stamp dataset",
+                             ("training.monitor_every",))
+        d, t, ds = out["ddpm"], out["training"], out["dataset"]
+        n, levels = ds["stamp_size"], len(d["channel_mults"])
+        if n % (2 ** (levels - 1)):
+            raise ConfigError(f"dataset.stamp_size must be a multiple of "
+                              f"2**(len(channel_mults)-1) = {2 ** (levels - 1)}.",
+                              key="ddpm.channel_mults",
+                              line=cfg.line(("ddpm", "channel_mults")),
+                              received={"stamp_size": n, "channel_mults": d["channel_mults"]})
+        res = [n // 2 ** i for i in range(levels)]
+        bad = [r for r in d["attention_resolutions"] if r not in res]
+        if bad:
+            raise ConfigError(f"must be among the U-Net resolutions {res}.",
+                              key="ddpm.attention_resolutions",
+                              line=cfg.line(("ddpm", "attention_resolutions")),
+                              received={"attention_resolutions": d["attention_resolutions"]})
+        for key, hi in (("cond_drop_prob", 1.0), ("dropout", 0.999)):
+            if d[key] > hi:
+                raise ConfigError(f"must be <= {hi}.", key=f"ddpm.{key}",
+                                  line=cfg.line(("ddpm", key)), received={key: d[key]})
+        if t["holdout"] + t["batch_size"] > ds["n_galaxies"]:
+            raise ConfigError("training.holdout + training.batch_size must not exceed "
+                              "dataset.n_galaxies.", key="training.holdout",
+                              line=cfg.line(("training", "holdout")),
+                              received={"holdout": t["holdout"], "batch_size": t["batch_size"],
+                                        "n_galaxies": ds["n_galaxies"]})
+        return out
 
-
-def _for_comparison(cfg) -> dict:
-    from astrogen.training.config import without_keys
-
-    return without_keys(cfg, DDPM_RESUME_MUTABLE_KEYS)
+    def train(self, cfg, resume: bool = False) -> dict:
+        return train_ddpm(cfg, resume)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -177,7 +138,7 @@ def build_network(d: dict, cond_mean, cond_std, image_size: int):
                     prediction=d.get("prediction", "eps"))
 
 
-def _model_parts(cfg, manifest: dict, ds_path: Path, raw_c: np.ndarray, n_train: int):
+def model_parts(cfg, manifest: dict, ds_path: Path, raw_c: np.ndarray, n_train: int):
     """Schedule, intensity transform and sidecar metadata of the model a config trains
     (``raw_c``: the dataset's raw conditions; rows ``n_train:`` are the held-out ones)."""
     from astrogen.datasets.galaxy_stamps import CONDITION_NAMES
@@ -203,7 +164,7 @@ def _model_parts(cfg, manifest: dict, ds_path: Path, raw_c: np.ndarray, n_train:
     return schedule, intensity, meta
 
 
-def _lr(step, t_cfg):
+def ddpm_learning_rate(step, t_cfg):
     base, warm, total = t_cfg["learning_rate"], t_cfg["warmup_steps"], t_cfg["steps"]
     if warm and step < warm:
         return base * (step + 1) / warm
@@ -219,61 +180,23 @@ def train_ddpm(cfg, resume: bool = False) -> dict:
     """Train the galaxy DDPM as configured (see module docstring); returns a summary dict.
 
     A second process on the same run folder is refused (``run_dir/.lock``)."""
-    seed = int(cfg["seed"])
-    run_dir = cfg.run_dir
-    ckpt_dir = run_dir / "checkpoints"
-    output = Path(cfg["output"])
-    config_file = run_dir / "config.json"
-    ckpt = resume_checkpoint(run_dir, resume, lambda old: _flatten(
-        _for_comparison(old if old is not None else cfg)))
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = _take_lock(run_dir)
-    try:
-        return _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed)
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _take_lock(run_dir: Path) -> Path:
-    """``run_dir/.lock`` holding this process id; refuse if a live process holds it."""
-    import os
-
-    lock = run_dir / ".lock"
-    if lock.is_file():
-        try:
-            pid = int(lock.read_text().strip())
-            os.kill(pid, 0)  # raises if there is no such process
-        except (ValueError, ProcessLookupError):
-            pass  # stale lock of a killed run
-        except PermissionError:  # alive, owned by another user
-            raise ResumeError("another training process is using this run folder.",
-                              key="run_dir", received={"run_dir": str(run_dir), "pid": pid})
-        else:
-            if pid != os.getpid():
-                raise ResumeError("another training process is using this run folder.",
-                                  key="run_dir", received={"run_dir": str(run_dir), "pid": pid})
-    lock.write_text(f"{os.getpid()}\n")
-    return lock
-
-
-def _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed) -> dict:
     import keras
     import tensorflow as tf
 
-    from astrogen.datasets.galaxy_stamps import CONDITION_NAMES, read_stamps
+    from astrogen.datasets.galaxy_stamps import (CONDITION_NAMES, prepare_stamp_dataset,
+                                                 read_stamps)
     from astrogen.models.ddpm_galaxy import DDPMGalaxyModel, condition_features
-    from astrogen.models.ddpm_unet import diffusion_loss
-    from astrogen.models.ema import EMA
-    from astrogen.training.flowvae_trainer import _prepare_dataset
+    from astrogen.models.ddpm_unet import DiffusionTrainer, diffusion_loss
 
     t_cfg, d_cfg = cfg["training"], cfg["ddpm"]
-    ds_path, manifest = _prepare_dataset(cfg)
+    seed = int(cfg["seed"])
+    run = Run(cfg, resume)
+    run.start()
+    ds_path, manifest = prepare_stamp_dataset(cfg["dataset"], progress=t_cfg["progress"])
     if list(manifest["conditions"]["names"]) != list(CONDITION_NAMES):
         raise ConfigError("unexpected condition columns in the dataset.", key="dataset.path",
                           received={"conditions": manifest["conditions"]["names"]})
     n_gal, n = int(manifest["n_galaxies"]), int(manifest["stamp_size"])
-    write_json(config_file, cfg)
 
     # ---- data (held in memory: 20000 64x64 stamps are 330 MB in float32) -----------------
     data = read_stamps(ds_path, fields=("truth", "conditions"))
@@ -282,7 +205,7 @@ def _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed) -> dict:
     feats = condition_features(raw_c)
     f_mean = feats[:n_train].astype(np.float64).mean(axis=0)
     f_std = feats[:n_train].astype(np.float64).std(axis=0)
-    schedule, intensity, meta = _model_parts(cfg, manifest, ds_path, raw_c, n_train)
+    schedule, intensity, meta = model_parts(cfg, manifest, ds_path, raw_c, n_train)
     keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
     net = build_network(d_cfg, f_mean, f_std, n)
     net.build()
@@ -291,34 +214,15 @@ def _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed) -> dict:
     del data
 
     clip = {"global_clipnorm": t_cfg["clipnorm"]} if t_cfg["clipnorm"] else {}
-    opt = keras.optimizers.Adam(learning_rate=float(_lr(0, t_cfg)), name="ddpm_adam", **clip)
-    opt.build(net.trainable_variables)
-    ema = EMA(net, float(t_cfg["ema_decay"]))
-    groups = {"model": net.weights, "optimizer": opt.variables,
-              "ema": ema.shadow + [ema.num_updates]}
-
-    log_path = run_dir / "losses.jsonl"
-    step = restore_run(ckpt, groups, log_path)
-    (run_dir / "result.json").unlink(missing_ok=True)
-
+    opt = keras.optimizers.Adam(learning_rate=float(ddpm_learning_rate(0, t_cfg)),
+                                name="ddpm_adam", **clip)
+    trainer = DiffusionTrainer(net, schedule, opt, ema_decay=float(t_cfg["ema_decay"]),
+                               seed=derive_seed(seed, "step") % (2 ** 31))
+    ema = trainer.ema
+    step = run.restore({"model": net.weights, "optimizer": opt.variables,
+                        "ema": ema.shadow + [ema.num_updates]}, seed=seed)
+    (run.run_dir / "result.json").unlink(missing_ok=True)
     T = schedule.num_train_steps
-    p_drop = float(d_cfg["cond_drop_prob"])
-    step_seed = derive_seed(seed, "step") % (2 ** 31)
-
-    @tf.function(reduce_retracing=True)
-    def train_step(x0, c, g):
-        s = tf.stack([tf.constant(step_seed, tf.int64), tf.cast(g, tf.int64)])
-        b = tf.shape(x0)[0]
-        t = tf.random.stateless_uniform([b], seed=s, minval=0, maxval=T, dtype=tf.int32)
-        noise = tf.random.stateless_normal(tf.shape(x0), seed=s + [0, 1 << 40])
-        u = tf.random.stateless_uniform([b], seed=s + [0, 2 << 40])
-        mask = tf.cast(u >= p_drop, tf.float32)
-        with tf.GradientTape() as tape:
-            loss = diffusion_loss(net, schedule, x0, t, noise, c, mask, training=True)
-        grads = tape.gradient(loss, net.trainable_variables)
-        opt.apply_gradients(zip(grads, net.trainable_variables))
-        ema.update()
-        return loss
 
     # monitor: EMA loss on fixed held-out rows, fixed t and noise
     mon = None
@@ -333,14 +237,12 @@ def _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed) -> dict:
     def eval_loss(x0, c, t, noise):
         return diffusion_loss(net, schedule, x0, t, noise, c, None, training=False)
 
-    def monitor(s, log):
+    def monitor(s):
         with ema.apply():
             vals = [float(eval_loss(mon["x"][i:i + 64], mon["c"][i:i + 64], mon["t"][i:i + 64],
                                     mon["noise"][i:i + 64])) * len(mon["x"][i:i + 64])
                     for i in range(0, m_size, 64)]
-        rec = {"step": s, "phase": "monitor", "ema_loss_holdout": sum(vals) / m_size}
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
+        run.write({"step": s, "phase": "monitor", "ema_loss_holdout": sum(vals) / m_size})
 
     batch = int(t_cfg["batch_size"])
     spe = n_train // batch
@@ -355,73 +257,39 @@ def _train(cfg, ckpt, run_dir, ckpt_dir, output, config_file, seed) -> dict:
         return perms[e][i * batch:(i + 1) * batch]
 
     total = int(t_cfg["steps"])
-    max_run = t_cfg["max_steps_this_run"]
-    stop_at = total if max_run is None else min(total, step + int(max_run))
-    every, keep = int(t_cfg["checkpoint_every"]), int(t_cfg["keep_checkpoints"])
-    log_every = int(t_cfg["log_every"])
-    result = {"output": str(output), "run_dir": str(run_dir), "dataset": str(ds_path),
-              "steps": total, "start_step": step, "n_train": n_train,
+
+    def step_fn(g: int) -> dict:
+        r = rows(g)
+        opt.learning_rate = float(ddpm_learning_rate(g, t_cfg))
+        loss = trainer.train_step(x_all[r], feats[r], step=g)
+        return {"phase": "train", "loss": loss, "lr": float(np.asarray(opt.learning_rate))}
+
+    def before(s: int, stop: int) -> None:
+        if mon is not None and s == 0 and stop > 0:
+            monitor(0)
+
+    def after(s: int, out: dict, stop: int) -> None:
+        if mon is not None and t_cfg["monitor_every"] and (
+                s % t_cfg["monitor_every"] == 0 or s == total):
+            monitor(s)
+
+    result = {"dataset": str(ds_path), "steps": total, "start_step": step, "n_train": n_train,
               "holdout": n_gal - n_train}
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=step, desc="ddpm", unit="step",
-               disable=not t_cfg["progress"], dynamic_ncols=True)
-    timing = [0, 0.0]
-    first_loss = None
-    t_start = time.perf_counter()
-    out = None
-    try:
-        with open(log_path, "a") as log:
-            if mon is not None and step == 0 and stop_at > 0:
-                monitor(0, log)
-            while step < stop_at:
-                t0 = time.perf_counter()
-                r = rows(step)
-                opt.learning_rate = float(_lr(step, t_cfg))
-                loss = float(train_step(tf.constant(x_all[r]), tf.constant(feats[r]),
-                                        tf.constant(step, tf.int64)))
-                if not math.isfinite(loss):
-                    raise ConfigError("the diffusion loss is not finite (lower "
-                                      "training.learning_rate or set clipnorm).",
-                                      key="training", received={"step": step, "loss": loss})
-                dt = time.perf_counter() - t0
-                if step > result["start_step"]:  # the first step includes tracing
-                    timing[0] += 1
-                    timing[1] += dt
-                first_loss = loss if first_loss is None else first_loss
-                step += 1
-                out = {"loss": loss, "lr": float(np.asarray(opt.learning_rate))}
-                if step % log_every == 0 or step == stop_at:
-                    log.write(json.dumps({"step": step, "phase": "train", **out,
-                                          "time_s": round(time.perf_counter() - t_start, 3)})
-                              + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{loss:.4g}")
-                bar.update(1)
-                if mon is not None and t_cfg["monitor_every"] and (
-                        step % t_cfg["monitor_every"] == 0 or step == total):
-                    monitor(step, log)
-                if step % every == 0 or step == stop_at:
-                    save_checkpoint(ckpt_dir, step, groups, {"seed": seed}, keep=keep)
-    finally:
-        bar.close()
-
-    complete = step >= total
-    result.update(steps_done=step, complete=complete, last=out,
-                  steps_per_second=(timing[0] / timing[1] if timing[1] > 0 else None))
-    lines = [json.loads(x) for x in log_path.read_text().splitlines()] \
-        if log_path.is_file() else []
-    mons = [x for x in lines if x.get("phase") == "monitor"]
+    summary = run.loop(step, total, step_fn, name="ddpm", before=before, after=after,
+                       not_finite="the diffusion loss is not finite (lower "
+                                  "training.learning_rate or set clipnorm).")
+    summary["steps_per_second"] = summary["steps_per_second"].get("train")
+    summary["last"] = {k: v for k, v in summary["last"].items() if k != "phase"} or None
+    result.update(summary)
+    mons = [x for x in run.log_lines() if x.get("phase") == "monitor"]
     if mons:
         result["monitor"] = {"first": mons[0], "last": mons[-1]}
-    if complete:
+    if summary["complete"]:
         ema.copy_to(net)  # the shipped model holds the averaged weights
-        gm.meta["training"].update(final_monitor=mons[-1] if mons else None, steps_done=step,
-                                   complete=True)
-        save_model_atomic(gm, output)
-    write_json(run_dir / "result.json", result)
-    return result
+        gm.meta["training"].update(final_monitor=mons[-1] if mons else None,
+                                   steps_done=summary["steps_done"], complete=True)
+        save_model_atomic(gm, run.output)
+    return run.finish(result)
 
 
 def export_checkpoint(config_path, overrides: list[str] | None = None, output=None) -> Path:
@@ -437,14 +305,8 @@ def export_checkpoint(config_path, overrides: list[str] | None = None, output=No
     """
     from astrogen.datasets.galaxy_stamps import read_manifest, read_stamps
     from astrogen.models.ddpm_galaxy import DDPMGalaxyModel, condition_features
-    from astrogen.training.config import load_training_config
-
-    cfg = load_training_config(str(config_path), overrides)
+    cfg, ckpt = checkpoint_of_run(config_path, overrides, ("ddpm",))
     t_cfg, d_cfg = cfg["training"], cfg["ddpm"]
-    ckpt = latest_checkpoint(cfg.run_dir / "checkpoints")
-    if ckpt is None:
-        raise ResumeError("no checkpoint in the run folder.", key="run_dir",
-                          received={"run_dir": str(cfg.run_dir)})
     ds_path = Path(cfg["dataset"]["path"])
     manifest = read_manifest(ds_path)
     n_gal, n = int(manifest["n_galaxies"]), int(manifest["stamp_size"])
@@ -457,7 +319,7 @@ def export_checkpoint(config_path, overrides: list[str] | None = None, output=No
     restore_variables(net.weights, values["model"], "model", ckpt)
     restore_variables(net.trainable_weights, values["ema"][:-1], "ema", ckpt)
     step = int(state["step"])
-    schedule, intensity, meta = _model_parts(cfg, manifest, ds_path, raw_c, n_train)
+    schedule, intensity, meta = model_parts(cfg, manifest, ds_path, raw_c, n_train)
     meta["training"].update(steps_done=step, complete=step >= int(t_cfg["steps"]),
                             checkpoint=ckpt.name)
     out = Path(output) if output is not None else Path(cfg["output"])

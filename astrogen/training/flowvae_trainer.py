@@ -43,8 +43,6 @@ on resume the lines after the restored checkpoint are dropped), ``latents.npz``,
 from __future__ import annotations
 
 import json
-import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,70 +50,154 @@ import numpy as np
 from astrogen.errors import ConfigError
 from astrogen.io.atomic import save_npz, save_model_atomic, write_json
 from astrogen.seeds import derive_seed
-from astrogen.training.checkpoint import flatten as _flatten
-from astrogen.training.checkpoint import restore_run, resume_checkpoint, save_checkpoint
-from astrogen.training.config import TrainingConfig, check_distribution
+from astrogen.training.loop import Run, current_lr, learning_rate
+from astrogen.training.registry import Trainer, register_trainer
+from astrogen.training.schema import (REQUIRED, check_bool, check_choice, check_devices,
+                                      check_float, check_int, check_int_list, check_sections,
+                                      check_str, loop_keys, top_level)
 
-__all__ = ["train_flowvae"]
+__all__ = ["FlowVAETrainer", "train_flowvae", "SCHEMA", "RESUME_MUTABLE_KEYS",
+           "check_distribution", "setup_strategy", "temper_bright_stamps", "auto_flux_scale",
+           "vae_eval", "evaluate_real"]
+
+
+def _flux_scale(v):
+    return v if v == "auto" else check_float(0.0, strict=True)(v)
+
+
+#: section -> key -> (default, check) of ``model: flowvae``. ``dataset`` keys other than
+#: ``path`` are checked by :class:`astrogen.datasets.StampDatasetConfig`.
+SCHEMA: dict = {
+    "": top_level("flowvae", sections=("flowvae",)),
+    "flowvae": {
+        "latent_dim": (32, check_int(1)),
+        "channels": ([32, 64, 128, 256], check_int_list),
+        "blocks_per_level": (1, check_int(1)),
+        "activation": ("elu", check_str),
+        "output_activation": ("softplus", check_choice("softplus", "linear")),
+        "flux_scale": ("auto", _flux_scale),
+        "min_posterior_std": (1e-4, check_float(0.0, strict=True)),
+        "flow_num_bijectors": (4, check_int(1)),
+        "flow_hidden_units": ([128, 128], check_int_list),
+        "flow_activation": ("elu", check_str),
+        "flow_permutation": ("random", check_choice("random", "reverse")),
+        "flow_seed": (0, check_int(0)),
+        "beta": (1.0, check_float(0.0)),
+        "free_bits": (0.0, check_float(0.0)),
+        "kl_warmup_steps": (0, check_int(0)),
+        "pad_psf": (True, check_bool),
+    },
+    "training": {
+        "batch_size": (32, check_int(1)),
+        "vae_steps": (REQUIRED, check_int(0)),
+        "flow_steps": (REQUIRED, check_int(0)),
+        "vae_learning_rate": (1e-3, check_float(0.0, strict=True)),
+        "flow_learning_rate": (1e-3, check_float(0.0, strict=True)),
+        "lr_schedule": ("cosine", check_choice("constant", "cosine")),
+        "lr_final_fraction": (0.05, check_float(0.0)),
+        "clipnorm": (None, check_float(0.0, strict=True, optional=True)),
+        "noise_model": ("power", check_choice("power", "sigma")),
+        "max_peak_snr": (None, check_float(0.0, strict=True, optional=True)),
+        "shuffle_buffer": (1024, check_int(0)),
+        "flow_batch_size": (128, check_int(1)),
+        "latent_batch_size": (128, check_int(1)),
+        **loop_keys(checkpoint_every=500, log_every=10, progress=True),
+        "monitor_size": (256, check_int(0)),
+        "monitor_every": (500, check_int(0)),
+        "eval_real": (True, check_bool),
+        # tf.distribute (astrogen.pipeline.tf_distribute): data-parallel replicas
+        "strategy": ("default", check_choice("default", "mirrored")),
+        "devices": (None, check_devices),
+        "logical_cpu_devices": (None, check_int(1, optional=True)),
+    },
+}
+
+#: Keys that may differ between a run and its ``--resume`` besides the common ones: the
+#: monitoring, and the hardware (a run may continue on other devices: same global batches
+#: and noise; results then differ from an uninterrupted run by floating-point rounding only)
+RESUME_MUTABLE_KEYS = ("training.eval_real", "training.monitor_every", "training.strategy",
+                       "training.devices", "training.logical_cpu_devices")
+
+
+@register_trainer("flowvae")
+class FlowVAETrainer(Trainer):
+    """``model: flowvae``."""
+
+    def check(self, cfg):
+        from astrogen.datasets.galaxy_stamps import StampDatasetConfig
+
+        out = check_sections(cfg, SCHEMA, ("flowvae",), StampDatasetConfig, "stamp dataset",
+                             RESUME_MUTABLE_KEYS)
+        n, c = out["dataset"]["stamp_size"], out["flowvae"]["channels"]
+        if n % (2 ** len(c)):
+            raise ConfigError(f"dataset.stamp_size must be a multiple of 2**len(channels) = "
+                              f"{2 ** len(c)}.", key="flowvae.channels",
+                              line=cfg.line(("flowvae", "channels")),
+                              received={"stamp_size": n, "channels": c})
+        t = out["training"]
+        for key in ("batch_size", "flow_batch_size"):
+            if t[key] > out["dataset"]["n_galaxies"]:
+                raise ConfigError("must not exceed dataset.n_galaxies.", key=f"training.{key}",
+                                  line=cfg.line(("training", key)),
+                                  received={key: t[key],
+                                            "n_galaxies": out["dataset"]["n_galaxies"]})
+        check_distribution(t, lambda k: cfg.line(("training", k)))
+        return out
+
+    def train(self, cfg, resume: bool = False) -> dict:
+        return train_flowvae(cfg, resume)
+
+
+def check_distribution(t: dict, line=lambda key: None, replicas: int | None = None) -> None:
+    """Check the ``tf.distribute`` keys of a checked ``training`` section.
+
+    ``devices`` and ``logical_cpu_devices`` need ``strategy: mirrored``; the global batch
+    sizes (``batch_size``, ``flow_batch_size``) must split into equal shards, one per replica.
+    ``replicas`` is the number of replicas when known (the trainer passes the strategy's);
+    otherwise it is ``len(devices)`` or ``logical_cpu_devices`` if given (else unknown, not
+    checked here).
+
+    Raises
+    ------
+    ConfigError
+        Naming the offending ``training.*`` key and the values received.
+    """
+    kind = t.get("strategy", "default")
+    for key in ("devices", "logical_cpu_devices"):
+        if t.get(key) is not None and kind != "mirrored":
+            raise ConfigError("is only valid with training.strategy: mirrored.",
+                              key=f"training.{key}", line=line(key),
+                              received={key: t[key], "strategy": kind})
+    if replicas is None and kind == "mirrored":
+        if t.get("devices") is not None:
+            replicas = len(t["devices"])
+        elif t.get("logical_cpu_devices") is not None:
+            replicas = int(t["logical_cpu_devices"])
+    if replicas is None or replicas <= 1:
+        return
+    for key in ("batch_size", "flow_batch_size"):
+        if t[key] % replicas:
+            raise ConfigError(f"must be divisible by the number of replicas ({replicas}): "
+                              "each replica takes an equal share of the global batch.",
+                              key=f"training.{key}", line=line(key),
+                              received={key: t[key], "replicas": replicas,
+                                        "strategy": kind})
 
 
 # ---------------------------------------------------------------------- helpers
-def _prepare_dataset(cfg: TrainingConfig) -> tuple[Path, dict]:
-    from astrogen.datasets.galaxy_stamps import (StampDatasetConfig, build_stamp_dataset,
-                                                 dataset_is_complete, read_manifest)
-
-    ds = dict(cfg["dataset"])
-    path = Path(ds.pop("path"))
-    dcfg = StampDatasetConfig.from_dict(ds)
-    if dataset_is_complete(path):
-        manifest = read_manifest(path)
-        have = StampDatasetConfig.from_dict(manifest["config"]).identity()
-        if have != dcfg.identity():
-            diff = {k: (v, dcfg.identity()[k]) for k, v in have.items()
-                    if dcfg.identity()[k] != v}
-            raise ConfigError("the dataset folder holds another dataset; change dataset.path "
-                              "or delete the folder.", key="dataset.path",
-                              received={"path": str(path),
-                                        "differences (existing, configured)": diff})
-        return path, manifest
-    manifest = build_stamp_dataset(path, dcfg, progress=cfg["training"]["progress"])
-    return path, manifest
-
-
-def _auto_flux_scale(path: Path) -> float:
+def auto_flux_scale(path: Path) -> float:
     """Median over (up to) the first 1024 stamps of their brightest observed pixel, rounded
     to two significant digits: the decoder and encoder then work on numbers of order 1."""
-    from astrogen.datasets.galaxy_stamps import _Reader
+    from astrogen.datasets.galaxy_stamps import peak_flux_median
 
-    r = _Reader(path, ("observed",))
-    maxima, k = [], 0
-    while sum(len(m) for m in maxima) < 1024 and k < len(r.manifest["shards"]):
-        maxima.append(r.shard(k)["observed"].max(axis=(1, 2)))
-        k += 1
-    v = float(np.median(np.concatenate(maxima)[:1024]))
+    v = peak_flux_median(path, 1024)
     if not (v > 0):
         raise ConfigError("cannot set flux_scale automatically (non-positive stamps); give a "
                           "number.", key="flowvae.flux_scale", received={"median_max": v})
     return float(f"{v:.2g}")
 
 
-def _learning_rate(kind: str, lr: float, steps: int, final_fraction: float):
-    import keras
-
-    if kind == "cosine" and steps > 0:
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps,
-                                                      alpha=final_fraction)
-    return lr
-
-
-def _current_lr(optimizer) -> float:
-    lr = optimizer.learning_rate
-    return float(np.asarray(lr))
-
-
-
-
-def _vae_eval(model, data: dict, noise_model: str, seed: int, batch: int) -> dict:
+def vae_eval(model, data: dict, noise_model: str, seed: int, batch: int) -> dict:
     """Negative ELBO and its terms (beta = 1, no free bits; nats per stamp, mean over
     ``data``), evaluated in fixed micro-batches with a fixed reparameterisation seed."""
     n = len(data["observed"])
@@ -130,12 +212,12 @@ def _vae_eval(model, data: dict, noise_model: str, seed: int, batch: int) -> dic
     return {k: v / n for k, v in sums.items()}
 
 
-def _evaluate_real(model, stamp_size: int, noise_model: str, seed: int) -> dict:
+def evaluate_real(model, stamp_size: int, noise_model: str, seed: int) -> dict:
     """Mean ELBO terms (nats per stamp) of the 100 real COSMOS stamps."""
     from astrogen.datasets.galaxy_stamps import load_real_cosmos
 
     real = load_real_cosmos(stamp_size, seed=seed)
-    out = _vae_eval(model, real, noise_model, seed, batch=50)
+    out = vae_eval(model, real, noise_model, seed, batch=50)
     return out | {"n": len(real["observed"])}
 
 
@@ -232,7 +314,7 @@ def setup_strategy(t_cfg: dict):
 
 
 # ---------------------------------------------------------------------- main loop
-def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
+def train_flowvae(cfg, resume: bool = False) -> dict:
     """Train a FlowVAE as configured (see module docstring); returns a summary dict.
 
     Note: the initial weights are drawn after ``keras.utils.set_random_seed(derive_seed(seed,
@@ -248,30 +330,25 @@ def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
     strategy = setup_strategy(t_cfg)  # before any TensorFlow op (logical devices)
     import keras
 
-    from astrogen.datasets.galaxy_stamps import CONDITION_NAMES, read_stamps, stamp_dataset
+    from astrogen.datasets.galaxy_stamps import (CONDITION_NAMES, prepare_stamp_dataset,
+                                                 read_stamps, stamp_dataset)
     from astrogen.models.flowvae import FlowVAE, train_flow_step, train_vae_step
 
     a_cfg = cfg["flowvae"]
     seed = int(cfg["seed"])
-    run_dir = cfg.run_dir
-    ckpt_dir = run_dir / "checkpoints"
-    output = Path(cfg["output"])
-    config_file = run_dir / "config.json"
-    ckpt = resume_checkpoint(run_dir, resume, lambda old: _flatten(
-        (TrainingConfig(old) if old is not None else cfg).for_comparison()))
-
-    ds_path, manifest = _prepare_dataset(cfg)
+    run = Run(cfg, resume)
+    run_dir = run.run_dir
+    ds_path, manifest = prepare_stamp_dataset(cfg["dataset"], progress=t_cfg["progress"])
     if list(manifest["conditions"]["names"]) != list(CONDITION_NAMES):
         raise ConfigError("unexpected condition columns in the dataset.", key="dataset.path",
                           received={"conditions": manifest["conditions"]["names"]})
     n_gal = int(manifest["n_galaxies"])
     n = int(manifest["stamp_size"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(config_file, cfg)
+    run.start()
 
     flux_scale = a_cfg["flux_scale"]
     if flux_scale == "auto":
-        flux_scale = _auto_flux_scale(ds_path)
+        flux_scale = auto_flux_scale(ds_path)
     arch = {k: v for k, v in a_cfg.items() if k != "flux_scale"}
     conditions = read_stamps(ds_path, fields=("conditions",))["conditions"]
     vae_steps, flow_steps = int(t_cfg["vae_steps"]), int(t_cfg["flow_steps"])
@@ -287,18 +364,15 @@ def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
                         flux_unit=str(manifest["flux_unit"]), **arch)
         model.adapt_conditions(conditions)
         vae_opt = keras.optimizers.Adam(
-            _learning_rate(t_cfg["lr_schedule"], t_cfg["vae_learning_rate"], vae_steps,
-                           t_cfg["lr_final_fraction"]), name="vae_adam", **clip)
+            learning_rate(t_cfg["lr_schedule"], t_cfg["vae_learning_rate"], vae_steps,
+                          t_cfg["lr_final_fraction"]), name="vae_adam", **clip)
         flow_opt = keras.optimizers.Adam(
-            _learning_rate(t_cfg["lr_schedule"], t_cfg["flow_learning_rate"], flow_steps,
-                           t_cfg["lr_final_fraction"]), name="flow_adam", **clip)
+            learning_rate(t_cfg["lr_schedule"], t_cfg["flow_learning_rate"], flow_steps,
+                          t_cfg["lr_final_fraction"]), name="flow_adam", **clip)
         vae_opt.build(model.vae_variables)
         flow_opt.build(model.flow_variables)
-    groups = {"model": model.weights, "vae_optimizer": vae_opt.variables,
-              "flow_optimizer": flow_opt.variables}
-
-    log_path = run_dir / "losses.jsonl"
-    step = restore_run(ckpt, groups, log_path)
+    step = run.restore({"model": model.weights, "vae_optimizer": vae_opt.variables,
+                        "flow_optimizer": flow_opt.variables}, seed=seed)
     if step < vae_steps:  # files derived from a finished VAE phase cannot be current
         for stale in ("latents.npz", "eval_real.json", "result.json"):
             (run_dir / stale).unlink(missing_ok=True)
@@ -360,105 +434,63 @@ def train_flowvae(cfg: TrainingConfig, resume: bool = False) -> dict:
                                    rows=slice(0, min(int(t_cfg["monitor_size"]), n_gal)))
     monitor_seed = derive_seed(seed, "monitor") % (2 ** 31)
 
-    def monitor(s: int, log) -> None:
-        ev = _vae_eval(model, monitor_data, t_cfg["noise_model"], monitor_seed,
-                       int(t_cfg["latent_batch_size"]))
-        log.write(json.dumps({"step": s, "phase": "monitor", **ev}) + "\n")
-        log.flush()
+    def monitor(s: int) -> None:
+        ev = vae_eval(model, monitor_data, t_cfg["noise_model"], monitor_seed,
+                      int(t_cfg["latent_batch_size"]))
+        run.write({"step": s, "phase": "monitor", **ev})
 
     eval_file = run_dir / "eval_real.json"
-    result: dict = {"output": str(output), "run_dir": str(run_dir), "dataset": str(ds_path),
-                    "flux_scale": flux_scale, "vae_steps": vae_steps,
-                    "flow_steps": flow_steps, "start_step": step,
+    batches = {"it": vae_batches(step) if step < vae_steps else None}
+
+    def step_fn(g: int) -> dict:
+        if g < vae_steps:
+            b = next(batches["it"])
+            if peak_snr_cap is not None:
+                b = temper_bright_stamps(b, peak_snr_cap)
+            kw = ({"noise_power": b["noise_power"]} if "noise_power" in b
+                  else {"noise_sigma": b["noise_sigma"]})
+            out = train_vae_step(model, vae_opt, b["observed"], b["psf"], step=g, seed=seed,
+                                 strategy=strategy, **kw)
+            return {"phase": "vae", **out, "lr": current_lr(vae_opt)}
+        batches["it"] = None
+        ensure_latents()
+        rows = flow_rows(g - vae_steps)
+        out = train_flow_step(model, flow_opt, latents["z"][rows], latents["conditions"][rows],
+                              strategy=strategy)
+        return {"phase": "flow", **out, "lr": current_lr(flow_opt)}
+
+    def before(s: int, stop: int) -> None:
+        if monitor_data is not None and s == 0 and stop > 0:
+            monitor(0)
+
+    def after(s: int, out: dict, stop: int) -> None:
+        if monitor_data is not None and s <= vae_steps and (
+                s == vae_steps or (t_cfg["monitor_every"] and s % t_cfg["monitor_every"] == 0)):
+            monitor(s)
+        if s == vae_steps and vae_steps > 0 and t_cfg["eval_real"]:
+            ev = evaluate_real(model, n, t_cfg["noise_model"], seed)
+            write_json(eval_file, {"step": s, **ev})
+            run.write({"step": s, "phase": "eval_real", **ev})
+
+    def at_vae_end(s: int) -> bool:
+        return s == vae_steps and vae_steps > 0
+
+    result: dict = {"dataset": str(ds_path), "flux_scale": flux_scale,
+                    "vae_steps": vae_steps, "flow_steps": flow_steps, "start_step": step,
                     "strategy": t_cfg["strategy"],
                     "replicas": int(strategy.num_replicas_in_sync)}
-    max_run = t_cfg["max_steps_this_run"]
-    stop_at = total if max_run is None else min(total, step + int(max_run))
-    every, keep = int(t_cfg["checkpoint_every"]), int(t_cfg["keep_checkpoints"])
-    log_every = int(t_cfg["log_every"])
-
-    def checkpoint(s: int, phase: str):
-        save_checkpoint(ckpt_dir, s, groups, {"phase": phase, "seed": seed}, keep=keep)
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=step, desc="flowvae", unit="step",
-               disable=not t_cfg["progress"], dynamic_ncols=True)
-    last: dict = {}
-    timing = {"vae": [0, 0.0], "flow": [0, 0.0]}
-    seen: set = set()
-    t_start = time.perf_counter()
-    it = vae_batches(step) if step < vae_steps else None
-    try:
-        with open(log_path, "a") as log:
-            if monitor_data is not None and step == 0 and stop_at > 0:
-                monitor(0, log)
-            while step < stop_at:
-                t0 = time.perf_counter()
-                if step < vae_steps:
-                    phase = "vae"
-                    b = next(it)
-                    if peak_snr_cap is not None:
-                        b = temper_bright_stamps(b, peak_snr_cap)
-                    kw = ({"noise_power": b["noise_power"]} if "noise_power" in b
-                          else {"noise_sigma": b["noise_sigma"]})
-                    out = train_vae_step(model, vae_opt, b["observed"], b["psf"], step=step,
-                                         seed=seed, strategy=strategy, **kw)
-                    out["lr"] = _current_lr(vae_opt)
-                    if not math.isfinite(out["loss"]):
-                        raise ConfigError("the VAE loss is not finite (lower "
-                                          "training.vae_learning_rate or set clipnorm).",
-                                          key="training", received={"step": step, **out})
-                else:
-                    phase = "flow"
-                    it = None
-                    ensure_latents()
-                    f = step - vae_steps
-                    rows = flow_rows(f)
-                    out = train_flow_step(model, flow_opt, latents["z"][rows],
-                                          latents["conditions"][rows], strategy=strategy)
-                    out["lr"] = _current_lr(flow_opt)
-                dt = time.perf_counter() - t0
-                if phase in seen:  # the first step of a phase includes tracing: not timed
-                    timing[phase][0] += 1
-                    timing[phase][1] += dt
-                seen.add(phase)
-                step += 1
-                last = {"phase": phase, **out}
-                if step % log_every == 0 or step == stop_at or step == vae_steps:
-                    rec = {"step": step, "phase": phase, **{k: float(v) for k, v in out.items()},
-                           "time_s": round(time.perf_counter() - t_start, 3)}
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    bar.set_postfix(phase=phase, loss=f"{out['loss']:.4g}")
-                bar.update(1)
-                if monitor_data is not None and step <= vae_steps and (
-                        step == vae_steps or (t_cfg["monitor_every"]
-                                              and step % t_cfg["monitor_every"] == 0)):
-                    monitor(step, log)
-                if step == vae_steps and vae_steps > 0:
-                    if t_cfg["eval_real"]:
-                        ev = _evaluate_real(model, n, t_cfg["noise_model"], seed)
-                        write_json(eval_file, {"step": step, **ev})
-                        log.write(json.dumps({"step": step, "phase": "eval_real", **ev}) + "\n")
-                        log.flush()
-                    checkpoint(step, phase)
-                elif step % every == 0 or step == stop_at:
-                    checkpoint(step, phase)
-    finally:
-        bar.close()
-
-    complete = step >= total
-    result.update(steps_done=step, complete=complete, last=last,
-                  steps_per_second={k: (v[0] / v[1] if v[1] > 0 else None)
-                                    for k, v in timing.items()})
-    mon = [json.loads(x) for x in log_path.read_text().splitlines()
-           if '"monitor"' in x] if log_path.is_file() else []
+    summary = run.loop(step, total, step_fn, name="flowvae", before=before, after=after,
+                       log_at=lambda s: s == vae_steps, checkpoint_at=at_vae_end,
+                       not_finite="the loss is not finite (lower training.vae_learning_rate "
+                                  "or training.flow_learning_rate, or set clipnorm).")
+    summary["steps_per_second"] = {k: summary["steps_per_second"].get(k)
+                                   for k in ("vae", "flow")}
+    result.update(summary)
+    mon = [x for x in run.log_lines() if x.get("phase") == "monitor"]
     if mon:
         result["monitor"] = {"first": mon[0], "last": mon[-1]}
     if eval_file.is_file():
         result["eval_real"] = json.loads(eval_file.read_text())
-    if complete:
-        save_model_atomic(model, output)
-    write_json(run_dir / "result.json", result)
-    return result
+    if summary["complete"]:
+        save_model_atomic(model, run.output)
+    return run.finish(result)

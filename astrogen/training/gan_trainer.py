@@ -30,226 +30,73 @@ one instead of the last.
 """
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-from typing import Any, Callable
-
 import numpy as np
 
-from astrogen.errors import AstrogenError, ConfigError, UnknownKeyError, suggest
 from astrogen.io.atomic import save_model_atomic, write_json
 from astrogen.seeds import derive_seed
-from astrogen.training.checkpoint import flatten as _flatten
-from astrogen.training.checkpoint import restore_run, resume_checkpoint, save_checkpoint
-from astrogen.training.config import (_REQUIRED, TrainingConfig, _bool, _choice, _float,
-                                      _int, _int_list, _str, check_mapping)
+from astrogen.training.loop import Run
+from astrogen.training.registry import Trainer, register_trainer
+from astrogen.training.schema import (REQUIRED, check_choice, check_float, check_int,
+                                      check_int_list, check_mapping, check_str, top_level)
+from astrogen.training.slices import (augment, check_slice_config, dataset_meta, exporter,
+                                      prepare_slices, slice_meta, slice_training_keys)
 
-__all__ = ["check_nbody_config", "train_nbody_gan", "augment", "GAN_SCHEMA"]
-
-_COMMON_TOP = {
-    "model": (_REQUIRED, _str),
-    "seed": (0, _int(0)),
-    "output": (_REQUIRED, _str),
-    "run_dir": (None, lambda v: v if v is None else _str(v)),
-    "description": ("", lambda v: "" if v is None else str(v)),
-    "dataset": ({}, lambda v: v),
-    "training": ({}, lambda v: v),
-}
-_COMMON_TRAINING = {
-    "steps": (_REQUIRED, _int(0)),
-    "batch_size": (16, _int(1)),
-    "learning_rate": (2e-4, _float(0.0, strict=True)),
-    "beta_1": (0.5, _float(0.0)),
-    "beta_2": (0.9, _float(0.0)),
-    "augment": (True, _bool),
-    "checkpoint_every": (100, _int(1)),
-    "keep_checkpoints": (2, _int(1)),
-    "log_every": (10, _int(1)),
-    "max_steps_this_run": (None, _int(1, optional=True)),
-    "export_every_checkpoint": (True, _bool),
-    "progress": (False, _bool),
-}
+__all__ = ["GAN_SCHEMA", "GanTrainer", "train_nbody_gan", "augment"]
 
 #: section -> key -> (default, check) of ``model: nbody_gan``.
-GAN_SCHEMA: dict[str, dict[str, tuple[Any, Callable]]] = {
-    "": {**_COMMON_TOP, "gan": ({}, lambda v: v), "validation": (None, lambda v: v)},
+GAN_SCHEMA: dict = {
+    "": top_level("nbody_gan", sections=("gan",), validation=(None, lambda v: v)),
     "validation": {   # checkpoint selection on held-out boxes (astrogen.training.gan_select)
-        "path": (_REQUIRED, _str),
-        "n_boxes": (16, _int(1)),
-        "seed": (5, _int(0)),
-        "noise_seed": (13, _int(0)),
+        "path": (REQUIRED, check_str),
+        "n_boxes": (16, check_int(1)),
+        "seed": (5, check_int(0)),
+        "noise_seed": (13, check_int(0)),
     },
     "gan": {
-        "channels": ([16, 32, 64], _int_list),
-        "critic_channels": ([16, 32, 64, 64], _int_list),
-        "noise_channels": (1, _int(1)),
-        "transform_a": (1.0, _float(0.0, strict=True)),
-        "condition": ("linear", _choice("linear", "lpt")),
-        "lpt_order": (2, _choice(1, 2)),
+        "channels": ([16, 32, 64], check_int_list),
+        "critic_channels": ([16, 32, 64, 64], check_int_list),
+        "noise_channels": (1, check_int(1)),
+        "transform_a": (1.0, check_float(0.0, strict=True)),
+        "condition": ("linear", check_choice("linear", "lpt")),
+        "lpt_order": (2, check_choice(1, 2)),
     },
     "training": {
-        **_COMMON_TRAINING,
-        "n_critic": (3, _int(1)),
-        "critic_learning_rate": (None, _float(0.0, strict=True, optional=True)),
-        "gp_weight": (10.0, _float(0.0)),
-        "l1_weight": (10.0, _float(0.0)),
-        "l1_smoothing": (0.0, _float(0.0)),   # pixels: Gaussian sigma of the L1 fields
-        "power_weight": (0.0, _float(0.0)),   # weight of the batch log-power-spectrum term
-        "ema_decay": (0.0, _float(0.0, below=1.0)),  # > 0: export averaged generator weights
+        **slice_training_keys(learning_rate=2e-4, beta_1=0.5, beta_2=0.9),
+        "n_critic": (3, check_int(1)),
+        "critic_learning_rate": (None, check_float(0.0, strict=True, optional=True)),
+        "gp_weight": (10.0, check_float(0.0)),
+        "l1_weight": (10.0, check_float(0.0)),
+        "l1_smoothing": (0.0, check_float(0.0)),   # pixels: Gaussian sigma of the L1 fields
+        "power_weight": (0.0, check_float(0.0)),   # weight of the batch log-power term
+        "ema_decay": (0.0, check_float(0.0, below=1.0)),  # > 0: export averaged weights
     },
 }
 
 
-def _check_slice_dataset(data, cfg) -> dict:
-    from astrogen.datasets.nbody_slices import SliceDatasetConfig
+@register_trainer("nbody_gan")
+class GanTrainer(Trainer):
+    """``model: nbody_gan``."""
 
-    if not isinstance(data, dict) or "path" not in data:
-        raise ConfigError("must be a mapping with 'path' (folder of the slice dataset; built "
-                          "if missing) and astrogen.datasets.nbody_slices settings.",
-                          key="dataset", line=cfg.line(("dataset",)))
-    allowed = ["path"] + SliceDatasetConfig.field_names()
-    for key in data:
-        if key not in allowed:
-            raise UnknownKeyError(f"unknown key.{suggest(str(key), allowed)}",
-                                  key=f"dataset.{key}", line=cfg.line(("dataset", key)),
-                                  received={"allowed": allowed})
-    body = {k: v for k, v in data.items() if k != "path"}
-    try:
-        ds = SliceDatasetConfig.from_dict(body)
-    except AstrogenError as exc:
-        k = exc.key or ""
-        raise type(exc)(exc.message, key=f"dataset.{k}" if k else "dataset",
-                        line=cfg.line(("dataset", k)), received=exc.received) from None
-    return {"path": _str(data["path"]), **ds.to_dict()}
-
-
-def check_nbody_config(cfg) -> TrainingConfig:
-    """Check a ``model: nbody_gan`` or ``model: halo_unet`` training file
-    (:class:`astrogen.pipeline.config.Config`) and fill in defaults."""
-    model = cfg.data.get("model")
-    if model == "nbody_gan":
-        schema, section = GAN_SCHEMA, "gan"
-    else:
-        from astrogen.training.halo_trainer import HALO_SCHEMA
-
-        schema, section = HALO_SCHEMA, "halo_unet"
-    top = check_mapping(cfg.data, schema[""], cfg, ())
-    out = TrainingConfig(top)
-    out.source = cfg.source
-    out[section] = check_mapping(top.get(section) or {}, schema[section], cfg, (section,))
-    out["training"] = check_mapping(top["training"] or {}, schema["training"], cfg, ("training",))
-    out["dataset"] = _check_slice_dataset(top["dataset"], cfg)
-    if model == "nbody_gan" and top.get("validation") is not None:
-        from astrogen.training.gan_select import check_validation_seed
-
-        out["validation"] = check_mapping(top["validation"], schema["validation"], cfg,
-                                          ("validation",))
-        check_validation_seed(out["validation"], out["dataset"],
-                              line=cfg.line(("validation", "seed")))
-    if not str(out["output"]).endswith(".keras"):
-        raise ConfigError("must be a file name ending in '.keras'.", key="output",
-                          line=cfg.line(("output",)), received={"output": out["output"]})
-    ch = out[section]["channels"]
-    n = out["dataset"]["n_grid"]
-    if n % (2 ** (len(ch) - 1)):
-        raise ConfigError(f"dataset.n_grid must be a multiple of 2**(len(channels)-1) = "
-                          f"{2 ** (len(ch) - 1)}.", key=f"{section}.channels",
-                          line=cfg.line((section, "channels")), received={"n_grid": n})
-    return out
-
-
-# ------------------------------------------------------------------------- shared helpers
-def prepare_run(cfg: TrainingConfig, resume: bool, log=print):
-    """Resume checks, dataset build; returns ``(run_dir, ckpt, dataset_path)``."""
-    from astrogen.datasets.nbody_slices import (SliceDatasetConfig, build_slice_dataset,
-                                                dataset_is_complete)
-
-    run_dir = cfg.run_dir
-    config_file = run_dir / "config.json"
-
-    def comparable(old):
-        flat = _flatten((TrainingConfig(old) if old is not None else cfg).for_comparison())
+    def check(self, cfg):
         # the validation section only chooses among checkpoints: a finished run can be
         # resumed with one to select its best checkpoint
-        return {k: v for k, v in flat.items() if not (
-            (k.startswith("training.") and k.split(".")[1]
-             in ("max_steps_this_run", "export_every_checkpoint", "progress", "steps"))
-            or k == "validation" or k.startswith("validation."))}
+        out = check_slice_config(cfg, GAN_SCHEMA, "gan", resume_mutable=("validation",))
+        if out.get("validation") is not None:
+            from astrogen.training.gan_select import check_validation_seed
 
-    ckpt = resume_checkpoint(run_dir, resume, comparable)
-    ds = {k: v for k, v in cfg["dataset"].items() if k != "path"}
-    path = Path(cfg["dataset"]["path"])
-    if not dataset_is_complete(path):
-        build_slice_dataset(path, SliceDatasetConfig(**ds), log=log)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(config_file, cfg)
-    return run_dir, ckpt, path
+            out["validation"] = check_mapping(out["validation"], GAN_SCHEMA["validation"],
+                                              cfg, ("validation",))
+            check_validation_seed(out["validation"], out["dataset"],
+                                  line=cfg.line(("validation", "seed")))
+        return out
 
-
-def augment(arrays: list[np.ndarray], seed: int) -> list[np.ndarray]:
-    """Apply one random symmetry of the periodic square per image (shift, rotation, flip),
-    the same to every array of ``arrays`` (each ``(batch, n, n)``)."""
-    rng = np.random.default_rng(seed)
-    b, n = arrays[0].shape[0], arrays[0].shape[1]
-    shifts = rng.integers(0, n, size=(b, 2))
-    rots = rng.integers(0, 4, size=b)
-    flips = rng.integers(0, 2, size=b)
-    out = [np.empty_like(a) for a in arrays]
-    for i in range(b):
-        for a, o in zip(arrays, out):
-            x = np.roll(a[i], tuple(shifts[i]), axis=(0, 1))
-            x = np.rot90(x, rots[i])
-            o[i] = x[:, ::-1] if flips[i] else x
-    return out
-
-
-
-
-def after_step(last: dict, stop: int, t_cfg: dict, fh, t0: float, checkpoint,
-               log=print) -> None:
-    """Bookkeeping after training step ``last["step"]`` (GAN and halo U-Net): refuse
-    non-finite losses, append ``last`` (+ elapsed seconds) to the loss log every
-    ``log_every`` steps, call ``checkpoint(step)`` every ``checkpoint_every`` steps; both also
-    at ``stop``."""
-    step = last["step"]
-    if not all(np.isfinite(v) for v in last.values()):
-        raise AstrogenError(f"non-finite loss at step {step}: {last}")
-    if step % int(t_cfg["log_every"]) == 0 or step == stop:
-        last["elapsed_s"] = round(time.perf_counter() - t0, 2)
-        fh.write(json.dumps(last) + "\n")
-        fh.flush()
-        if t_cfg["progress"]:
-            log(json.dumps(last))
-    if step % int(t_cfg["checkpoint_every"]) == 0 or step == stop:
-        checkpoint(step)
-
-
-# ------------------------------------------------------------------------- GAN training
-def checkpointing(cfg, run_dir: Path, step: int, groups: dict, model, name: str):
-    """``(total_steps, stop_step, checkpoint)`` of a run at ``step``: ``checkpoint(s)`` saves
-    the variables of ``groups`` and, at the end (or every time with
-    ``training.export_every_checkpoint``), exports ``model`` to ``cfg["output"]``."""
-    t_cfg = cfg["training"]
-    total = int(t_cfg["steps"])
-    stop = total if t_cfg["max_steps_this_run"] is None else min(
-        total, step + int(t_cfg["max_steps_this_run"]))
-    output = Path(cfg["output"])
-
-    def checkpoint(s):
-        save_checkpoint(run_dir / "checkpoints", s, groups, {"model": name},
-                        keep=t_cfg["keep_checkpoints"])
-        if t_cfg["export_every_checkpoint"] or s >= total:
-            model.meta["training"]["steps_done"] = int(s)
-            model.meta["training"]["steps_total"] = total
-            save_model_atomic(model, output)
-
-    return total, stop, checkpoint
+    def train(self, cfg, resume: bool = False) -> dict:
+        return train_nbody_gan(cfg, resume)
 
 
 class _AveragedExport:
-    """What ``checkpointing`` exports when ``training.ema_decay`` > 0: the GAN with its
-    generator's averaged (EMA) weights swapped in for the save."""
+    """What is exported when ``training.ema_decay`` > 0: the GAN with its generator's
+    averaged (EMA) weights swapped in for the save."""
 
     def __init__(self, gan, ema):
         self.gan, self.ema = gan, ema
@@ -263,33 +110,29 @@ class _AveragedExport:
             return self.gan.save(path, **kwargs)
 
 
-def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dict:
+def train_nbody_gan(cfg, resume: bool = False, log=print) -> dict:
     """Train the emulator as configured (see the module docstring); returns a summary."""
     import keras
     import tensorflow as tf
 
-    from astrogen.datasets.nbody_slices import read_manifest, read_slices
-    from astrogen.models.nbody_gan import (NBodyGAN, critic_loss, generator_loss,
-                                           gradient_penalty, power_loss)
+    from astrogen.datasets.nbody_slices import read_slices
+    from astrogen.models.nbody_gan import NBodyGAN
     from astrogen.training.gan_select import dataset_condition_slabs
 
     t_cfg, g_cfg = cfg["training"], cfg["gan"]
     seed = int(cfg["seed"])
-    run_dir, ckpt, ds_path = prepare_run(cfg, resume, log)
-    manifest = read_manifest(ds_path)
+    run = Run(cfg, resume)
+    ds_path, manifest = prepare_slices(cfg, log)
+    run.start()
     data = read_slices(ds_path, keys=("linear", "evolved"))
     linear = data["linear"].astype(np.float32)
     n_img, n = linear.shape[0], linear.shape[1]
     cond_scale = float(np.std(linear))
     dcfg = manifest["config"]
-    meta = {"n_grid": dcfg["n_grid"], "box_size": dcfg["box_size"],
-            "slab_thickness": dcfg["slab_thickness"], "cell_size": manifest["cell_size"],
-            "slab_depth": manifest["slab_depth"], "redshift": dcfg["redshift"],
-            "cosmology": {k: dcfg[k] for k in ("Om0", "Ob0", "h", "sigma8", "n_s")},
+    meta = {**slice_meta(manifest),
             "lattice_shift": 0.5 / int(dcfg["force_resolution"]),
             "pm": {k: dcfg[k] for k in ("z_init", "n_steps", "force_resolution")},
-            "dataset": {"seed": dcfg["seed"], "n_boxes": dcfg["n_boxes"],
-                        "first_box": dcfg["first_box"], "n_images": int(n_img)},
+            "dataset": dataset_meta(manifest, n_img),
             "training": {"config": str(cfg.source), "seed": seed}}
     keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
     gan = NBodyGAN(size=n, transform_a=g_cfg["transform_a"], cond_scale=cond_scale,
@@ -318,45 +161,15 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
 
         ema = EMA(gan.generator, float(t_cfg["ema_decay"]))
         groups["generator_ema"] = ema.shadow + [ema.num_updates]
-    log_path = run_dir / "losses.jsonl"
-    step = restore_run(ckpt, groups, log_path)
-    if ckpt is not None:
-        log(f"nbody_gan: resumed from {ckpt.name} (step {step})")
-
-    gp_w, l1_w = float(t_cfg["gp_weight"]), float(t_cfg["l1_weight"])
-    l1_s = float(t_cfg["l1_smoothing"])
+    step = run.restore(groups, model="nbody_gan")
+    if run.ckpt is not None:
+        log(f"nbody_gan: resumed from {run.ckpt.name} (step {step})")
     p_w = float(t_cfg["power_weight"])
-    gen, crit = gan.generator, gan.critic
-
-    @tf.function(reduce_retracing=True)
-    def critic_step(real, c, z, eps):
-        fake = gen([c, z], training=True)
-        with tf.GradientTape() as tape:
-            d_real = crit([real, c], training=True)
-            d_fake = crit([fake, c], training=True)
-            gp = gradient_penalty(crit, real, fake, c, eps)
-            loss, w = critic_loss(d_real, d_fake, gp, gp_w)
-        grads = tape.gradient(loss, crit.trainable_variables)
-        opt_c.apply_gradients(zip(grads, crit.trainable_variables))
-        return loss, w, gp
-
-    @tf.function(reduce_retracing=True)
-    def gen_step(real, c, z):
-        with tf.GradientTape() as tape:
-            fake = gen([c, z], training=True)
-            d_fake = crit([fake, c], training=True)
-            loss, adv, l1 = generator_loss(d_fake, fake, real, l1_w, l1_s)
-            pw = power_loss(fake, real, gan.transform) if p_w > 0 else tf.constant(0.0)
-            loss = loss + p_w * pw
-        grads = tape.gradient(loss, gen.trainable_variables)
-        opt_g.apply_gradients(zip(grads, gen.trainable_variables))
-        if ema is not None:
-            ema.update()
-        return loss, adv, l1, pw
-
+    critic_step, gen_step = gan.make_train_steps(
+        opt_g, opt_c, t_cfg["gp_weight"], t_cfg["l1_weight"], t_cfg["l1_smoothing"], p_w, ema)
     batch = min(int(t_cfg["batch_size"]), n_img)
 
-    def draw(s: int, k: int):
+    def draw(s: int, k):
         rng = np.random.default_rng(derive_seed(seed, "batch", s, k))
         idx = rng.choice(n_img, size=batch, replace=False)
         c, t = cond[idx], target[idx]
@@ -367,33 +180,28 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
         return (tf.constant(t[..., None]), tf.constant(c[..., None]), tf.constant(z),
                 tf.constant(eps))
 
-    total, stop, checkpoint = checkpointing(cfg, run_dir, step, groups,
-                                            gan if ema is None else _AveragedExport(gan, ema),
-                                            "nbody_gan")
-    output = Path(cfg["output"])
+    def step_fn(g: int) -> dict:
+        for k in range(int(t_cfg["n_critic"])):
+            real, c, z, eps = draw(g, k)
+            lc, w, gp = critic_step(real, c, z, eps)
+        real, c, z, _ = draw(g, "gen")
+        lg, adv, l1, pw = gen_step(real, c, z)
+        out = {"critic_loss": lc, "wasserstein": w, "gradient_penalty": gp,
+               "generator_loss": lg, "adversarial": adv, "l1": l1}
+        return {**out, "power": pw} if p_w > 0 else out
 
-    t0 = time.perf_counter()
-    start = step
-    last = {}
-    with open(log_path, "a") as fh:
-        while step < stop:
-            for k in range(int(t_cfg["n_critic"])):
-                real, c, z, eps = draw(step, k)
-                lc, w, gp = critic_step(real, c, z, eps)
-            real, c, z, _ = draw(step, "gen")
-            lg, adv, l1, pw = gen_step(real, c, z)
-            step += 1
-            last = {"step": step, "critic_loss": float(lc), "wasserstein": float(w),
-                    "gradient_penalty": float(gp), "generator_loss": float(lg),
-                    "adversarial": float(adv), "l1": float(l1)}
-            if p_w > 0:
-                last["power"] = float(pw)
-            after_step(last, stop, t_cfg, fh, t0, checkpoint, log)
-    elapsed = time.perf_counter() - t0
-    if step >= total and not output.is_file():
-        checkpoint(step)
+    total = int(t_cfg["steps"])
+    export = exporter(cfg, gan if ema is None else _AveragedExport(gan, ema))
+    summary = run.loop(step, total, step_fn, name="nbody_gan", on_checkpoint=export)
+    if summary["complete"] and not run.output.is_file():
+        export(summary["steps_done"])
+    summary["last"] = {"step": summary["steps_done"], **summary["last"]} if summary["last"] \
+        else {}
+    summary["steps_per_second"] = summary["steps_per_second"].get("train")
     selection = None
-    if step >= total and cfg.get("validation") and not (run_dir / "selection.json").is_file():
+    run_dir = run.run_dir
+    if summary["complete"] and cfg.get("validation") and not (
+            run_dir / "selection.json").is_file():
         from astrogen.training.gan_select import select_checkpoint, validation_dataset
 
         val = cfg["validation"]
@@ -404,14 +212,10 @@ def train_nbody_gan(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
             steps_done=best["step"], steps_total=total,
             selected_on_validation={"seed": val["seed"], "n_boxes": val["n_boxes"],
                                     "max_abs_power_error": best["max_abs_power_error"]})
-        save_model_atomic(gan, output)
+        save_model_atomic(gan, run.output)
         write_json(run_dir / "selection.json", selection)
         log(f"nbody_gan: exported step {best['step']} (validation max |P ratio - 1| = "
-            f"{best['max_abs_power_error']:.3f}) to {output}")
-    result = {"output": str(output), "run_dir": str(run_dir), "dataset": str(ds_path),
-              "steps_done": step, "steps_total": total, "complete": step >= total,
-              "last": last, "steps_per_second": (step - start) / elapsed if elapsed else None,
-              "n_images": int(n_img), "cond_scale": cond_scale,
-              "selected_step": selection["best"]["step"] if selection else None}
-    write_json(run_dir / "result.json", result)
-    return result
+            f"{best['max_abs_power_error']:.3f}) to {run.output}")
+    return run.finish({"dataset": str(ds_path), "steps_total": total, **summary,
+                       "n_images": int(n_img), "cond_scale": cond_scale,
+                       "selected_step": selection["best"]["step"] if selection else None})

@@ -1,82 +1,72 @@
 """Training of the halo-map U-Net (``model: halo_unet``, ``configs/halo_unet.yaml``).
 
-``astrogen train configs/halo_unet.yaml [--resume]``: same slice dataset, run folder,
+``astrogen train configs/halo_unet.yaml [--resume]``: same slice data set, run folder,
 checkpoints and resume rules as :mod:`astrogen.training.gan_trainer`. Input: the
 transformed PM slab ``s(1 + delta)``; targets: the halo mask and ``log10 M - 13`` on the mask.
-Loss: ``BCE(pos_weight) + dice_weight (1 - soft Dice) + mass_weight MSE(mass on true halo
-pixels)``. Batches are augmented with the symmetries of the periodic square.
+Loss: :meth:`astrogen.models.halo_unet.HaloUNet.losses` (``BCE(pos_weight) + dice_weight
+(1 - soft Dice) + mass_weight MSE(mass on true halo pixels)``). Batches are augmented with
+the symmetries of the periodic square; batch ``g`` is drawn with ``derive_seed(seed,
+"batch", g)``, so a resumed run continues exactly.
+
+This is the smallest trainer: copy it to add one (its schema, its data, its step).
 """
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import numpy as np
 
-from astrogen.io.atomic import write_json
 from astrogen.seeds import derive_seed
-from astrogen.training.checkpoint import restore_run
-from astrogen.training.config import TrainingConfig, _float, _int_list
-from astrogen.training.gan_trainer import (_COMMON_TOP, _COMMON_TRAINING, after_step, augment,
-                                           checkpointing, prepare_run)
+from astrogen.training.loop import Run
+from astrogen.training.registry import Trainer, register_trainer
+from astrogen.training.schema import (check_float, check_int_list, top_level)
+from astrogen.training.slices import (augment, check_slice_config, dataset_meta, exporter,
+                                      prepare_slices, slice_meta, slice_training_keys)
 
-__all__ = ["HALO_SCHEMA", "train_halo_unet", "halo_loss"]
+__all__ = ["HALO_SCHEMA", "HaloTrainer", "train_halo_unet"]
 
+#: section -> key -> (default, check) of ``model: halo_unet``
 HALO_SCHEMA = {
-    "": {**_COMMON_TOP, "halo_unet": ({}, lambda v: v)},
+    "": top_level("halo_unet", sections=("halo_unet",)),
     "halo_unet": {
-        "channels": ([16, 32, 64], _int_list),
-        "transform_a": (1.0, _float(0.0, strict=True)),
+        "channels": ([16, 32, 64], check_int_list),
+        "transform_a": (1.0, check_float(0.0, strict=True)),
     },
     "training": {
-        **_COMMON_TRAINING,
-        "learning_rate": (1e-3, _float(0.0, strict=True)),
-        "beta_1": (0.9, _float(0.0)),
-        "beta_2": (0.999, _float(0.0)),
-        "pos_weight": (3.0, _float(0.0, strict=True)),
-        "dice_weight": (1.0, _float(0.0)),
-        "mass_weight": (1.0, _float(0.0)),
+        **slice_training_keys(learning_rate=1e-3, beta_1=0.9, beta_2=0.999),
+        "pos_weight": (3.0, check_float(0.0, strict=True)),
+        "dice_weight": (1.0, check_float(0.0)),
+        "mass_weight": (1.0, check_float(0.0)),
     },
 }
 
 
-def halo_loss(out, mask, logm, pos_weight: float, dice_weight: float, mass_weight: float):
-    """Total loss and its terms for network output ``out`` (batch, n, n, 2)."""
-    import tensorflow as tf
+@register_trainer("halo_unet")
+class HaloTrainer(Trainer):
+    """``model: halo_unet``."""
 
-    logit, mpred = out[..., 0], out[..., 1]
-    bce = tf.reduce_mean(tf.nn.weighted_cross_entropy_with_logits(mask, logit, pos_weight))
-    p = tf.sigmoid(logit)
-    inter = tf.reduce_sum(p * mask)
-    soft_dice = (2.0 * inter + 1.0) / (tf.reduce_sum(p) + tf.reduce_sum(mask) + 1.0)
-    mse = tf.reduce_sum(mask * tf.square(mpred - logm)) / (tf.reduce_sum(mask) + 1.0)
-    total = bce + dice_weight * (1.0 - soft_dice) + mass_weight * mse
-    return total, bce, soft_dice, mse
+    def check(self, cfg):
+        return check_slice_config(cfg, HALO_SCHEMA, "halo_unet")
+
+    def train(self, cfg, resume: bool = False) -> dict:
+        return train_halo_unet(cfg, resume)
 
 
-def train_halo_unet(cfg: TrainingConfig, resume: bool = False, log=print) -> dict:
+def train_halo_unet(cfg, resume: bool = False, log=print) -> dict:
     """Train the halo-map network as configured; returns a summary."""
     import keras
     import tensorflow as tf
 
-    from astrogen.datasets.nbody_slices import read_manifest, read_slices
+    from astrogen.datasets.nbody_slices import read_slices
     from astrogen.models.halo_unet import LOGM_OFFSET, HaloUNet
 
     t_cfg, h_cfg = cfg["training"], cfg["halo_unet"]
     seed = int(cfg["seed"])
-    run_dir, ckpt, ds_path = prepare_run(cfg, resume, log)
-    manifest = read_manifest(ds_path)
-    dcfg = manifest["config"]
+    run = Run(cfg, resume)
+    ds_path, manifest = prepare_slices(cfg, log)
+    run.start()
     data = read_slices(ds_path, keys=("evolved", "mask", "log_mass"))
     n_img, n = data["evolved"].shape[:2]
-    meta = {"n_grid": dcfg["n_grid"], "box_size": dcfg["box_size"],
-            "slab_thickness": dcfg["slab_thickness"], "cell_size": manifest["cell_size"],
-            "slab_depth": manifest["slab_depth"], "redshift": dcfg["redshift"],
-            "halo_radius": dcfg["halo_radius"], "min_members": dcfg["min_members"],
-            "linking_length": dcfg["linking_length"],
-            "cosmology": {k: dcfg[k] for k in ("Om0", "Ob0", "h", "sigma8", "n_s")},
-            "dataset": {"seed": dcfg["seed"], "n_boxes": dcfg["n_boxes"],
-                        "first_box": dcfg["first_box"], "n_images": int(n_img)},
+    meta = {**slice_meta(manifest, "halo_radius", "min_members", "linking_length"),
+            "dataset": dataset_meta(manifest, n_img),
             "training": {"config": str(cfg.source), "seed": seed}}
     keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
     model = HaloUNet(size=n, channels=h_cfg["channels"], transform_a=h_cfg["transform_a"],
@@ -87,51 +77,30 @@ def train_halo_unet(cfg: TrainingConfig, resume: bool = False, log=print) -> dic
 
     opt = keras.optimizers.Adam(t_cfg["learning_rate"], beta_1=t_cfg["beta_1"],
                                 beta_2=t_cfg["beta_2"], name="halo_adam")
-    net = model.network
-    opt.build(net.trainable_variables)
-    groups = {"network": net.weights, "optimizer": opt.variables}
-    log_path = run_dir / "losses.jsonl"
-    step = restore_run(ckpt, groups, log_path)
-    if ckpt is not None:
-        log(f"halo_unet: resumed from {ckpt.name} (step {step})")
-    pw, dw, mw = (float(t_cfg[k]) for k in ("pos_weight", "dice_weight", "mass_weight"))
-
-    @tf.function(reduce_retracing=True)
-    def train_step(x, m, lm):
-        with tf.GradientTape() as tape:
-            out = net(x, training=True)
-            total, bce, sd, mse = halo_loss(out, m, lm, pw, dw, mw)
-        grads = tape.gradient(total, net.trainable_variables)
-        opt.apply_gradients(zip(grads, net.trainable_variables))
-        return total, bce, sd, mse
-
+    opt.build(model.network.trainable_variables)
+    step = run.restore({"network": model.network.weights, "optimizer": opt.variables},
+                       model="halo_unet")
+    if run.ckpt is not None:
+        log(f"halo_unet: resumed from {run.ckpt.name} (step {step})")
+    train_step = model.make_train_step(opt, *(float(t_cfg[k]) for k in (
+        "pos_weight", "dice_weight", "mass_weight")))
     batch = min(int(t_cfg["batch_size"]), n_img)
-    total_steps, stop, checkpoint = checkpointing(cfg, run_dir, step, groups, model,
-                                                  "halo_unet")
-    output = Path(cfg["output"])
 
-    t0 = time.perf_counter()
-    start = step
-    last = {}
-    with open(log_path, "a") as fh:
-        while step < stop:
-            rng = np.random.default_rng(derive_seed(seed, "batch", step))
-            idx = rng.choice(n_img, size=batch, replace=False)
-            x, m, lm = x_all[idx], mask_all[idx], logm_all[idx]
-            if t_cfg["augment"]:
-                x, m, lm = augment([x, m, lm], derive_seed(seed, "augment", step))
-            tot, bce, sd, mse = train_step(tf.constant(x[..., None]), tf.constant(m),
-                                           tf.constant(lm))
-            step += 1
-            last = {"step": step, "loss": float(tot), "bce": float(bce),
-                    "soft_dice": float(sd), "mass_mse": float(mse)}
-            after_step(last, stop, t_cfg, fh, t0, checkpoint, log)
-    elapsed = time.perf_counter() - t0
-    if step >= total_steps and not output.is_file():
-        checkpoint(step)
-    result = {"output": str(output), "run_dir": str(run_dir), "dataset": str(ds_path),
-              "steps_done": step, "steps_total": total_steps, "complete": step >= total_steps,
-              "last": last, "steps_per_second": (step - start) / elapsed if elapsed else None,
-              "n_images": int(n_img)}
-    write_json(run_dir / "result.json", result)
-    return result
+    def step_fn(g: int) -> dict:
+        rng = np.random.default_rng(derive_seed(seed, "batch", g))
+        idx = rng.choice(n_img, size=batch, replace=False)
+        x, m, lm = x_all[idx], mask_all[idx], logm_all[idx]
+        if t_cfg["augment"]:
+            x, m, lm = augment([x, m, lm], derive_seed(seed, "augment", g))
+        return train_step(tf.constant(x[..., None]), tf.constant(m), tf.constant(lm))
+
+    total = int(t_cfg["steps"])
+    export = exporter(cfg, model)
+    summary = run.loop(step, total, step_fn, name="halo_unet", on_checkpoint=export)
+    if summary["complete"] and not run.output.is_file():
+        export(summary["steps_done"])
+    summary["last"] = {"step": summary["steps_done"], **summary["last"]} if summary["last"] \
+        else {}
+    summary["steps_per_second"] = summary["steps_per_second"].get("train")
+    return run.finish({"dataset": str(ds_path), "steps_total": total, **summary,
+                       "n_images": int(n_img)})

@@ -19,6 +19,9 @@ Losses
   negative ELBO of Kohl et al. (2018): cross-entropy summed over pixels for ``z`` drawn from
   the posterior ``q(z | x, y)``, plus ``beta * KL(q || p)``.
 
+Both losses are the models' own (``UNet.compute_losses``, ``ProbUNet.compute_losses``);
+this module holds the data (batches, targets) and the configuration.
+
 Object slots: slot 1 is the object nearest the stamp centre (the detection the stamp is
 centred on: Boucaud et al. 2020's central galaxy), slot 2 the next nearest (the neighbour),
 from the dataset's ``positions`` (:func:`astrogen.physics.blends.order_by_centre_distance`;
@@ -34,7 +37,7 @@ footprint but left the fractions at a symmetric split between the slots (pixel o
 right for ~56 % of the object pixels, i.e. chance). The cause was the initialisation: Glorot
 kernels under ReLU shrink the signal ~2x per convolution, so the deep U-Net levels (the only
 ones that see both galaxies and the centre) started almost silent; with He initialisation of
-the ReLU layers (:func:`astrogen.models.unet._initializer`) the same set-up learns the slot
+the ReLU layers (:func:`astrogen.models.unet.layer_initializer`) the same set-up learns the slot
 assignment (an overfit of 32 scenes for 150 steps: excess fraction cross-entropy 0.27 nats
 vs 1.20 with Glorot). With base_filters 8, 3600 steps and 2-galaxy scenes (48 min on 2
 shared cores): validation fraction cross-entropy 1.98 (2.62 before), median IoU per object on
@@ -51,145 +54,101 @@ exactly.
 """
 from __future__ import annotations
 
-import itertools
 import json
-import math
-import time
 from pathlib import Path
 
 import numpy as np
 
-from astrogen.errors import AstrogenError, ConfigError, ResumeError, UnknownKeyError
-from astrogen.training.checkpoint import flatten as _flatten
-from astrogen.training.checkpoint import resume_checkpoint
+from astrogen.errors import ConfigError, UnknownKeyError
 from astrogen.io.atomic import save_model_atomic, write_json
+from astrogen.models.losses import permutation_invariant_ce, slot_permutations  # noqa: F401
 from astrogen.seeds import derive_seed
+from astrogen.training.loop import Run, adam, checkpoint_of_run, current_lr, learning_rate
+from astrogen.training.registry import Trainer, register_trainer
+from astrogen.training.schema import (REQUIRED, check_bool, check_choice, check_float,
+                                      check_int, check_str, loop_keys,
+                                      top_level)
 
-__all__ = ["calibrate_temperature", "SEGMENTER_MODELS", "load_segmenter_config",
-           "train_segmenter"]
+__all__ = ["calibrate_temperature", "SEGMENTER_MODELS", "SegmenterTrainer", "train_segmenter",
+           "make_batch", "build_model", "export_checkpoint", "SEGMENTER_SCHEMA"]
 
 SEGMENTER_MODELS = ("unet", "prob_unet")
 
+_ARCH_COMMON = {
+    "depth": (3, check_int(1)),
+    "base_filters": (16, check_int(1)),
+    "activation": ("relu", check_str),
+    "input_transform": ("asinh", check_choice("asinh", "linear", "none")),
+    "class_threshold": (1.0, check_float(0.0, strict=True)),
+    "order_weight": (0.3, check_float(0.0)),
+    "radial_channel": (True, check_bool),
+    "permutation_invariant": (False, check_bool),
+}
 
-def _checks():
-    from astrogen.training import config as c
-
-    return c
-
-
-def _schema() -> dict:
-    c = _checks()
-    arch_common = {
-        "depth": (3, c._int(1)),
-        "base_filters": (16, c._int(1)),
-        "activation": ("relu", c._str),
-        "input_transform": ("asinh", c._choice("asinh", "linear", "none")),
-        "class_threshold": (1.0, c._float(0.0, strict=True)),
-        "order_weight": (0.3, c._float(0.0)),
-        "radial_channel": (True, c._bool),
-        "permutation_invariant": (False, c._bool),
-    }
-    return {
-        "": {
-            "model": (c._REQUIRED, c._choice(*SEGMENTER_MODELS)),
-            "seed": (0, c._int(0)),
-            "output": (c._REQUIRED, c._str),
-            "run_dir": (None, lambda v: v if v is None else c._str(v)),
-            "description": ("", lambda v: "" if v is None else str(v)),
-            "dataset": ({}, c._any),
-            "unet": ({}, c._any),
-            "prob_unet": ({}, c._any),
-            "training": ({}, c._any),
-        },
-        "unet": {**arch_common,
-                 "fraction_background": (0.1, c._float(0.0, strict=True)),
-                 "object_weight": (5.0, c._float(0.0)),
-                 "fraction_weight": (1.0, c._float(0.0))},
-        "prob_unet": {**arch_common,
-                      "fraction_background": (1.0, c._float(0.0, strict=True)),
-                      "latent_dim": (6, c._int(1)),
-                      "fcomb_layers": (3, c._int(1)),
-                      "beta": (1.0, c._float(0.0))},
-        "training": {
-            "batch_size": (32, c._int(1)),
-            "steps": (c._REQUIRED, c._int(0)),
-            "learning_rate": (1e-3, c._float(0.0, strict=True)),
-            "lr_schedule": ("cosine", c._choice("constant", "cosine")),
-            "lr_final_fraction": (0.05, c._float(0.0)),
-            "clipnorm": (None, c._float(0.0, strict=True, optional=True)),
-            "augment": (True, c._bool),
-            "validation_scenes": (256, c._int(0)),
-            "calibration_scenes": (128, c._int(0)),
-            "checkpoint_every": (200, c._int(1)),
-            "keep_checkpoints": (2, c._int(1)),
-            "log_every": (20, c._int(1)),
-            "max_steps_this_run": (None, c._int(1, optional=True)),
-            "progress": (True, c._bool),
-        },
-    }
+#: section -> key -> (default, check) of ``model: unet`` and ``model: prob_unet``
+SEGMENTER_SCHEMA: dict = {
+    "": top_level(*SEGMENTER_MODELS, sections=SEGMENTER_MODELS),
+    "unet": {**_ARCH_COMMON,
+             "fraction_background": (0.1, check_float(0.0, strict=True)),
+             "object_weight": (5.0, check_float(0.0)),
+             "fraction_weight": (1.0, check_float(0.0))},
+    "prob_unet": {**_ARCH_COMMON,
+                  "fraction_background": (1.0, check_float(0.0, strict=True)),
+                  "latent_dim": (6, check_int(1)),
+                  "fcomb_layers": (3, check_int(1)),
+                  "beta": (1.0, check_float(0.0))},
+    "training": {
+        "batch_size": (32, check_int(1)),
+        "steps": (REQUIRED, check_int(0)),
+        "learning_rate": (1e-3, check_float(0.0, strict=True)),
+        "lr_schedule": ("cosine", check_choice("constant", "cosine")),
+        "lr_final_fraction": (0.05, check_float(0.0)),
+        "clipnorm": (None, check_float(0.0, strict=True, optional=True)),
+        "augment": (True, check_bool),
+        "validation_scenes": (256, check_int(0)),
+        "calibration_scenes": (128, check_int(0)),
+        **loop_keys(checkpoint_every=200, log_every=20, progress=True),
+    },
+}
 
 
-#: Keys that may differ between a run and its ``--resume``.
-RESUME_MUTABLE_KEYS = {"description", "training.checkpoint_every", "training.keep_checkpoints",
-                       "training.log_every", "training.max_steps_this_run", "training.progress",
-                       "dataset.shard_size", "dataset.library_shard_size",
-                       "training.calibration_scenes"}
+@register_trainer(*SEGMENTER_MODELS)
+class SegmenterTrainer(Trainer):
+    """``model: unet`` and ``model: prob_unet``."""
+
+    def check(self, cfg):
+        from astrogen.datasets.blends import BlendDatasetConfig
+        from astrogen.training.schema import check_sections
+
+        arch = cfg.data.get("model")
+        other = "prob_unet" if arch == "unet" else "unet"
+        if cfg.data.get(other):
+            raise UnknownKeyError(f"is the section of model '{other}', not of '{arch}'.",
+                                  key=other, line=cfg.line((other,)))
+        out = check_sections(cfg, SEGMENTER_SCHEMA, (arch,), BlendDatasetConfig,
+                             "blend dataset", ("dataset.library_shard_size",
+                                               "training.calibration_scenes"))
+        out.pop(other, None)
+        a, t = out[arch], out["training"]
+        stamp, n_scenes = out["dataset"]["stamp_size"], out["dataset"]["n_scenes"]
+        if stamp % (2 ** a["depth"]):
+            raise ConfigError(f"dataset.stamp_size must be a multiple of 2**depth = "
+                              f"{2 ** a['depth']}.", key=f"{arch}.depth",
+                              line=cfg.line((arch, "depth")),
+                              received={"stamp_size": stamp, "depth": a["depth"]})
+        if t["validation_scenes"] + t["batch_size"] > n_scenes:
+            raise ConfigError("dataset.n_scenes must exceed validation_scenes + batch_size.",
+                              key="training.validation_scenes",
+                              line=cfg.line(("training", "validation_scenes")),
+                              received={"n_scenes": n_scenes, **{k: t[k] for k in (
+                                  "validation_scenes", "batch_size")}})
+        return out
+
+    def train(self, cfg, resume: bool = False) -> dict:
+        return train_segmenter(cfg, resume)
 
 
-def load_segmenter_config(cfg):
-    """Check a parsed training YAML (:class:`astrogen.pipeline.config.Config`) of a
-    segmenter; returns the :class:`~astrogen.training.config.TrainingConfig`."""
-    from astrogen.datasets.blends import BlendDatasetConfig
-    from astrogen.training.config import TrainingConfig
-
-    schema = _schema()
-    c = _checks()
-    top = c.check_mapping(cfg.data, schema[""], cfg, ())
-    out = TrainingConfig(top)
-    out.source = cfg.source
-    arch = top["model"]
-    other = "prob_unet" if arch == "unet" else "unet"
-    if top[other]:
-        raise UnknownKeyError(f"is the section of model '{other}', not of '{arch}'.",
-                              key=other, line=cfg.line((other,)))
-    out[arch] = c.check_mapping(top[arch] or {}, schema[arch], cfg, (arch,))
-    out.pop(other)
-    out["training"] = c.check_mapping(top["training"] or {}, schema["training"], cfg,
-                                     ("training",))
-    data = top["dataset"]
-    if not isinstance(data, dict) or "path" not in data:
-        raise ConfigError("is required: a mapping with 'path' (folder of the blend dataset; "
-                          "built if missing) and the dataset settings.", key="dataset",
-                          line=cfg.line(("dataset",)))
-    body = {k: v for k, v in data.items() if k != "path"}
-    try:
-        ds = BlendDatasetConfig.from_dict(body)
-    except AstrogenError as exc:
-        k = exc.key or ""
-        k = k[len("dataset."):] if k.startswith("dataset.") else k
-        raise type(exc)(exc.message, key=f"dataset.{k}" if k else "dataset",
-                        line=cfg.line(("dataset", k)), received=exc.received) from None
-    out["dataset"] = {"path": c._str(data["path"]), **ds.to_dict()}
-    if not str(out["output"]).endswith(".keras"):
-        raise ConfigError("must be a file name ending in '.keras'.", key="output",
-                          line=cfg.line(("output",)), received={"output": out["output"]})
-    a = out[arch]
-    if ds.stamp_size % (2 ** a["depth"]):
-        raise ConfigError(f"dataset.stamp_size must be a multiple of 2**depth = "
-                          f"{2 ** a['depth']}.", key=f"{arch}.depth",
-                          line=cfg.line((arch, "depth")),
-                          received={"stamp_size": ds.stamp_size, "depth": a["depth"]})
-    t = out["training"]
-    if t["validation_scenes"] + t["batch_size"] > ds.n_scenes:
-        raise ConfigError("dataset.n_scenes must exceed validation_scenes + batch_size.",
-                          key="training.validation_scenes",
-                          line=cfg.line(("training", "validation_scenes")),
-                          received={"n_scenes": ds.n_scenes, **{k: t[k] for k in (
-                              "validation_scenes", "batch_size")}})
-    return out
-
-
-# ---------------------------------------------------------------------- model and losses
+# ---------------------------------------------------------------------- model and data
 def build_model(arch: str, a: dict, n_objects: int, input_scale: float, seed: int):
     """The Keras model of a checked configuration section ``a`` (a second input band holds
     the radial-distance channel if ``a['radial_channel']``, see
@@ -208,32 +167,6 @@ def build_model(arch: str, a: dict, n_objects: int, input_scale: float, seed: in
                     fcomb_layers=a["fcomb_layers"], beta=a["beta"],
                     input_transform=a["input_transform"], input_scale=input_scale,
                     activation=a["activation"], seed=seed)
-
-
-def slot_permutations(k: int) -> np.ndarray:
-    """Channel index permutations ``(K!, K + 1)`` keeping channel 0 (background) first."""
-    return np.array([(0, *[1 + p for p in perm]) for perm in itertools.permutations(range(k))],
-                    dtype=np.int32)
-
-
-def _pit_ce(y, logp, perms, weights=None, reduce="mean"):
-    """Per-example min over slot permutations of the soft cross-entropy.
-
-    ``y`` (B, h, w, C) targets, ``logp`` (B, h, w, C) log-probabilities, ``weights``
-    (B, h, w) or None; ``reduce``: mean or sum over pixels. Returns (loss (B,), best perm (B,)).
-    """
-    import tensorflow as tf
-
-    losses = []
-    for p in perms:
-        yp = tf.gather(y, p, axis=-1)
-        ce = -tf.reduce_sum(yp * logp, axis=-1)
-        if weights is not None:
-            ce = ce * weights
-        losses.append(tf.reduce_mean(ce, axis=(1, 2)) if reduce == "mean"
-                      else tf.reduce_sum(ce, axis=(1, 2)))
-    stacked = tf.stack(losses, axis=-1)
-    return tf.reduce_min(stacked, axis=-1), tf.argmin(stacked, axis=-1)
 
 
 def make_batch(images, models, sigma, rows, arch_cfg: dict, augment: bool, seed: int,
@@ -297,37 +230,24 @@ def make_batch(images, models, sigma, rows, arch_cfg: dict, augment: bool, seed:
     return out
 
 
-def _for_comparison(cfg) -> dict:
-    from astrogen.training.config import without_keys
-
-    return without_keys(cfg, RESUME_MUTABLE_KEYS)
-
-
 # ---------------------------------------------------------------------- training loop
 def train_segmenter(cfg, resume: bool = False) -> dict:
-    """Train a U-Net or probabilistic U-Net as configured; returns a summary dict (also in
-    ``run_dir/result.json``)."""
+    """Train a U-Net or probabilistic U-Net as configured (module docstring); returns a
+    summary dict (also ``run_dir/result.json``)."""
     import keras
     import tensorflow as tf
 
     from astrogen.datasets.blends import (BlendDatasetConfig, blend_dataset_is_complete,
                                           build_blend_dataset, read_blend_scenes)
-    from astrogen.training.checkpoint import restore_run, save_checkpoint
 
     arch = cfg["model"]
     a_cfg, t_cfg = cfg[arch], cfg["training"]
     seed = int(cfg["seed"])
-    run_dir = cfg.run_dir
-    ckpt_dir = run_dir / "checkpoints"
-    output = Path(cfg["output"])
-    config_file = run_dir / "config.json"
-    ckpt = resume_checkpoint(run_dir, resume, lambda old: _flatten(_for_comparison(
-        old if old is not None else json.loads(json.dumps(cfg)))))
-
+    run = Run(cfg, resume)
     ds = dict(cfg["dataset"])
     ds_path = Path(ds.pop("path"))
-    dcfg = BlendDatasetConfig.from_dict(ds)
-    manifest = build_blend_dataset(ds_path, dcfg, progress=t_cfg["progress"])
+    manifest = build_blend_dataset(ds_path, BlendDatasetConfig.from_dict(ds),
+                                   progress=t_cfg["progress"])
     if not blend_dataset_is_complete(ds_path):  # pragma: no cover
         raise ConfigError("the blend dataset could not be completed.", key="dataset.path")
     data = read_blend_scenes(ds_path, fields=("image", "models", "sigma", "positions"))
@@ -336,80 +256,45 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
     n_train = n_all - n_val
     k = int(manifest["max_objects"])
     input_scale = float(f"{float(manifest['noise_sigma']):.4g}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(config_file, cfg)
+    run.start()
 
     keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
     model = build_model(arch, a_cfg, k, input_scale, derive_seed(seed, "weights") % (2 ** 31))
     s = int(manifest["stamp_size"])
     model(np.zeros((1, s, s, model.n_bands), np.float32))
     steps = int(t_cfg["steps"])
-    lr = t_cfg["learning_rate"]
-    if t_cfg["lr_schedule"] == "cosine" and steps > 0:
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps,
-                                                    alpha=t_cfg["lr_final_fraction"])
-    clip = {"global_clipnorm": t_cfg["clipnorm"]} if t_cfg["clipnorm"] else {}
-    opt = keras.optimizers.Adam(lr, name="adam", **clip)
+    opt = adam(learning_rate(t_cfg["lr_schedule"], t_cfg["learning_rate"], steps,
+                             t_cfg["lr_final_fraction"]), "adam", t_cfg["clipnorm"])
     opt.build(model.trainable_variables)
-    groups = {"model": model.weights, "optimizer": opt.variables}
-
-    log_path = run_dir / "losses.jsonl"
-    step = restore_run(ckpt, groups, log_path)
+    step = run.restore({"model": model.weights, "optimizer": opt.variables}, seed=seed,
+                       model=arch)
 
     perms = [list(map(int, p)) for p in slot_permutations(k)]
     batch = int(t_cfg["batch_size"])
     spe = n_train // batch
-    fw = float(a_cfg.get("fraction_weight", 1.0))
     ow = float(a_cfg["order_weight"])
-    pit = bool(a_cfg["permutation_invariant"])
-
-    def losses_unet(b, training):
-        out = model(b["x"], training=training)
-        eps = 1e-7
-        ce_c = -tf.reduce_sum(b["classes"] * tf.math.log(out["classes"] + eps), axis=-1)
-        ce_c = tf.reduce_mean(ce_c * b["weights"], axis=(1, 2))
-        logf = tf.math.log(out["fractions"] + eps)
-        ce_f, _ = _pit_ce(b["fractions"], logf, perms if pit else perms[:1], b["weights"])
-        ce_o, _ = _pit_ce(b["fractions"], logf, perms[:1], b["weights"])
-        loss = tf.reduce_mean(ce_c + fw * (ce_f + ow * ce_o))
-        return {"loss": loss, "classes": tf.reduce_mean(ce_c), "fractions": tf.reduce_mean(ce_f),
-                "fractions_ordered": tf.reduce_mean(ce_o)}
-
-    def losses_prob(b, training, eps_z):
-        x = tf.convert_to_tensor(b["x"])
-        y = tf.convert_to_tensor(b["fractions"])
-        xt = model._transform(x)
-        feats = model.backbone(xt, training=training)
-        mu_p, ls_p = model.prior_net(xt, training=training)
-        mu_q, ls_q = model.posterior_net(tf.concat([xt, y], axis=-1), training=training)
-        z = mu_q + tf.exp(ls_q) * eps_z
-        logits = model.fcomb([feats, z], training=training)
-        logp = tf.nn.log_softmax(logits, axis=-1)
-        rec, _ = _pit_ce(y, logp, perms if pit else perms[:1], None, reduce="sum")
-        rec_o, _ = _pit_ce(y, logp, perms[:1], None, reduce="sum")
-        from astrogen.models.prob_unet import kl_diag_gaussians
-
-        kl = kl_diag_gaussians(mu_q, ls_q, mu_p, ls_p)
-        rec_m, kl_m = tf.reduce_mean(rec), tf.reduce_mean(kl)
-        ord_m = tf.reduce_mean(rec_o)
-        return {"loss": rec_m + ow * ord_m + model.beta * kl_m, "reconstruction": rec_m,
-                "reconstruction_ordered": ord_m, "kl": kl_m}
-
+    pit = perms if a_cfg["permutation_invariant"] else None
     latent = int(a_cfg.get("latent_dim", 1))
+
+    def losses(b, training, eps_z):
+        if arch == "unet":
+            return model.compute_losses(b["x"], b["classes"], b["fractions"], b["weights"],
+                                        float(a_cfg.get("fraction_weight", 1.0)), ow, pit,
+                                        training=training)
+        return model.compute_losses(b["x"], b["fractions"], training=training, eps=eps_z,
+                                    order_weight=ow, permutations=pit)
 
     @tf.function(reduce_retracing=True)
     def train_step(b, eps_z):
         with tf.GradientTape() as tape:
-            out = losses_unet(b, True) if arch == "unet" else losses_prob(b, True, eps_z)
+            out = losses(b, True, eps_z)
         grads = tape.gradient(out["loss"], model.trainable_variables)
         opt.apply(grads, model.trainable_variables)
         return out
 
     @tf.function(reduce_retracing=True)
     def eval_step(b):
-        if arch == "unet":
-            return losses_unet(b, False)
-        return losses_prob(b, False, tf.zeros((tf.shape(b["x"])[0], latent)))
+        return losses(b, False, tf.zeros((tf.shape(b["x"])[0], latent)))
 
     def batch_rows(g: int) -> np.ndarray:
         e, i = divmod(g, spe)
@@ -423,9 +308,8 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
         if n_val == 0:
             return {}
         sums: dict[str, float] = {}
-        vb = 64
-        for lo in range(n_train, n_all, vb):
-            rows = np.arange(lo, min(n_all, lo + vb))
+        for lo in range(n_train, n_all, 64):
+            rows = np.arange(lo, min(n_all, lo + 64))
             out = eval_step(tensors(make_batch(data["image"], data["models"], data["sigma"],
                                                rows, a_cfg, False, seed, 0, input_scale,
                                                data["positions"])))
@@ -433,71 +317,35 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
                 sums[kk] = sums.get(kk, 0.0) + float(v) * len(rows)
         return {f"val_{kk}": v / n_val for kk, v in sums.items()}
 
-    max_run = t_cfg["max_steps_this_run"]
-    stop_at = steps if max_run is None else min(steps, step + int(max_run))
-    every, keep_n = int(t_cfg["checkpoint_every"]), int(t_cfg["keep_checkpoints"])
-    from tqdm.auto import tqdm
+    def step_fn(g: int) -> dict:
+        rows = batch_rows(g)
+        b = make_batch(data["image"], data["models"], data["sigma"], rows, a_cfg,
+                       t_cfg["augment"], seed, g, input_scale, data["positions"])
+        eps_z = tf.random.stateless_normal(
+            (len(rows), latent), seed=[derive_seed(seed, "z") % (2 ** 31), g])
+        return {**train_step(tensors(b), eps_z), "lr": current_lr(opt)}
 
-    bar = tqdm(total=steps, initial=step, desc=arch, unit="step",
-               disable=not t_cfg["progress"], dynamic_ncols=True)
-    t_start = time.perf_counter()
-    timed = [0, 0.0]
-    last: dict = {}
-    result = {"output": str(output), "run_dir": str(run_dir), "dataset": str(ds_path),
-              "model": arch, "steps": steps, "start_step": step, "n_train": n_train,
-              "n_validation": n_val, "input_scale": input_scale}
-    try:
-        with open(log_path, "a") as log:
-            if step == 0 and stop_at > 0:
-                log.write(json.dumps({"step": 0, **validate()}) + "\n")
-                log.flush()
-            first = True
-            while step < stop_at:
-                t0 = time.perf_counter()
-                rows = batch_rows(step)
-                b = make_batch(data["image"], data["models"], data["sigma"], rows, a_cfg,
-                               t_cfg["augment"], seed, step, input_scale, data["positions"])
-                eps_z = tf.random.stateless_normal(
-                    (len(rows), latent), seed=[derive_seed(seed, "z") % (2 ** 31), step])
-                out = {kk: float(v) for kk, v in train_step(tensors(b), eps_z).items()}
-                if not math.isfinite(out["loss"]):
-                    raise ConfigError("the loss is not finite (lower training.learning_rate or "
-                                      "set clipnorm).", key="training",
-                                      received={"step": step, **out})
-                dt = time.perf_counter() - t0
-                if not first:
-                    timed[0] += 1
-                    timed[1] += dt
-                first = False
-                step += 1
-                last = out
-                if step % int(t_cfg["log_every"]) == 0 or step == stop_at:
-                    rec = {"step": step, **out,
-                           "lr": float(np.asarray(opt.learning_rate)),
-                           "time_s": round(time.perf_counter() - t_start, 3)}
-                    if step % every == 0 or step == stop_at:
-                        rec.update(validate())
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{out['loss']:.4g}")
-                bar.update(1)
-                if step % every == 0 or step == stop_at:
-                    save_checkpoint(ckpt_dir, step, groups, {"seed": seed, "model": arch},
-                                    keep=keep_n)
-    finally:
-        bar.close()
-    complete = step >= steps
-    result.update(steps_done=step, complete=complete, last=last,
-                  steps_per_second=(timed[0] / timed[1]) if timed[1] > 0 else None)
-    if complete and arch == "prob_unet" and int(t_cfg["calibration_scenes"]) > 0 and n_val:
+    def before(s0: int, stop: int) -> None:
+        if s0 == 0 and stop > 0:
+            run.write({"step": 0, **validate()})
+
+    every = int(t_cfg["checkpoint_every"])
+    summary = run.loop(step, steps, step_fn, name=arch, before=before,
+                       log_extra=lambda g, stop: validate() if (g % every == 0 or g == stop)
+                       else {})
+    summary["steps_per_second"] = summary["steps_per_second"].get("train")
+    summary["last"] = {kk: v for kk, v in summary["last"].items() if kk != "lr"}
+    result = {"dataset": str(ds_path), "model": arch, "steps": steps, "start_step": step,
+              "n_train": n_train, "n_validation": n_val, "input_scale": input_scale, **summary}
+    if summary["complete"] and arch == "prob_unet" and int(t_cfg["calibration_scenes"]) > 0 \
+            and n_val:
         result["calibration"] = calibrate_temperature(
             model, data, range(n_train, n_train + min(n_val, int(t_cfg["calibration_scenes"]))),
             a_cfg, seed, input_scale)
-        write_json(run_dir / "calibration.json", result["calibration"])
-    if complete:
-        save_model_atomic(model, output)
-    write_json(run_dir / "result.json", result)
-    return result
+        write_json(run.run_dir / "calibration.json", result["calibration"])
+    if summary["complete"]:
+        save_model_atomic(model, run.output)
+    return run.finish(result)
 
 
 def calibrate_temperature(model, data: dict, rows, arch_cfg: dict, seed: int,
@@ -528,19 +376,10 @@ def export_checkpoint(config_path, overrides: list[str] | None = None, output=No
     ``python -c "from astrogen.training.unet_trainer import export_checkpoint as e;
     print(e('configs/unet.yaml'))"``
     """
-    from astrogen.training import load_training_config
-    from astrogen.training.checkpoint import latest_checkpoint, load_checkpoint, \
-        restore_variables
+    from astrogen.training.checkpoint import load_checkpoint, restore_variables
 
-    cfg = load_training_config(str(config_path), overrides)
+    cfg, ckpt = checkpoint_of_run(config_path, overrides, SEGMENTER_MODELS)
     arch = cfg["model"]
-    if arch not in SEGMENTER_MODELS:
-        raise ConfigError("not a segmenter configuration.", key="model",
-                          received={"model": arch})
-    ckpt = latest_checkpoint(cfg.run_dir / "checkpoints")
-    if ckpt is None:
-        raise ResumeError("the run folder holds no checkpoint.", key="run_dir",
-                          received={"run_dir": str(cfg.run_dir)})
     manifest = json.loads((Path(cfg["dataset"]["path"]) / "manifest.json").read_text())
     input_scale = float(f"{float(manifest['noise_sigma']):.4g}")
     model = build_model(arch, cfg[arch], int(manifest["max_objects"]), input_scale,

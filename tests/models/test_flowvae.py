@@ -17,7 +17,7 @@ from astrogen.models.flowvae import (FlowVAE, load_flowvae, train_flow_step,  # 
                                      train_vae_step)
 from astrogen.models.flowvae_flow import MADE, ConditionalMAF, MaskedDense  # noqa: E402
 from astrogen.models.flowvae_layers import GaussianPosterior, ResidualBlock  # noqa: E402
-from astrogen.physics.psf_likelihood import psf_fourier  # noqa: E402
+from astrogen.models.psf_likelihood import psf_fourier  # noqa: E402
 
 STAMP = 32
 LATENT = 8

@@ -128,7 +128,7 @@ def test_relu_layers_keep_the_signal_at_init(seed):
     deep = float(np.std(np.asarray(bb.bottleneck(h))))
     assert deep > 0.3
     # softmax heads keep Glorot
-    from astrogen.models.unet import _initializer
+    from astrogen.models.unet import layer_initializer as _initializer
 
     assert type(_initializer(1, "head")).__name__ == "GlorotUniform"
     assert type(_initializer(1, "conv", activation="relu")).__name__ == "HeNormal"

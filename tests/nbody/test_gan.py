@@ -220,7 +220,7 @@ def test_residual_generator_starts_from_its_condition_and_round_trips(tmp_path):
     # a linear-conditioned model still projects the linear field itself
     lin_gan = NBodyGAN(size=16, channels=[4, 8], critic_channels=[4, 8], meta=meta,
                        build_critic_net=False)
-    from astrogen.datasets.nbody_slices import project_slabs
+    from astrogen.nbody.slabs import project_slabs
 
     np.testing.assert_allclose(lin_gan.condition_slabs(lin3), project_slabs(lin3, 4))
     from astrogen.errors import ModelError

@@ -9,8 +9,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from astrogen.datasets.nbody_slices import halo_slab_maps, project_slabs  # noqa: E402
-from astrogen.models.halo_unet import dice, mask_to_catalog, match_catalogs  # noqa: E402
+from astrogen.datasets.nbody_slices import halo_slab_maps  # noqa: E402
+from astrogen.nbody.slabs import project_slabs  # noqa: E402
+from astrogen.nbody.halo_maps import dice, mask_to_catalog, match_catalogs  # noqa: E402
 
 
 def test_project_slabs_layout():

@@ -1,4 +1,4 @@
-"""PSF convolution and Gaussian likelihood (astrogen.physics.psf_likelihood)."""
+"""PSF convolution and Gaussian likelihood (astrogen.models.psf_likelihood)."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -10,7 +10,7 @@ galsim = pytest.importorskip("galsim")
 pytest.importorskip("tensorflow")
 
 from astrogen.errors import ConfigError  # noqa: E402
-from astrogen.physics.psf_likelihood import (convolve, estimate_noise_power,  # noqa: E402
+from astrogen.models.psf_likelihood import (convolve, estimate_noise_power,  # noqa: E402
                                              gaussian_log_likelihood, padded_shape,
                                              psf_fourier, psf_log_likelihood)
 

@@ -72,6 +72,16 @@ def test_interrupted_then_resumed_run_gives_the_same_weights(full_run, tiny_data
     part = run_training(str(TINY), overrides=over + ["training.max_steps_this_run=8"])
     assert not part["complete"] and part["steps_done"] == 8
     assert not (tmp_path / "model.keras").exists()
+    # the unfinished run's checkpoint exports as a model holding the EMA weights of step 8
+    from astrogen.training.checkpoint import load_checkpoint
+    from astrogen.training.ddpm_trainer import export_checkpoint
+
+    exported = load_ddpm(export_checkpoint(str(TINY), over, tmp_path / "partial.keras"))
+    assert exported.meta["training"]["steps_done"] == 8
+    assert not exported.meta["training"]["complete"]
+    _, values = load_checkpoint(tmp_path / "run" / "checkpoints" / "ckpt_000000008.npz")
+    for w, e in zip(exported.network.trainable_weights, values["ema"][:-1]):
+        np.testing.assert_array_equal(np.asarray(w), e)
     with pytest.raises(ResumeError, match="--resume"):
         run_training(str(TINY), overrides=over)
     with pytest.raises(ResumeError, match="differs"):
@@ -134,7 +144,7 @@ def test_inpainting_keeps_known_pixels_and_fills_the_mask(full_run):
 
 
 def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
-    from astrogen.training.ddpm_trainer import _take_lock
+    from astrogen.training.loop import take_lock as _take_lock
 
     (tmp_path / ".lock").write_text("1\n")  # pid 1 is always alive
     with pytest.raises(ResumeError, match="another training process"):
@@ -142,3 +152,16 @@ def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
     (tmp_path / ".lock").write_text("999999999\n")  # no such process: a stale lock
     lock = _take_lock(tmp_path)
     assert lock.read_text().strip() == str(__import__("os").getpid())
+
+
+def test_export_needs_a_checkpoint_of_the_right_model(tiny_data, tmp_path):
+    from astrogen.errors import ConfigError
+    from astrogen.training.ddpm_trainer import export_checkpoint
+    from astrogen.training.unet_trainer import export_checkpoint as export_segmenter
+
+    with pytest.raises(ResumeError, match="no checkpoint") as err:
+        export_checkpoint(str(TINY), _over(tiny_data, tmp_path))
+    assert err.value.key == "run_dir"
+    with pytest.raises(ConfigError, match="unet / prob_unet") as err:
+        export_segmenter(str(TINY), _over(tiny_data, tmp_path))
+    assert err.value.key == "model" and err.value.received == {"model": "ddpm"}

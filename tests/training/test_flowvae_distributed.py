@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from astrogen.errors import ConfigError
-from astrogen.training.config import check_distribution, load_training_config
+from astrogen.training.config import load_training_config
+from astrogen.training.flowvae_trainer import check_distribution
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "flowvae_tiny.yaml"
 

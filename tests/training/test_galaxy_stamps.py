@@ -62,7 +62,7 @@ def test_psf_normalised_and_centred(tiny_dataset):
 
 @pytest.mark.parametrize("noise", ["cosmos", "gaussian"])
 def test_noise_level_as_configured(tmp_path, noise):
-    from astrogen.physics.psf_likelihood import convolve, estimate_noise_power
+    from astrogen.models.psf_likelihood import convolve, estimate_noise_power
 
     var = 2e-5
     build_stamp_dataset(tmp_path, dict(n_galaxies=24, stamp_size=32, shard_size=24, seed=5,

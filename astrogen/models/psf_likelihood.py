@@ -1,4 +1,5 @@
-"""PSF-aware Gaussian likelihood of postage stamps, in TensorFlow.
+"""PSF-aware Gaussian likelihood of postage stamps, in TensorFlow: the loss of the models
+that generate unconvolved galaxies (FlowVAE).
 
 A generative model of galaxies (the FlowVAE decoder of Lanusse et al. 2021, MNRAS 504, 5543)
 produces *unconvolved* light profiles. To compare them with an observed stamp, each model
@@ -55,6 +56,7 @@ import numpy as np
 import tensorflow as tf
 
 from astrogen.errors import ConfigError
+from astrogen.physics.noise_power import estimate_noise_power  # noqa: F401 (re-export)
 
 __all__ = [
     "padded_shape",
@@ -282,27 +284,3 @@ def psf_log_likelihood(observed, images, psf, sigma=None, noise_power=None, pad:
     model = convolve(images, psf, pad=pad)
     return gaussian_log_likelihood(observed, model, sigma=sigma, noise_power=noise_power,
                                    include_constant=include_constant)
-
-
-def estimate_noise_power(noise_images, full_plane: bool = False) -> np.ndarray:
-    """Noise power spectrum measured from noise-only images (average periodogram).
-
-    Parameters
-    ----------
-    noise_images : array-like, shape (n, ny, nx) or (ny, nx)
-        Independent realisations of the noise (for example blank-sky cut-outs or
-        ``galsim.CorrelatedNoise`` draws), flux per pixel.
-    full_plane : bool
-        Return the full ``(ny, nx)`` plane instead of the ``rfft2`` half plane.
-
-    Returns
-    -------
-    numpy.ndarray, shape (ny, nx // 2 + 1) or (ny, nx)
-        ``mean |DFT(n)|^2 / (ny * nx)`` in (flux per pixel)^2: ``sigma**2`` for white noise.
-    """
-    n = np.asarray(noise_images, dtype=np.float64)
-    if n.ndim == 2:
-        n = n[None]
-    ny, nx = n.shape[-2:]
-    k = np.fft.fft2(n) if full_plane else np.fft.rfft2(n)
-    return (np.abs(k) ** 2).mean(axis=0) / (ny * nx)
