@@ -23,6 +23,7 @@ from astrogen.version import __version__
 _LAZY = {
     "load_model": ("astrogen.api", "load_model"),
     "sample": ("astrogen.api", "sample"),
+    "galsim_objects": ("astrogen.api", "galsim_objects"),
     "run": ("astrogen.api", "run"),
     "Model": ("astrogen.api", "Model"),
     "shipped_models": ("astrogen.api", "shipped_models"),
@@ -37,7 +38,7 @@ _LAZY = {
     "register_trainer": ("astrogen.training.registry", "register_trainer"),
 }
 
-__all__ = ["__version__", "load_model", "sample", "run", "deblend", "Model", "shipped_models",
+__all__ = ["__version__", "load_model", "sample", "galsim_objects", "run", "deblend", "Model", "shipped_models",
            "STAGES", "register_stage", "Stage", "StageContext", "StampBatch", "DensityField",
            "AstrogenError"]
 

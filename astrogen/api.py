@@ -38,7 +38,7 @@ from typing import Any
 from astrogen.errors import ConfigError, ModelError, suggest
 
 __all__ = ["Model", "ModelKind", "SHIPPED_MODELS", "shipped_models", "load_model", "sample",
-           "deblend", "run", "CallableModule"]
+           "galsim_objects", "deblend", "run", "CallableModule"]
 
 
 @dataclass(frozen=True)
@@ -476,7 +476,35 @@ def sample(model, table=None, *, mag=None, hlr=None, z=None, q=None, beta=None, 
         batch = stage.process(rows)
     if not as_galsim:
         return batch
+    return galsim_objects(batch, zero_point=zero_point)
+
+
+def galsim_objects(batch, zero_point: float | None = None) -> list:
+    """GalSim objects of the PSF-free stamps of a :class:`~astrogen.batch.StampBatch`.
+
+    Parameters
+    ----------
+    batch : StampBatch
+        PSF-free stamps (surface-brightness samples, ``flux_unit`` per pixel), from
+        :func:`sample` with ``as_galsim=False`` or from any generator stage.
+    zero_point : float, optional
+        AB magnitude of a source of flux 1 in the objects' flux unit (default: the batch's
+        ``zero_point``, 25.94 for count/s in HST F814W).
+
+    Returns
+    -------
+    list of galsim.InterpolatedImage
+        One per stamp: quintic interpolation of the stamp at its own pixel scale
+        (``batch.pixel_scales[i]`` arcsec / pixel, so sizes are in arcsec), with flux
+        ``sum(stamp) * 10**(0.4 * (zero_point - batch.zero_point))``.
+
+    Raises
+    ------
+    ModelError
+        A stamp with no positive flux (named by its ``row_id``).
+    """
     import galsim
+    import numpy as np
 
     factor = 1.0 if zero_point is None else 10.0 ** (0.4 * (float(zero_point)
                                                            - float(batch.zero_point)))

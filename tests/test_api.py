@@ -160,6 +160,30 @@ def test_sample_as_galsim_objects_scale_flux_and_pixels():
     assert [g.flux for g in exact] == pytest.approx(10 ** (-0.4 * (mag - 30.0)), rel=1e-5)
 
 
+def test_galsim_objects_take_each_stamps_own_pixel_scale():
+    import galsim
+
+    from astrogen.batch import StampBatch
+
+    # the same Gaussian drawn at two pixel scales: one object each, same size in arcsec
+    scales = np.array([0.03, 0.06])
+    stamps = [galsim.Gaussian(half_light_radius=0.3, flux=50.0)
+              .drawImage(nx=64, ny=64, scale=s, method="no_pixel").array for s in scales]
+    batch = StampBatch(images=np.stack(stamps), pixel_scale=scales,
+                       catalog=Table({"row_id": [10, 11]}))
+    gals = astrogen.galsim_objects(batch)
+    assert [g.image.scale for g in gals] == list(scales)
+    for g, stamp in zip(gals, stamps):
+        assert g.flux == pytest.approx(stamp.sum(dtype=np.float64), rel=1e-12)
+        assert g.calculateHLR() == pytest.approx(0.3, rel=0.02)  # arcsec, not pixels
+    dim = astrogen.galsim_objects(batch, zero_point=batch.zero_point - 2.5)
+    assert dim[0].flux == pytest.approx(gals[0].flux / 10, rel=1e-12)
+    empty = StampBatch(images=np.zeros((1, 8, 8)), pixel_scale=0.1,
+                       catalog=Table({"row_id": [7]}))
+    with pytest.raises(ModelError, match="empty stamp.*row_id=7"):
+        astrogen.galsim_objects(empty)
+
+
 def test_sample_converts_units_and_checks_its_input():
     import astropy.units as u
 
