@@ -337,8 +337,8 @@ def _values(name: str, value):
             else:
                 value = u.Quantity(value).value
         except u.UnitConversionError:
-            raise ConfigError(f"has unit '{unit}', which cannot be converted to "
-                              f"{_UNITS.get(name, 'AB mag' if name.startswith('mag') else 'a number')}.",
+            want = _UNITS.get(name, "AB mag" if name.startswith("mag") else "a number")
+            raise ConfigError(f"has unit '{unit}', which cannot be converted to {want}.",
                               key=name, received={name: str(unit)}) from None
     try:
         return np.atleast_1d(np.asarray(value, dtype=np.float64))
@@ -347,7 +347,7 @@ def _values(name: str, value):
                           received={name: value}) from None
 
 
-def _rows(table, columns: dict) -> "Any":
+def _rows(table, columns: dict) -> Any:
     """An astropy Table with canonical units and a ``row_id`` from ``table`` or arrays."""
     import numpy as np
     from astropy.table import Table

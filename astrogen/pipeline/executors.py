@@ -328,7 +328,8 @@ def parse_executor(value, line_of=lambda path: None, prefix: str = "executor") -
                "memory, jobs).")
         missing = [k for k in ("cores", "memory") if k not in checked]
         if missing:
-            raise ConfigError(f"a {kind} cluster needs '{missing[0]}' ({EXECUTOR_KEYS[missing[0]][1]}).",
+            what = EXECUTOR_KEYS[missing[0]][1]
+            raise ConfigError(f"a {kind} cluster needs '{missing[0]}' ({what}).",
                               key=prefix, line=line_of((prefix,)),
                               received={"keys": list(value)})
         if checked.get("processes", 1) > checked["cores"]:

@@ -152,6 +152,24 @@ def test_missing_scheduler_file_fails_before_writing(write_pipeline, tmp_path):
     assert not out.exists()
 
 
+def test_unreachable_scheduler_fails_within_the_timeout(write_pipeline, tmp_path):
+    import time
+
+    path, out = write_pipeline()
+    sfile = tmp_path / "stale.json"  # a scheduler file left by a cluster that is gone
+    sfile.write_text(json.dumps({"type": "Scheduler", "address": "tcp://127.0.0.1:9"}))
+    for spec, key in ((parse_executor({"type": "dask", "address": "tcp://127.0.0.1:9",
+                                       "timeout": 1}), "executor.address"),
+                      (parse_executor({"type": "dask", "scheduler_file": str(sfile),
+                                       "timeout": 1}), "executor.scheduler_file")):
+        t0 = time.monotonic()
+        with pytest.raises(ExecutorError) as e:
+            _run(path, executor=spec)
+        assert time.monotonic() - t0 < 30
+        assert str(e.value).startswith(f"{key}: cannot reach the Dask scheduler")
+    assert not out.exists()
+
+
 def test_run_through_a_scheduler_file_matches_local(write_pipeline, dask_address, tmp_path,
                                                      capsys):
     """As on SLURM with ``dask scheduler --scheduler-file``: the scheduler's file is all the
@@ -228,3 +246,35 @@ def test_local_cluster_dashboard_on_loopback_and_logged(caplog):
         assert off.dashboard_link() is None
     finally:
         off.close()
+
+
+def test_shipped_hpc_examples_stay_valid(tmp_path):
+    """examples/hpc: the overrides of the login-node script give a valid slurm executor
+    (its job script has the settings), the batch script's command line uses existing options."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from astrogen.cli import _parser
+    from astrogen.pipeline.config import apply_overrides
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "examples/hpc/slurm_jobqueue.sh").read_text().replace("\\\n", " ")
+    args = shlex.split(next(line for line in text.splitlines()
+                            if line.startswith("astrogen run")).replace("$SCRATCH",
+                                                                       str(tmp_path)))
+    overrides = [a for a in args[3:] if "=" in a and not a.startswith("-")]
+    cfg = apply_overrides(load_config(root / args[2]), overrides)
+    spec = build_pipeline(cfg).executor
+    assert (spec.type, spec.cores, spec.jobs, spec.queue) == ("slurm", 32, 4, "regular")
+    cluster = jobqueue_cluster(spec)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "source ~/astrogen-env/bin/activate" in script and "#SBATCH -t 02:00:00" in script
+    sbatch = (root / "examples/hpc/slurm_scheduler_file.sbatch").read_text()
+    sbatch = sbatch.replace("\\\n", " ")
+    line = next(line for line in sbatch.splitlines() if line.startswith("astrogen run"))
+    ns = _parser().parse_known_args(shlex.split(re.sub(r"\$\w+", "x", line))[1:])[0]
+    assert ns.scheduler_file and ns.file == "pipelines/parametric_mock.yaml"
