@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in the same output folder")
     r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    r.add_argument("--executor", choices=("local", "dask"), default=None,
+    r.add_argument("--executor", choices=("local", "dask", "slurm", "pbs"), default=None,
                    help="where map stages run (default: the pipeline's 'executor:' key, "
                         "else local)")
     r.add_argument("--workers", type=int, default=None, metavar="N",
@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="dask: address of a running scheduler, e.g. tcp://host:8786 "
                         "(dask-jobqueue, SLURM, Kubernetes; implies --executor dask)")
+    r.add_argument("--scheduler-file", default=None, metavar="FILE", help="dask: JSON file of a running scheduler (dask scheduler --scheduler-file, dask-mpi; implies --executor dask)")  # noqa: E501
     v = sub.add_parser("validate", help="check a pipeline without running it")
     v.add_argument("file")
     v.add_argument("overrides", nargs="*", metavar="key.sub=value")
@@ -86,7 +87,7 @@ def _cmd_run(args) -> int:
     p = _load(args.file, args.overrides)
     p.executor = executor_with(p.executor, type=args.executor, n_workers=args.workers,
                                threads_per_worker=args.threads_per_worker,
-                               address=args.scheduler)
+                               address=args.scheduler, scheduler_file=args.scheduler_file)
     if args.verbosity < 3 and any(type(n.stage).uses_tensorflow for n in p.nodes):
         from astrogen.tf_quiet import import_tensorflow_quietly
 

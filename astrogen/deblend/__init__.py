@@ -51,3 +51,11 @@ __all__ = [
     "roc_curve",
     "uncertainty_error_auc",
 ]
+
+# ``astrogen.deblend(image, ...)`` is the public deblending function (astrogen.api.deblend):
+# the package module is made callable, so the function and this package share the name.
+import sys as _sys  # noqa: E402
+
+from astrogen.api import CallableModule as _CallableModule  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule

@@ -9,15 +9,26 @@ driver exactly as in a local run and commit them chunk by chunk (ledger, ``--res
     Everything in the calling process, one chunk after the other.
 ``dask``
     Each chunk's chain of map stages is one Dask task. Either a ``LocalCluster`` started for
-    the run (``n_workers`` processes of ``threads_per_worker`` threads, loopback only, no
-    dashboard) or an existing scheduler (``address``), so dask-jobqueue, SLURM or Kubernetes
-    clusters work unchanged. The map stages are pickled once (before :meth:`Stage.setup`, so
-    no model weights travel) and set up once per worker process, cached by a hash of that
-    pickle; at most ``max_in_flight`` chunks are submitted ahead of the one the sinks wait
-    for, and Dask's debugging logs of recent messages are switched off for the connections
-    the run opens, so the driver's memory does not grow with the catalog. (A scheduler started
-    elsewhere keeps its own configuration: set ``distributed.admin.low-level-log-length: 0``
-    in its Dask config, or it holds up to 1000 recent task messages, chunk data included.)
+    the run (``n_workers`` processes of ``threads_per_worker`` threads, loopback only, its
+    dashboard on ``dashboard_address``, 127.0.0.1:8787 by default, address logged), or an
+    existing scheduler: ``address``, or ``scheduler_file`` (the JSON file written by
+    ``dask scheduler --scheduler-file`` or ``dask-mpi``, the usual way on SLURM), so
+    Kubernetes or hand-started clusters work unchanged.
+``slurm``, ``pbs``
+    A dask-jobqueue cluster (``pip install astrogen[hpc]``): a scheduler in this process,
+    ``jobs`` batch jobs of ``cores`` cores and ``memory`` each submitted to the queue (workers
+    connect as jobs start; the run waits for them), cancelled at the end. The job script
+    comes from ``queue``, ``account``, ``walltime``, ``processes``,
+    ``job_extra_directives``, ``job_script_prologue`` (e.g. activating the environment),
+    ``interface``, ``local_directory``, ``log_directory``; see :func:`jobqueue_cluster`.
+
+In every Dask form the map stages are pickled once (before :meth:`Stage.setup`, so no model
+weights travel) and set up once per worker process, cached by a hash of that pickle; at most
+``max_in_flight`` chunks are submitted ahead of the one the sinks wait for, and Dask's
+debugging logs of recent messages are switched off for the connections the run opens, so the
+driver's memory does not grow with the catalog. (A scheduler started elsewhere keeps its own
+configuration: set ``distributed.admin.low-level-log-length: 0`` in its Dask config, or it
+holds up to 1000 recent task messages, chunk data included.)
 
 Failures
     A worker that dies (kill -9, out of memory, lost node) makes the scheduler run its tasks
@@ -37,7 +48,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import importlib
+import importlib.util
+import json
 import logging
 import os
 import threading
@@ -50,25 +64,59 @@ from typing import Any, Iterator
 from astrogen.errors import AstrogenError, ConfigError, UnknownKeyError, suggest
 
 __all__ = ["ExecutorSpec", "ExecutorError", "Executor", "LocalExecutor", "DaskExecutor",
-           "ChunkPlan", "parse_executor", "executor_with", "make_executor", "EXECUTOR_KEYS"]
+           "ChunkPlan", "parse_executor", "executor_with", "make_executor", "EXECUTOR_KEYS",
+           "JOBQUEUE_TYPES", "jobqueue_cluster", "DEFAULT_DASHBOARD"]
 
 log = logging.getLogger("astrogen")
 
 #: key -> (accepted types, meaning); ``type`` is required when a mapping is given.
 EXECUTOR_KEYS: dict[str, tuple[tuple, str]] = {
-    "type": ((str,), "'local' (in process, default) or 'dask'"),
+    "type": ((str,), "'local' (in process, default), 'dask', or a batch-queue cluster "
+                     "'slurm' or 'pbs' (dask-jobqueue)"),
     "address": ((str,), "address of a running Dask scheduler, e.g. tcp://host:8786"),
+    "scheduler_file": ((str,), "JSON file of a running Dask scheduler (dask scheduler "
+                               "--scheduler-file, dask-mpi)"),
     "n_workers": ((int,), "worker processes of the LocalCluster started for the run"),
     "threads_per_worker": ((int,), "threads per worker process of that LocalCluster"),
+    "dashboard_address": ((str, bool), "host:port of the dashboard of a cluster started here "
+                                       "(default 127.0.0.1:8787; false: none)"),
     "retries": ((int,), "times a task is rerun after a worker death or unexpected error"),
     "max_in_flight": ((int,), "chunks submitted ahead of the one being written"),
+    "timeout": ((int, float), "seconds to wait for the scheduler (and its file) at start-up"),
+    "cores": ((int,), "cores per batch job (slurm, pbs)"),
+    "memory": ((str,), "memory per batch job, e.g. '32GB' (slurm, pbs)"),
+    "processes": ((int,), "worker processes per batch job (default: about sqrt(cores))"),
+    "jobs": ((int,), "batch jobs submitted (default 1)"),
+    "queue": ((str,), "queue or partition of the batch jobs"),
+    "account": ((str,), "account charged for the batch jobs"),
+    "walltime": ((str,), "wall-clock limit of a batch job, e.g. '01:30:00'"),
+    "job_extra_directives": ((list,), "extra scheduler directives, e.g. ['--constraint=cpu']"),
+    "job_script_prologue": ((list,), "shell lines run before the worker starts, e.g. "
+                                     "['source ~/venv/bin/activate']"),
+    "interface": ((str,), "network interface of the scheduler and workers, e.g. 'ib0'"),
+    "local_directory": ((str,), "scratch folder of the workers on the compute nodes"),
+    "log_directory": ((str,), "folder of the batch jobs' log files"),
 }
-_TYPES = ("local", "dask")
+#: batch-queue executor type -> "module:class" of its dask-jobqueue cluster
+JOBQUEUE_TYPES: dict[str, str] = {"slurm": "dask_jobqueue:SLURMCluster",
+                                  "pbs": "dask_jobqueue:PBSCluster"}
+_TYPES = ("local", "dask", *JOBQUEUE_TYPES)
+#: dashboard of a cluster started by astrogen: loopback only (reach it with ssh -L 8787:...)
+DEFAULT_DASHBOARD = "127.0.0.1:8787"
 #: LocalCluster options: no dashboard, and the scheduler's small HTTP server (health and
 #: metrics routes, always started) on a free loopback port instead of 8787
 LOOPBACK_NO_DASHBOARD = {"dashboard_address": None,
                          "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
-_DASK_ONLY = ("address", "n_workers", "threads_per_worker", "retries", "max_in_flight")
+_SCHEDULER_KEYS = ("address", "scheduler_file")
+_LOCALCLUSTER_KEYS = ("n_workers", "threads_per_worker")
+_JOBQUEUE_KEYS = ("cores", "memory", "processes", "jobs", "queue", "account", "walltime",
+                  "job_extra_directives", "job_script_prologue", "interface",
+                  "local_directory", "log_directory")
+_DASK_ONLY = (*_SCHEDULER_KEYS, *_LOCALCLUSTER_KEYS, "dashboard_address", "retries",
+              "max_in_flight", "timeout", *_JOBQUEUE_KEYS)
+#: seconds to wait for a scheduler (or its file) when ``timeout`` is not set
+DEFAULT_TIMEOUT = 60.0
+_WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 
 
 class ExecutorError(AstrogenError, RuntimeError):
@@ -83,23 +131,38 @@ class ExecutorError(AstrogenError, RuntimeError):
 
 @dataclass(frozen=True)
 class ExecutorSpec:
-    """Validated ``executor:`` settings of a pipeline.
+    """Validated ``executor:`` settings of a pipeline (see :data:`EXECUTOR_KEYS`).
 
     Attributes
     ----------
-    type : {"local", "dask"}
+    type : {"local", "dask", "slurm", "pbs"}
         Where the map stages run.
     address : str or None
-        Scheduler address of an existing Dask cluster; ``None`` starts a ``LocalCluster``.
+        Scheduler address of an existing Dask cluster.
+    scheduler_file : str or None
+        Scheduler file of an existing Dask cluster (``dask scheduler --scheduler-file``).
     n_workers : int or None
         Worker processes of the ``LocalCluster`` (default: the number of CPU cores).
     threads_per_worker : int
         Threads per worker process of the ``LocalCluster``.
+    dashboard_address : str, bool or None
+        Dashboard of a cluster started here: ``None`` or ``True`` for
+        :data:`DEFAULT_DASHBOARD` (loopback), ``False`` for none, or ``"host:port"``.
     retries : int
         Reruns of a task after a worker death or an unexpected (non-astrogen) exception.
     max_in_flight : int or None
         Chunks submitted ahead of the one the sinks wait for (default: twice the number of
         worker threads, at least 4).
+    timeout : float or None
+        Seconds to wait for an existing scheduler or its file (default 60 s).
+    cores, memory, processes, jobs, queue, account, walltime : optional
+        Batch jobs of a ``slurm`` / ``pbs`` cluster: cores and memory (``"32GB"``) per job,
+        worker processes per job, number of jobs (default 1), queue (partition), account,
+        wall-clock limit (``"HH:MM:SS"``).
+    job_extra_directives, job_script_prologue : tuple of str or None
+        Extra ``#SBATCH`` / ``#PBS`` directives; shell lines run before the worker starts.
+    interface, local_directory, log_directory : str or None
+        Network interface (``ib0``), workers' scratch folder, batch jobs' log folder.
     """
 
     type: str = "local"
@@ -108,33 +171,88 @@ class ExecutorSpec:
     threads_per_worker: int = 1
     retries: int = 3
     max_in_flight: int | None = None
+    scheduler_file: str | None = None
+    dashboard_address: str | bool | None = None
+    timeout: float | None = None
+    cores: int | None = None
+    memory: str | None = None
+    processes: int | None = None
+    jobs: int | None = None
+    queue: str | None = None
+    account: str | None = None
+    walltime: str | None = None
+    job_extra_directives: tuple | None = None
+    job_script_prologue: tuple | None = None
+    interface: str | None = None
+    local_directory: str | None = None
+    log_directory: str | None = None
+
+    @property
+    def dashboard(self) -> str | None:
+        """``host:port`` of the dashboard of a cluster started here, or ``None`` (off)."""
+        if self.dashboard_address is False:
+            return None
+        if self.dashboard_address in (None, True):
+            return DEFAULT_DASHBOARD
+        return str(self.dashboard_address)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the settings that apply to this type (for provenance)."""
         if self.type == "local":
             return {"type": "local"}
         d = asdict(self)
-        if self.address:
-            d.pop("n_workers"), d.pop("threads_per_worker")
+        keep = ["type"]
+        if self.type == "dask":
+            if self.address or self.scheduler_file:
+                keep += ["address" if self.address else "scheduler_file"]
+            else:
+                keep += ["n_workers", "threads_per_worker"]
         else:
-            d.pop("address")
-        return d
+            keep += [k for k in _JOBQUEUE_KEYS if d[k] is not None]
+        if self.dashboard_address is not None:
+            keep.append("dashboard_address")
+        keep += ["retries", "max_in_flight"] + (["timeout"] if self.timeout is not None else [])
+        return {k: (list(d[k]) if isinstance(d[k], tuple) else d[k]) for k in keep}
 
 
 def _check_value(key: str, value, where: str, line: int | None):
     types, what = EXECUTOR_KEYS[key]
     if value is None and key != "type":
         return None
+    if key == "dashboard_address" and isinstance(value, bool):
+        return value
     if isinstance(value, bool) or not isinstance(value, types):
-        raise ConfigError(f"must be {'an integer' if types == (int,) else 'a string'} "
-                          f"({what}).", key=where, line=line, received={key: value})
+        kind = {(int,): "an integer", (int, float): "a number", (list,): "a list of strings"}
+        raise ConfigError(f"must be {kind.get(types, 'a string')} ({what}).", key=where,
+                          line=line, received={key: value})
     if key == "type" and value not in _TYPES:
         raise ConfigError(f"must be one of {list(_TYPES)}.{suggest(value, _TYPES)}", key=where,
                           line=line, received={key: value})
-    minimum = {"n_workers": 1, "threads_per_worker": 1, "retries": 0, "max_in_flight": 1}
+    minimum = {"n_workers": 1, "threads_per_worker": 1, "retries": 0, "max_in_flight": 1,
+               "cores": 1, "processes": 1, "jobs": 1}
     if key in minimum and value < minimum[key]:
         raise ConfigError(f"must be an integer >= {minimum[key]}.", key=where, line=line,
                           received={key: value})
+    if key == "timeout" and not value > 0:
+        raise ConfigError("must be > 0 seconds.", key=where, line=line, received={key: value})
+    if isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"must be a list of strings ({what}).", key=where, line=line,
+                              received={key: value})
+        return tuple(value)
+    if key == "memory":
+        from dask.utils import parse_bytes
+
+        try:
+            ok = parse_bytes(value) > 0
+        except (ValueError, TypeError):
+            ok = False
+        if not ok:
+            raise ConfigError("must be an amount of memory such as '16GB' or '4000MiB'.",
+                              key=where, line=line, received={key: value})
+    if key == "walltime" and not _WALLTIME.match(value):
+        raise ConfigError("must be a time limit such as '01:30:00' (HH:MM:SS) or "
+                          "'1-12:00:00'.", key=where, line=line, received={key: value})
     return value
 
 
@@ -156,7 +274,9 @@ def parse_executor(value, line_of=lambda path: None, prefix: str = "executor") -
     UnknownKeyError
         A key that is not in :data:`EXECUTOR_KEYS`.
     ConfigError
-        A value of the wrong type or range, or a dask-only key with ``type: local``.
+        A value of the wrong type or range, a key that does not apply to the type (a dask
+        key with ``type: local``, ``n_workers`` with a scheduler, ``cores`` with ``dask``...),
+        two schedulers, or a batch-queue cluster without ``cores`` and ``memory``.
     """
     if value is None:
         return ExecutorSpec()
@@ -173,59 +293,147 @@ def parse_executor(value, line_of=lambda path: None, prefix: str = "executor") -
                                   key=f"{prefix}.{k}", line=line_of((prefix, k)),
                                   received={k: value[k]})
     if "type" not in value:
-        raise ConfigError("the executor needs a 'type' ('local' or 'dask').", key=prefix,
-                          line=line_of((prefix,)), received={"keys": list(value)})
+        raise ConfigError(f"the executor needs a 'type' ({', '.join(map(repr, _TYPES))}).",
+                          key=prefix, line=line_of((prefix,)), received={"keys": list(value)})
     checked = {k: _check_value(k, v, f"{prefix}.{k}", line_of((prefix, k)))
                for k, v in value.items()}
     checked = {k: v for k, v in checked.items() if v is not None}
-    if checked["type"] == "local":
-        extra = [k for k in checked if k in _DASK_ONLY]
-        if extra:
-            raise ConfigError("is used only by the dask executor (set type: dask).",
-                              key=f"{prefix}.{extra[0]}", line=line_of((prefix, extra[0])),
-                              received={extra[0]: checked[extra[0]]})
-    if "address" in checked:
-        clash = [k for k in ("n_workers", "threads_per_worker") if k in checked]
-        if clash:
-            raise ConfigError("applies to the LocalCluster started by astrogen, not to an "
-                              "existing scheduler (address).", key=f"{prefix}.{clash[0]}",
-                              line=line_of((prefix, clash[0])),
-                              received={clash[0]: checked[clash[0]], "address": checked["address"]})
+
+    def refuse(keys, why: str, **also):
+        bad = [k for k in checked if k in keys]
+        if bad:
+            raise ConfigError(why, key=f"{prefix}.{bad[0]}", line=line_of((prefix, bad[0])),
+                              received={bad[0]: checked[bad[0]], **also})
+
+    kind = checked["type"]
+    if kind == "local":
+        refuse(_DASK_ONLY, "is used only by the dask executor (set type: dask).")
+    elif kind == "dask":
+        refuse(_JOBQUEUE_KEYS, "is used only by the batch-queue executors (set type: slurm or "
+                               "pbs).")
+        if "address" in checked and "scheduler_file" in checked:
+            raise ConfigError("give either address or scheduler_file, not both.",
+                              key=f"{prefix}.scheduler_file",
+                              line=line_of((prefix, "scheduler_file")),
+                              received={"address": checked["address"],
+                                        "scheduler_file": checked["scheduler_file"]})
+        scheduler = next((k for k in _SCHEDULER_KEYS if k in checked), None)
+        if scheduler:
+            refuse((*_LOCALCLUSTER_KEYS, "dashboard_address"),
+                   f"applies to the LocalCluster started by astrogen, not to an existing "
+                   f"scheduler ({scheduler}).", **{scheduler: checked[scheduler]})
+    else:
+        refuse((*_SCHEDULER_KEYS, *_LOCALCLUSTER_KEYS),
+               f"does not apply to a {kind} cluster (its workers are batch jobs: set cores, "
+               "memory, jobs).")
+        missing = [k for k in ("cores", "memory") if k not in checked]
+        if missing:
+            what = EXECUTOR_KEYS[missing[0]][1]
+            raise ConfigError(f"a {kind} cluster needs '{missing[0]}' ({what}).",
+                              key=prefix, line=line_of((prefix,)),
+                              received={"keys": list(value)})
+        if checked.get("processes", 1) > checked["cores"]:
+            raise ConfigError("must be <= cores (each worker process gets at least one core).",
+                              key=f"{prefix}.processes", line=line_of((prefix, "processes")),
+                              received={"processes": checked["processes"],
+                                        "cores": checked["cores"]})
     return ExecutorSpec(**checked)
 
 
+_OPTIONS = {"type": "--executor", "n_workers": "--workers", "address": "--scheduler",
+            "threads_per_worker": "--threads-per-worker", "scheduler_file": "--scheduler-file"}
+
+
 def executor_with(spec: ExecutorSpec, type: str | None = None, n_workers: int | None = None,
-                  threads_per_worker: int | None = None,
-                  address: str | None = None) -> ExecutorSpec:
+                  threads_per_worker: int | None = None, address: str | None = None,
+                  scheduler_file: str | None = None) -> ExecutorSpec:
     """``spec`` with command-line options applied (``--executor``, ``--workers``, ...).
 
-    ``--workers``, ``--threads-per-worker`` or ``--scheduler`` without ``--executor`` imply
-    ``dask``. The result is checked like the YAML value, errors naming the option.
+    ``--workers``, ``--threads-per-worker``, ``--scheduler`` or ``--scheduler-file`` without
+    ``--executor`` imply ``dask``; ``--executor slurm`` (or ``pbs``) keeps the batch-job
+    settings of the YAML. The result is checked like the YAML value, errors naming the option.
     """
     opts = {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
-            "address": address}
+            "address": address, "scheduler_file": scheduler_file}
     opts = {k: v for k, v in opts.items() if v is not None}
     if type is None and not opts:
         return spec
-    if (type or ("dask" if opts else spec.type)) == "local":
+    new = type or ("dask" if opts else spec.type)
+    common = {"retries": spec.retries, "max_in_flight": spec.max_in_flight,
+              "timeout": spec.timeout}
+    if new == "local":
         merged = {"type": "local", **opts}
-    else:
-        merged = {"type": "dask", "retries": spec.retries, "max_in_flight": spec.max_in_flight}
-        if spec.type == "dask" and not opts:
-            merged.update(address=spec.address, n_workers=spec.n_workers,
-                          threads_per_worker=None if spec.address else spec.threads_per_worker)
-        elif spec.type == "dask" and "address" not in opts and not spec.address:
-            merged.update(n_workers=spec.n_workers, threads_per_worker=spec.threads_per_worker)
+    elif new in JOBQUEUE_TYPES:
+        merged = {"type": new, **common}
+        if spec.type == new:
+            merged.update({k: getattr(spec, k) for k in (*_JOBQUEUE_KEYS, "dashboard_address")})
         merged.update(opts)
+    else:
+        merged = {"type": "dask", **common}
+        local_cluster = {"n_workers": spec.n_workers,
+                         "threads_per_worker": spec.threads_per_worker,
+                         "dashboard_address": spec.dashboard_address}
+        spec_scheduler = spec.address or spec.scheduler_file
+        if spec.type == "dask" and not opts:
+            merged.update(address=spec.address, scheduler_file=spec.scheduler_file)
+            if not spec_scheduler:
+                merged.update(local_cluster)
+        elif (spec.type == "dask" and not spec_scheduler
+              and not any(k in opts for k in _SCHEDULER_KEYS)):
+            merged.update(local_cluster)
+        merged.update(opts)
+    merged = {k: (list(v) if isinstance(v, tuple) else v) for k, v in merged.items()}
     try:
         return parse_executor(merged)
     except AstrogenError as exc:  # name the command-line option that set the bad value
         key = (exc.key or "").split(".")[-1]
-        option = {"type": "--executor", "n_workers": "--workers", "address": "--scheduler",
-                  "threads_per_worker": "--threads-per-worker"}.get(key)
+        option = _OPTIONS.get(key)
         if option and (key in opts or (key == "type" and type is not None)):
             raise exc.__class__(exc.message, key=option, received=exc.received) from None
         raise
+
+
+def jobqueue_cluster(spec: ExecutorSpec):
+    """The dask-jobqueue cluster of a ``slurm`` or ``pbs`` spec, no job submitted yet.
+
+    ``cluster.job_script()`` shows the batch script each job runs; :class:`DaskExecutor`
+    then asks for ``spec.jobs`` jobs (``cluster.scale(jobs=...)``).
+
+    Raises
+    ------
+    ConfigError
+        dask-jobqueue is not installed (``pip install astrogen[hpc]``), or it refused a
+        setting (named).
+    """
+    import inspect
+
+    module, cls_name = JOBQUEUE_TYPES[spec.type].split(":")
+    try:
+        cls = getattr(importlib.import_module(module), cls_name)
+    except ImportError:
+        raise ConfigError(f"needs dask-jobqueue: pip install 'astrogen[hpc]' (or "
+                          f"dask-jobqueue).", key="executor.type",
+                          received={"type": spec.type}) from None
+    kw: dict[str, Any] = {k: getattr(spec, k) for k in _JOBQUEUE_KEYS if k != "jobs"}
+    kw = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items() if v is not None}
+    # keys this cluster class does not know (e.g. account of a test stand-in) are refused
+    accepted = set()
+    for klass in (cls, getattr(cls, "job_cls", None)):
+        for base in inspect.getmro(klass) if klass else ():
+            if "__init__" in vars(base):
+                accepted |= set(inspect.signature(base.__init__).parameters)
+    unknown = [k for k in kw if k not in accepted]
+    if unknown:
+        raise ConfigError(f"is not supported by {cls_name}.", key=f"executor.{unknown[0]}",
+                          received={unknown[0]: kw[unknown[0]]})
+    dash = spec.dashboard
+    kw["scheduler_options"] = {"dashboard_address": dash if dash else "127.0.0.1:0",
+                               "dashboard": dash is not None}
+    try:
+        return cls(silence_logs="critical", **kw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"dask-jobqueue refused the settings: {exc}", key="executor",
+                          received={"type": spec.type}) from None
 
 
 # ---------------------------------------------------------------------------- chunk plan
@@ -489,25 +697,64 @@ class DaskExecutor(Executor):
         # as task arguments that held every chunk sent, and the driver's memory grew with the
         # catalog (125 MiB for 10^6 rows). Streams opened by this run keep none.
         self._dask_config = dask.config.set({"distributed.admin.low-level-log-length": 0})
-        if self.spec.address:
+        spec = self.spec
+        timeout = spec.timeout or DEFAULT_TIMEOUT
+        if spec.address:
             try:
-                self.client = Client(self.spec.address, timeout="20s",
+                self.client = Client(spec.address, timeout=f"{timeout}s",
                                      set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 raise ExecutorError(f"cannot reach the Dask scheduler ({exc}).",
                                     key="executor.address",
-                                    received={"address": self.spec.address}) from None
-        else:
-            n = self.spec.n_workers or os.cpu_count() or 1
-            with dask.config.set({"distributed.scheduler.allowed-failures": self.spec.retries}):
-                self.cluster = LocalCluster(
-                    n_workers=n, threads_per_worker=self.spec.threads_per_worker,
-                    processes=True, host="127.0.0.1", silence_logs=silence,
-                    **LOOPBACK_NO_DASHBOARD)
+                                    received={"address": spec.address}) from None
+            where = spec.address
+        elif spec.scheduler_file:
+            self.client = _client_from_file(Client, spec.scheduler_file, timeout)
+            where = f"{self.client.scheduler.address} (from {spec.scheduler_file})"
+        elif spec.type in JOBQUEUE_TYPES:
+            with dask.config.set({"distributed.scheduler.allowed-failures": spec.retries}):
+                self.cluster = jobqueue_cluster(spec)
+            jobs = spec.jobs or 1
+            self.cluster.scale(jobs=jobs)
             self.client = Client(self.cluster, set_as_default=False)
+            where = (f"{spec.type} cluster, {jobs} job(s) of {spec.cores} core(s) and "
+                     f"{spec.memory} submitted (queue {spec.queue or 'default'}); tasks start "
+                     "as the jobs' workers connect")
+        else:
+            n = spec.n_workers or os.cpu_count() or 1
+            dash = spec.dashboard
+            options = (LOOPBACK_NO_DASHBOARD if dash is None else {"dashboard_address": dash})
+            with dask.config.set({"distributed.scheduler.allowed-failures": spec.retries}):
+                self.cluster = LocalCluster(
+                    n_workers=n, threads_per_worker=spec.threads_per_worker,
+                    processes=True, host="127.0.0.1", silence_logs=silence, **options)
+            self.client = Client(self.cluster, set_as_default=False)
+            where = "LocalCluster"
         self._nthreads = sum(self.client.nthreads().values())
-        log.info("dask executor: %s, %d worker thread(s)",
-                 self.spec.address or "LocalCluster", self._nthreads)
+        log.info("dask executor: %s, %d worker thread(s)", where, self._nthreads)
+        if self.cluster is not None:
+            log.info("dask dashboard: %s", self.dashboard_link() or "off")
+
+    def dashboard_link(self) -> str | None:
+        """URL of the dashboard of the cluster started by this executor (``None``: none).
+
+        Without the ``bokeh`` package Dask serves no dashboard pages: the link then says so.
+        """
+        if self.cluster is None or self.spec.dashboard is None:
+            return None
+        scheduler = getattr(self.cluster, "scheduler", None)
+        server = getattr(scheduler, "http_server", None)
+        try:
+            port = server.port if server is not None else None
+        except Exception:  # noqa: BLE001 - a server that is not listening has no port
+            port = None
+        if not port:
+            return None
+        host = self.spec.dashboard.rsplit(":", 1)[0] or "127.0.0.1"
+        url = f"http://{host}:{port}/status"
+        if importlib.util.find_spec("bokeh") is None:
+            url += " (install bokeh to see it)"
+        return url
 
     def open(self, p, contexts: dict) -> None:
         import cloudpickle
@@ -610,6 +857,36 @@ class DaskExecutor(Executor):
                     self.client.cancel(futures)
 
 
+def _client_from_file(client_cls, path: str, timeout: float):
+    """A client of the scheduler described by ``path``, waiting up to ``timeout`` s for the
+    file (a scheduler started in the same batch job may not have written it yet)."""
+    deadline = time.monotonic() + timeout
+    logged = False
+    while not os.path.isfile(path):
+        if time.monotonic() > deadline:
+            raise ExecutorError(f"no scheduler file after {timeout:g} s: start the scheduler "
+                                "first (dask scheduler --scheduler-file PATH, or dask-mpi "
+                                "--scheduler-file PATH).", key="executor.scheduler_file",
+                                received={"scheduler_file": path})
+        if not logged:
+            log.info("waiting for the scheduler file %s", path)
+            logged = True
+        time.sleep(0.2)
+    try:
+        with open(path) as f:
+            address = json.load(f)["address"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ExecutorError(f"is not a Dask scheduler file ({type(exc).__name__}: {exc}).",
+                            key="executor.scheduler_file",
+                            received={"scheduler_file": path}) from None
+    try:
+        return client_cls(address, timeout=f"{timeout}s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ExecutorError(f"cannot reach the Dask scheduler of the file ({exc}).",
+                            key="executor.scheduler_file",
+                            received={"scheduler_file": path, "address": address}) from None
+
+
 def _picklable(obj) -> bool:
     import cloudpickle
 
@@ -623,4 +900,4 @@ def _picklable(obj) -> bool:
 def make_executor(spec: ExecutorSpec | None) -> Executor:
     """A fresh executor for ``spec`` (``None``: local)."""
     spec = spec or ExecutorSpec()
-    return DaskExecutor(spec) if spec.type == "dask" else LocalExecutor(spec)
+    return LocalExecutor(spec) if spec.type == "local" else DaskExecutor(spec)

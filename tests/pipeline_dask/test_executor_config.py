@@ -50,7 +50,7 @@ def test_unknown_key_names_path_and_line(write_pipeline):
 
 
 @pytest.mark.parametrize("value, message", [
-    ({"type": "dusk"}, "must be one of ['local', 'dask']. Did you mean 'dask'?"),
+    ({"type": "dusk"}, "must be one of ['local', 'dask', 'slurm', 'pbs']. Did you mean 'dask'?"),
     ({"n_workers": 2}, "the executor needs a 'type'"),
     ({"type": "dask", "n_workers": 0}, "executor.n_workers: must be an integer >= 1."),
     ({"type": "dask", "n_workers": True}, "executor.n_workers: must be an integer"),
