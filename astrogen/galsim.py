@@ -237,8 +237,10 @@ def build_flowvae_galaxy(config, base, ignore, gsparams, logger):
         raise galsim.GalSimConfigValueError("FlowVAEGalaxy.temperature must be >= 0.",
                                             temperature)
     rng = galsim.config.GetRNG(config, base, logger, "FlowVAEGalaxy")
-    noise = np.empty(flowvae.latent_dim)
-    galsim.GaussianDeviate(rng).generate(noise)
+    # The values of GaussianDeviate.generate, drawn one by one: generate() costs ~30 ms per
+    # call here (it starts OpenMP threads), more than the network per object.
+    gauss = galsim.GaussianDeviate(rng)
+    noise = np.array([gauss() for _ in range(flowvae.latent_dim)], dtype=np.float64)
     conditions = np.array([kwargs[n] for n in names], dtype=np.float64)
     noise = (temperature * noise).astype(np.float32)
     if base.get(_DRY_RUN):
