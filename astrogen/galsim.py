@@ -84,10 +84,40 @@ def _stderr_to_devnull():
         os.close(devnull)
 
 
+def _tf_running() -> bool:
+    """Whether TensorFlow's runtime has been initialised in this process."""
+    if "tensorflow" not in sys.modules:
+        return False
+    try:
+        from tensorflow.python.eager import context
+
+        return bool(context.context()._initialized)
+    except Exception:  # noqa: BLE001 - imported, state unknown: assume it ran
+        return True
+
+
+#: Set in a forked child whose parent had initialised TensorFlow (it would deadlock here).
+_PARENT_RAN_TF = False
+
+
+def _after_fork_in_child():
+    global _PARENT_RAN_TF
+    _PARENT_RAN_TF = _PARENT_RAN_TF or _tf_running()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _load_quietly(path):
     """The FlowVAE at ``path``, loaded once per process, without TensorFlow noise on stderr."""
     key = (os.getpid(), str(path), path.stat().st_mtime_ns)
     if key not in _MODELS:
+        if _PARENT_RAN_TF:
+            raise galsim.GalSimConfigError(
+                "FlowVAEGalaxy: TensorFlow had already run in the process that GalSim forked "
+                "this worker from (nproc > 1), and TensorFlow cannot run in a forked child (it "
+                "would hang). Use nproc: 1 in this process, or run GalSim in a fresh process "
+                "(the galsim executable, or galsim.config.Process before any TensorFlow use).")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with _stderr_to_devnull():
             from astrogen.models.flowvae import load_flowvae

@@ -193,3 +193,26 @@ def test_plugin_imports_in_a_fresh_interpreter():
                           "'flowvae' in c.valid_input_types)"],
                          capture_output=True, text=True, timeout=120)
     assert res.stdout.split() == ["True", "True"], res.stderr[-1000:]
+
+
+def test_parallel_galsim_after_tensorflow_ran_in_the_parent_fails_clearly(model_file, tmp_path):
+    """TensorFlow used in the parent, then GalSim forks workers: a clear error, not a hang."""
+    script = f"""
+import logging, numpy as np, galsim
+import astrogen.galsim as plugin
+logging.basicConfig(level=logging.INFO)
+inp = plugin.FlowVAEInput({str(model_file)!r})
+inp.light_profile([21.0, 0.3, 0.5], np.zeros(inp.latent_dim))   # TensorFlow runs here
+config = galsim.config.ReadConfig({str(EXAMPLE)!r})[0]
+config["input"]["flowvae"]["model"] = {str(model_file)!r}
+config["output"]["dir"] = {str(tmp_path)!r}
+config["output"]["nproc"] = 2
+galsim.config.Process(config, logger=logging.getLogger("galsim"))
+"""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=180, env=env)
+    # GalSim logs a failed file and goes on: the error is reported, nothing is written
+    assert "TensorFlow had already run" in res.stdout + res.stderr, res.stderr[-2000:]
+    assert not list(tmp_path.glob("*.fits"))
