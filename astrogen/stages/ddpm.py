@@ -36,8 +36,8 @@ from astrogen.stages.generated import finish_generated, size_scale_factors, trut
 __all__ = ["DDPMGenerate", "resolve_ddpm_model", "DDPM_MAX_NATIVE_HLR"]
 
 #: Largest major-axis half-light radius (arcsec) the shipped 64 x 64, 0.03"/pixel DDPM draws
-#: in its own field (benchmarks/generator_accuracy.py ``--explore``): at 0.15" the median
-#: outer-ring light is 0.25 %; at 0.3" it is 1.3 % and the model shrinks the galaxy.
+#: in its own field (benchmarks/generator_accuracy.py ``explore``, DDIM-10): at 0.15" the
+#: median outer-ring light is 0.4 %; at 0.2" 0.6 %, at 0.3" 1.3 % with the galaxy 15 % small.
 DDPM_MAX_NATIVE_HLR = 0.15
 
 #: Shipped model names (files in astrogen/data/models).
@@ -112,6 +112,9 @@ class DDPMGenerate(Stage):
     shape : {"apply", "measure"}
         Apply the catalog's ``q`` and ``beta`` to the generated stamp, or keep the model's
         shape; the measured shape is in ``gen_q``, ``gen_beta`` either way.
+    edge_taper : bool
+        Taper the network stamp to 0 at its border first (removes the light the network
+        leaves at the edge of its field; reported in ``gen_taper_loss``).
 
     Output
     ------
@@ -130,7 +133,8 @@ class DDPMGenerate(Stage):
     def __init__(self, model: str = "ddpm_cosmos64", sampler: str = "ddim", num_steps: int = 25,
                  guidance: float = 1.0, eta: float = 0.0, batch_size: int = 16,
                  out_of_range: str = "error", flux: str = "model",
-                 max_native_hlr: float | None = DDPM_MAX_NATIVE_HLR, shape: str = "apply"):
+                 max_native_hlr: float | None = DDPM_MAX_NATIVE_HLR, shape: str = "apply",
+                 edge_taper: bool = True):
         from astrogen.models.ddpm_galaxy import SAMPLERS
 
         self.model_path = resolve_ddpm_model(model)
@@ -155,6 +159,10 @@ class DDPMGenerate(Stage):
         self.flux = check_choice("flux", flux, ("model", "catalog"))
         self.max_native_hlr = check_max_native_hlr(max_native_hlr)
         self.shape = check_choice("shape", shape, ("apply", "measure"))
+        if not isinstance(edge_taper, bool):
+            raise ConfigError("must be true or false.", key="edge_taper",
+                              received={"edge_taper": edge_taper})
+        self.edge_taper = edge_taper
         self.model = None
 
     def setup(self, ctx) -> None:
@@ -202,7 +210,8 @@ class DDPMGenerate(Stage):
                                 batch_size=self.batch_size)
         images, scales, info = finish_generated(images, float(model.pixel_scale), hlr_req,
                                                 factor, q_req, beta_req, q_req is not None,
-                                                row_ids, "ddpm.generate")
+                                                row_ids, "ddpm.generate",
+                                                taper=self.edge_taper)
         zp = model.zero_point
         total = images.reshape(len(images), -1).sum(axis=1, dtype=np.float64)
         want = 10.0 ** (-0.4 * (np.asarray(table["mag"], np.float64) - zp))
@@ -226,4 +235,5 @@ class DDPMGenerate(Stage):
                           meta={"generator": "ddpm.generate", "model": self.model_name,
                                 "model_sha256": self.model_sha256, "sampler": self.sampler,
                                 "num_steps": self.num_steps, "guidance": self.guidance,
-                                "max_native_hlr": self.max_native_hlr, "shape": self.shape})
+                                "max_native_hlr": self.max_native_hlr, "shape": self.shape,
+                                "edge_taper": self.edge_taper})
