@@ -43,6 +43,9 @@ log = logging.getLogger("astrogen.stages.generated")
 
 #: Light allowed in the outer 2-pixel ring of a stamp before the row is flagged as cut.
 RING_LIMIT = 0.005
+#: Growth of the stamp side before q and beta are applied (a round galaxy filling 80 % of the
+#: native field still fits when stretched to q = 0.3).
+SHAPE_PAD = 1.5
 
 
 def ring_fraction(images: np.ndarray, width: int = 2) -> np.ndarray:
@@ -245,7 +248,8 @@ def finish_generated(images, native_scale: float, hlr_req, scale_factor, q_req, 
 
     Returns
     -------
-    images : numpy.ndarray, float32, shape (n, N, N)
+    images : numpy.ndarray, float32, shape (n, M, M)
+        M = N, or N grown by ``SHAPE_PAD`` when q and beta are applied.
     scales : numpy.ndarray, shape (n,)
         Pixel scale of each stamp, arcsec / pixel.
     info : dict of numpy.ndarray
@@ -270,9 +274,17 @@ def finish_generated(images, native_scale: float, hlr_req, scale_factor, q_req, 
         g_to = np.stack([g * np.cos(2 * beta), g * np.sin(2 * beta)], 1)
         g_from = np.stack([m["g1"], m["g2"]], 1)
         shape_applied = np.isfinite(g_from).all(axis=1) & np.isfinite(m["x0"])
+        # Stretching to q < 1 moves light outwards along the major axis: the stamps grow
+        # by SHAPE_PAD (fixed, so the output shape does not depend on the rows) first.
+        size = images.shape[-1]
+        big = int(2 * np.ceil(SHAPE_PAD * size / 2))
+        off = (big - size) // 2
+        padded = np.zeros((n, big, big), np.float32)
+        padded[:, off:off + size, off:off + size] = images
+        images = padded
         if shape_applied.any():
             idx = np.flatnonzero(shape_applied)
-            images[idx] = reshape_stamps(images[idx], m["x0"][idx], m["y0"][idx],
+            images[idx] = reshape_stamps(images[idx], m["x0"][idx] + off, m["y0"][idx] + off,
                                          g_from[idx], g_to[idx])
     scaled = s > 1.0
     scales = np.full(n, float(native_scale))

@@ -177,7 +177,7 @@ def test_shipped_model_and_pipeline_run_small(tmp_path):
         {f.name for f in res.files}
     with fits.open(tmp_path / "out" / "stamps_intrinsic.fits") as hdul:
         stamps = hdul[0].data
-        assert stamps.shape == (4, 64, 64) and hdul[0].header["GENERATR"] == "ddpm.generate"
+        assert stamps.shape == (4, 96, 96) and hdul[0].header["GENERATR"] == "ddpm.generate"
     truth = Table.read(tmp_path / "out" / "truth_catalog.fits")
     ratio = stamps.sum(axis=(1, 2)) / 10 ** (-0.4 * (np.asarray(truth["mag"]) - 25.94))
     assert np.isfinite(stamps).all() and np.all((ratio > 0.3) & (ratio < 3.0)), ratio

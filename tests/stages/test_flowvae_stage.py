@@ -162,7 +162,8 @@ def test_shipped_model_and_pipeline_run_small(tmp_path):
             "truth_catalog.fits", "preview_intrinsic.png"} <= names
     with fits.open(tmp_path / "out" / "stamps_intrinsic.fits") as hdul:
         stamps = hdul[0].data
-        assert stamps.shape == (6, 64, 64) and hdul[0].header["GENMODEL"] == "flowvae_cosmos64"
+        # 64 x 64 network stamps grown 1.5x before q and beta are applied
+        assert stamps.shape == (6, 96, 96) and hdul[0].header["GENMODEL"] == "flowvae_cosmos64"
     assert np.all(stamps >= 0) and np.all(stamps.sum(axis=(1, 2)) > 0)
 
 
