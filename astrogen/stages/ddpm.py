@@ -30,8 +30,15 @@ from astrogen.errors import CatalogError, ConfigError, ModelError
 from astrogen.registry import register_stage
 from astrogen.seeds import row_seeds
 from astrogen.stages.base import Stage, check_choice, check_int
+from astrogen.stages.flowvae import check_max_native_hlr, requested_shape, stamp_batch_scale
+from astrogen.stages.generated import finish_generated, size_scale_factors, truth_columns
 
-__all__ = ["DDPMGenerate", "resolve_ddpm_model"]
+__all__ = ["DDPMGenerate", "resolve_ddpm_model", "DDPM_MAX_NATIVE_HLR"]
+
+#: Largest major-axis half-light radius (arcsec) the shipped 64 x 64, 0.03"/pixel DDPM draws
+#: in its own field (benchmarks/generator_accuracy.py ``explore``, DDIM-10): at 0.15" the
+#: median outer-ring light is 0.4 %; at 0.2" 0.6 %, at 0.3" 1.3 % with the galaxy 15 % small.
+DDPM_MAX_NATIVE_HLR = 0.15
 
 #: Shipped model names (files in astrogen/data/models).
 SHIPPED = {"ddpm_cosmos64": "ddpm_cosmos64.keras"}
@@ -98,22 +105,36 @@ class DDPMGenerate(Stage):
     flux : {"model", "catalog"}
         Keep the generated flux (set by the catalog magnitude up to the model's error), or
         rescale each stamp to exactly the catalog ``mag``.
+    max_native_hlr : float or None
+        Largest major-axis half-light radius ``hlr / sqrt(q)`` (arcsec) drawn in the model's
+        own field; larger galaxies are generated at this size with a coarser per-stamp pixel
+        scale (:mod:`astrogen.stages.generated`). ``None``: all in the native field.
+    shape : {"apply", "measure"}
+        Apply the catalog's ``q`` and ``beta`` to the generated stamp, or keep the model's
+        shape; the measured shape is in ``gen_q``, ``gen_beta`` either way.
+    edge_taper : bool
+        Taper the network stamp to 0 at its border first (removes the light the network
+        leaves at the edge of its field; reported in ``gen_taper_loss``).
 
     Output
     ------
-    A StampBatch in count/s per pixel, zero point 25.94 (F814W AB), the model's pixel scale
-    (0.03 arcsec/pixel for ``ddpm_cosmos64``), PSF-free; the catalog gains ``gen_mag`` and
-    ``stamp_flux_frac`` (stamp flux / catalog flux).
+    A StampBatch in count/s per pixel, zero point 25.94 (F814W AB), PSF-free, at the model's
+    pixel scale (0.03 arcsec/pixel for ``ddpm_cosmos64``) or one per stamp for galaxies drawn
+    in units of their size; the catalog gains ``gen_mag``, ``stamp_flux_frac`` (stamp flux /
+    catalog flux) and the ``gen_*`` columns of :func:`astrogen.stages.generated.truth_columns`.
     """
 
     input_types = (Table,)
     output_type = StampBatch
     uses_tensorflow = True
-    units = {"num_steps": "network evaluations", "batch_size": "rows"}
+    units = {"num_steps": "network evaluations", "batch_size": "rows",
+             "max_native_hlr": "arcsec"}
 
     def __init__(self, model: str = "ddpm_cosmos64", sampler: str = "ddim", num_steps: int = 25,
                  guidance: float = 1.0, eta: float = 0.0, batch_size: int = 16,
-                 out_of_range: str = "error", flux: str = "model"):
+                 out_of_range: str = "error", flux: str = "model",
+                 max_native_hlr: float | None = DDPM_MAX_NATIVE_HLR, shape: str = "apply",
+                 edge_taper: bool = True):
         from astrogen.models.ddpm_galaxy import SAMPLERS
 
         self.model_path = resolve_ddpm_model(model)
@@ -136,6 +157,12 @@ class DDPMGenerate(Stage):
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.out_of_range = check_choice("out_of_range", out_of_range, ("error", "clip", "allow"))
         self.flux = check_choice("flux", flux, ("model", "catalog"))
+        self.max_native_hlr = check_max_native_hlr(max_native_hlr)
+        self.shape = check_choice("shape", shape, ("apply", "measure"))
+        if not isinstance(edge_taper, bool):
+            raise ConfigError("must be true or false.", key="edge_taper",
+                              received={"edge_taper": edge_taper})
+        self.edge_taper = edge_taper
         self.model = None
 
     def setup(self, ctx) -> None:
@@ -144,11 +171,13 @@ class DDPMGenerate(Stage):
         self.model.sampler(self.sampler, self.num_steps, self.eta)  # checks num_steps <= T
         self.model_sha256 = hashlib.sha256(self.model_path.read_bytes()).hexdigest()
 
-    def _conditions(self, table: Table) -> np.ndarray:
+    def _conditions(self, table: Table, hlr_factor=None) -> np.ndarray:
         from astrogen.models.ddpm_galaxy import CONDITION_COLUMNS
 
         require_columns(table, list(CONDITION_COLUMNS), "ddpm.generate")
         cond = np.stack([np.asarray(table[k], np.float64) for k in CONDITION_COLUMNS], axis=1)
+        if hlr_factor is not None:  # galaxies drawn in units of their size
+            cond[:, list(CONDITION_COLUMNS).index("hlr")] /= hlr_factor
         rng = self.model.meta.get("condition_range")
         if rng is None or self.out_of_range == "allow":
             return cond
@@ -168,11 +197,21 @@ class DDPMGenerate(Stage):
 
     def process(self, table: Table) -> StampBatch:
         model = self.model
-        cond = self._conditions(table)
-        seeds = row_seeds(self.ctx.seed, np.asarray(table["row_id"]))
+        require_columns(table, ["mag", "hlr", "z"], "ddpm.generate")
+        row_ids = np.asarray(table["row_id"])
+        q_req, beta_req = requested_shape(table, self.shape == "apply")
+        hlr_req = np.asarray(table["hlr"], np.float64)
+        factor = size_scale_factors(hlr_req, 1.0 if q_req is None else q_req,
+                                    self.max_native_hlr)
+        cond = self._conditions(table, factor)
+        seeds = row_seeds(self.ctx.seed, row_ids)
         images = model.generate(cond, seeds, sampler=self.sampler, num_steps=self.num_steps,
                                 guidance=self.guidance, eta=self.eta,
                                 batch_size=self.batch_size)
+        images, scales, info = finish_generated(images, float(model.pixel_scale), hlr_req,
+                                                factor, q_req, beta_req, q_req is not None,
+                                                row_ids, "ddpm.generate",
+                                                taper=self.edge_taper)
         zp = model.zero_point
         total = images.reshape(len(images), -1).sum(axis=1, dtype=np.float64)
         want = 10.0 ** (-0.4 * (np.asarray(table["mag"], np.float64) - zp))
@@ -188,8 +227,13 @@ class DDPMGenerate(Stage):
         cat["gen_mag"].description = "AB magnitude of the generated stamp's total flux"
         cat["stamp_flux_frac"] = total / want
         cat["stamp_flux_frac"].description = "generated stamp flux / catalog flux"
-        return StampBatch(images=images, pixel_scale=model.pixel_scale, catalog=cat,
+        truth_columns(cat, info)
+        return StampBatch(images=images,
+                          pixel_scale=stamp_batch_scale(scales, float(model.pixel_scale)),
+                          catalog=cat,
                           flux_unit=model.flux_unit, zero_point=zp, psf=None, band="F814W",
                           meta={"generator": "ddpm.generate", "model": self.model_name,
                                 "model_sha256": self.model_sha256, "sampler": self.sampler,
-                                "num_steps": self.num_steps, "guidance": self.guidance})
+                                "num_steps": self.num_steps, "guidance": self.guidance,
+                                "max_native_hlr": self.max_native_hlr, "shape": self.shape,
+                                "edge_taper": self.edge_taper})

@@ -20,13 +20,41 @@ from astropy.table import Table
 
 from astrogen.batch import COSMOS_ZERO_POINT, StampBatch
 from astrogen.catalog.columns import require_columns
-from astrogen.errors import CatalogError
+from astrogen.errors import CatalogError, ConfigError
 from astrogen.models.pretrained import resolve_model_path
 from astrogen.registry import register_stage
 from astrogen.seeds import row_seeds
 from astrogen.stages.base import Stage, check_choice, check_int, check_positive
+from astrogen.stages.generated import finish_generated, size_scale_factors, truth_columns
 
-__all__ = ["FlowVAEGenerate", "apply_condition_range"]
+__all__ = ["FlowVAEGenerate", "apply_condition_range", "requested_shape",
+           "stamp_batch_scale"]
+
+#: Largest major-axis half-light radius (arcsec) the shipped 64 x 64, 0.03"/pixel FlowVAE
+#: draws in its own field; measured by benchmarks/generator_accuracy.py (``explore``): up to
+#: 0.2" the measured size follows the condition (0.195" at 0.2") and the outer-ring light
+#: stays at the level of small galaxies (the decoder's border frame, ~1.3 %); at 0.3" the
+#: galaxy comes out 13 % small, and from 0.4" it is cut (ring light rising to 4 % at 0.9").
+FLOWVAE_MAX_NATIVE_HLR = 0.2
+
+
+def requested_shape(table: Table, apply: bool):
+    """``(q, beta)`` columns as arrays when both are present and ``apply``; else ``(None, None)``."""
+    if apply and "q" in table.colnames and "beta" in table.colnames:
+        return (np.asarray(table["q"], np.float64), np.asarray(table["beta"], np.float64))
+    return None, None
+
+
+def stamp_batch_scale(scales: np.ndarray, native: float):
+    """A float when every stamp has the model's native scale, else the per-stamp array."""
+    return float(native) if np.all(scales == native) else np.asarray(scales, np.float64)
+
+
+def check_max_native_hlr(value):
+    """``None`` (no limit) or a positive number of arcsec."""
+    if value is None:
+        return None
+    return check_positive("max_native_hlr", value, unit="arcsec")
 
 
 def apply_condition_range(cond: np.ndarray, names, condition_range, policy: str,
@@ -82,27 +110,50 @@ class FlowVAEGenerate(Stage):
     flux : {"model", "catalog"}
         Keep the flux the model generated, or rescale each stamp to the catalog ``mag``
         (the morphology stays the model's).
+    max_native_hlr : float or None
+        Largest major-axis half-light radius ``hlr / sqrt(q)`` (arcsec) drawn in the model's
+        own field; a larger galaxy is generated at this size and its stamp given a coarser
+        pixel scale (``native * hlr / hlr_generated``), so it is not cut by the stamp edge
+        (:mod:`astrogen.stages.generated`). ``None``: every galaxy in the native field.
+    shape : {"apply", "measure"}
+        ``apply``: give each generated galaxy the catalog's ``q`` and ``beta`` (an
+        area-preserving linear map of the stamp; the network ignores them); ``measure``:
+        leave the model's shape. The measured shape is in ``gen_q``, ``gen_beta`` either way.
+    edge_taper : bool
+        Taper the network stamp to 0 at its border first (removes the light the network
+        leaves at the edge of its field; reported in ``gen_taper_loss``).
 
     Output
     ------
-    A StampBatch in count/s per pixel, zero point 25.94 (F814W AB), pixel scale of the model
-    (0.03 arcsec/pixel for ``flowvae_cosmos64``), PSF-free; the catalog gains ``gen_mag``
-    (mag AB of the stamp's total flux) and ``stamp_flux_frac`` (stamp flux / catalog flux).
+    A StampBatch in count/s per pixel, zero point 25.94 (F814W AB), PSF-free, with the pixel
+    scale of the model (0.03 arcsec/pixel for ``flowvae_cosmos64``) or, for galaxies drawn in
+    units of their size, one per stamp; the catalog gains ``gen_mag`` (mag AB of the stamp's
+    total flux), ``stamp_flux_frac`` (stamp flux / catalog flux) and the ``gen_*`` columns of
+    :func:`astrogen.stages.generated.truth_columns` (pixel scale, conditioned hlr, flags,
+    measured hlr, q, beta, outer-ring light).
     """
 
     input_types = (Table,)
     output_type = StampBatch
     uses_tensorflow = True
-    units = {"temperature": "", "batch_size": "rows"}
+    units = {"temperature": "", "batch_size": "rows", "max_native_hlr": "arcsec"}
 
     def __init__(self, model: str = "flowvae_cosmos64", temperature: float = 1.0,
-                 batch_size: int = 32, out_of_range: str = "error", flux: str = "model"):
+                 batch_size: int = 32, out_of_range: str = "error", flux: str = "model",
+                 max_native_hlr: float | None = FLOWVAE_MAX_NATIVE_HLR, shape: str = "apply",
+                 edge_taper: bool = True):
         self.model_path = resolve_model_path(model, "flowvae")
         self.model_name = str(model)
         self.temperature = check_positive("temperature", temperature, allow_zero=True)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.out_of_range = check_choice("out_of_range", out_of_range, ("error", "clip", "allow"))
         self.flux = check_choice("flux", flux, ("model", "catalog"))
+        self.max_native_hlr = check_max_native_hlr(max_native_hlr)
+        self.shape = check_choice("shape", shape, ("apply", "measure"))
+        if not isinstance(edge_taper, bool):
+            raise ConfigError("must be true or false.", key="edge_taper",
+                              received={"edge_taper": edge_taper})
+        self.edge_taper = edge_taper
         self.model = None
 
     def setup(self, ctx) -> None:
@@ -117,12 +168,26 @@ class FlowVAEGenerate(Stage):
         model = self.model
         require_columns(table, list(model.condition_names), "flowvae.generate")
         row_ids = np.asarray(table["row_id"])
-        cond = model.condition_array(table)
+        cond = np.array(model.condition_array(table), copy=True)
+        names = list(model.condition_names)
+        q_req, beta_req = requested_shape(table, self.shape == "apply")
+        if "hlr" in names:
+            ih = names.index("hlr")
+            hlr_req = np.asarray(cond[:, ih], np.float64)
+            factor = size_scale_factors(hlr_req, 1.0 if q_req is None else q_req,
+                                        self.max_native_hlr)
+            cond[:, ih] = (hlr_req / factor).astype(cond.dtype)
+        else:
+            hlr_req, factor = np.full(len(table), np.nan), np.ones(len(table))
         cond = apply_condition_range(cond, model.condition_names, model.condition_range,
                                      self.out_of_range, row_ids)
         seeds = row_seeds(self.ctx.seed, row_ids)
         images = model.generate(cond, seeds, temperature=self.temperature,
                                 batch_size=self.batch_size)
+        images, scales, info = finish_generated(images, float(model.pixel_scale), hlr_req,
+                                                factor, q_req, beta_req, q_req is not None,
+                                                row_ids, "flowvae.generate",
+                                                taper=self.edge_taper)
         total = images.reshape(len(images), -1).sum(axis=1, dtype=np.float64)
         zp = COSMOS_ZERO_POINT
         cat = table.copy(copy_data=False)
@@ -141,8 +206,13 @@ class FlowVAEGenerate(Stage):
         if want is not None:
             cat["stamp_flux_frac"] = total / want
             cat["stamp_flux_frac"].description = "generated stamp flux / catalog flux"
-        return StampBatch(images=images, pixel_scale=float(model.pixel_scale), catalog=cat,
+        truth_columns(cat, info)
+        return StampBatch(images=images,
+                          pixel_scale=stamp_batch_scale(scales, float(model.pixel_scale)),
+                          catalog=cat,
                           flux_unit=str(model.flux_unit), zero_point=zp, psf=None, band="F814W",
                           meta={"generator": "flowvae.generate", "model": self.model_name,
                                 "model_sha256": self.model_sha256,
-                                "temperature": self.temperature})
+                                "temperature": self.temperature,
+                                "max_native_hlr": self.max_native_hlr, "shape": self.shape,
+                                "edge_taper": self.edge_taper})

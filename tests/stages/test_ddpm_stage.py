@@ -61,7 +61,12 @@ def test_output_is_a_psf_free_stamp_batch(tiny_ddpm_file, tmp_path):
     batch = _stage(tiny_ddpm_file, tmp_path).process(_table())
     assert isinstance(batch, StampBatch)
     assert batch.images.shape == (7, 16, 16) and batch.images.dtype == np.float32
-    assert batch.psf is None and batch.pixel_scale == pytest.approx(0.1)
+    assert batch.psf is None
+    scaled = np.asarray(batch.catalog["gen_size_scaled"])
+    np.testing.assert_allclose(batch.pixel_scales[~scaled], 0.1)
+    good = scaled & np.isfinite(np.asarray(batch.catalog["gen_hlr"]))
+    np.testing.assert_allclose(np.asarray(batch.catalog["gen_hlr"])[good],
+                               np.asarray(batch.catalog["hlr"])[good], rtol=0.02)
     assert batch.flux_unit == "count/s" and batch.zero_point == pytest.approx(25.94)
     assert np.all(np.isfinite(batch.images))
     assert {"gen_mag", "stamp_flux_frac"} <= set(batch.catalog.colnames)
@@ -137,7 +142,7 @@ def test_pipeline_ddpm_then_observe(tiny_ddpm_file, tmp_path):
         stages:
           - {{name: catalog, type: catalog.cosmos, n_objects: 6, mag_range: [19, 23], chunk_size: 4}}
           - {{name: generate, type: ddpm.generate, inputs: [catalog], model: {tiny_ddpm_file},
-              num_steps: 3, out_of_range: clip}}
+              num_steps: 3, out_of_range: clip, max_native_hlr: null}}
           - {{name: lsst, type: observe, inputs: [generate], survey: lsst_i, stamp_size: 12}}
           - {{name: stamps, type: output.stamps, inputs: [lsst], file_name: stamps.fits}}
         """)
@@ -163,13 +168,48 @@ def test_shipped_model_and_pipeline_run_small(tmp_path):
     path = Path(__file__).resolve().parents[2] / "pipelines" / "ddpm_mock.yaml"
     cfg = apply_overrides(load_config(path), [f"output={tmp_path / 'out'}",
                                               "stages.catalog.n_objects=4",
-                                              "stages.generate.num_steps=10"])
+                                              "stages.generate.num_steps=10",
+                                              # observe reads one pixel scale per batch on
+                                              # this branch (per-stamp: other branch)
+                                              "stages.generate.max_native_hlr=null"])
     res = run_pipeline(build_pipeline(cfg), progress=False)
     assert {"stamps_intrinsic.fits", "stamps_lsst_i.fits", "truth_catalog.fits"} <= \
         {f.name for f in res.files}
     with fits.open(tmp_path / "out" / "stamps_intrinsic.fits") as hdul:
         stamps = hdul[0].data
-        assert stamps.shape == (4, 64, 64) and hdul[0].header["GENERATR"] == "ddpm.generate"
+        assert stamps.shape == (4, 96, 96) and hdul[0].header["GENERATR"] == "ddpm.generate"
     truth = Table.read(tmp_path / "out" / "truth_catalog.fits")
     ratio = stamps.sum(axis=(1, 2)) / 10 ** (-0.4 * (np.asarray(truth["mag"]) - 25.94))
     assert np.isfinite(stamps).all() and np.all((ratio > 0.3) & (ratio < 3.0)), ratio
+
+
+def test_large_galaxy_is_drawn_whole_at_its_requested_size(tmp_path):
+    """Shipped DDPM, hlr = 3 x its comfortable size (0.45"), 10 DDIM steps: drawn in units of
+    its size, the requested half-light radius within 10 % and < 0.5 % of the light in the
+    outer 2-pixel ring (typical row); drawn in the native 1.92" field it is cut."""
+    from astrogen.stages.ddpm import DDPM_MAX_NATIVE_HLR, DDPMGenerate
+    from astrogen.stages.generated import measure_stamps, ring_fraction
+
+    big = 3 * DDPM_MAX_NATIVE_HLR
+    n = 8
+    t = Table({"row_id": np.arange(n), "mag": np.linspace(20.0, 22.0, n),
+               "hlr": np.full(n, big), "z": np.linspace(0.4, 1.2, n),
+               "q": np.full(n, 0.7), "beta": np.linspace(-60, 60, n)})
+
+    def run(**kw):
+        st = DDPMGenerate(model="ddpm_cosmos64", num_steps=10, batch_size=8, **kw)
+        st.setup(StageContext(name="gen", seed=2, output_dir=tmp_path, work_dir=tmp_path))
+        return st.process(t)
+
+    out = run(edge_taper=False)  # the network's own output, untapered
+    assert np.all(out.catalog["gen_size_scaled"])
+    hlr = measure_stamps(out.images, out.pixel_scales)["hlr"]
+    np.testing.assert_allclose(hlr, big, rtol=0.10)
+    ring = ring_fraction(out.images)
+    assert np.median(ring) < 0.005, ring
+    cut = ring_fraction(run(max_native_hlr=None, edge_taper=False).images)
+    assert np.median(cut) > 2 * np.median(ring)
+    tapered = run()  # default: the grainy floor at the border tapered off (~1.4 % here)
+    assert np.median(tapered.catalog["gen_taper_loss"]) < 0.03
+    np.testing.assert_allclose(measure_stamps(tapered.images, tapered.pixel_scales)["hlr"],
+                               big, rtol=0.10)

@@ -36,7 +36,12 @@ def test_output_is_a_psf_free_stamp_batch(tiny_flowvae_file, tmp_path):
     batch = _stage(tiny_flowvae_file, tmp_path).process(_table())
     assert isinstance(batch, StampBatch)
     assert batch.images.shape == (7, 32, 32) and batch.images.dtype == np.float32
-    assert batch.psf is None and batch.pixel_scale == pytest.approx(0.03)
+    assert batch.psf is None
+    scaled = np.asarray(batch.catalog["gen_size_scaled"])
+    np.testing.assert_allclose(batch.pixel_scales[~scaled], 0.03)
+    # rows larger than max_native_hlr are drawn in units of their size: requested hlr kept
+    np.testing.assert_allclose(np.asarray(batch.catalog["gen_hlr"])[scaled],
+                               np.asarray(batch.catalog["hlr"])[scaled], rtol=0.02)
     assert np.all(batch.images >= 0)  # softplus decoder: non-negative light
     assert np.all(np.isfinite(batch.catalog["gen_mag"]))
     assert batch.meta["generator"] == "flowvae.generate" and len(batch.meta["model_sha256"]) == 64
@@ -116,6 +121,7 @@ def test_pipeline_runs_to_observed_stamps_with_model_provenance(tiny_flowvae_fil
         inputs: [catalog]
         model: {tiny_flowvae_file}
         out_of_range: clip
+        max_native_hlr: null   # observe reads one pixel scale per batch on this branch
       - name: lsst
         type: observe
         inputs: [gen]
@@ -146,14 +152,18 @@ def test_shipped_model_and_pipeline_run_small(tmp_path):
     path = Path(__file__).resolve().parents[2] / "pipelines" / "flowvae_mock.yaml"
     cfg = apply_overrides(load_config(path), [f"output={tmp_path / 'out'}",
                                               "stages.catalog.n_objects=6",
-                                              "stages.catalog.chunk_size=4"])
+                                              "stages.catalog.chunk_size=4",
+                                              # observe/scene read one pixel scale per
+                                              # batch on this branch (per-stamp: other branch)
+                                              "stages.generate.max_native_hlr=null"])
     res = run_pipeline(build_pipeline(cfg), progress=False)
     names = {f.name for f in res.files}
     assert {"stamps_lsst_i.fits", "stamps_euclid_vis.fits", "scene_euclid_vis.fits",
             "truth_catalog.fits", "preview_intrinsic.png"} <= names
     with fits.open(tmp_path / "out" / "stamps_intrinsic.fits") as hdul:
         stamps = hdul[0].data
-        assert stamps.shape == (6, 64, 64) and hdul[0].header["GENMODEL"] == "flowvae_cosmos64"
+        # 64 x 64 network stamps grown 1.5x before q and beta are applied
+        assert stamps.shape == (6, 96, 96) and hdul[0].header["GENMODEL"] == "flowvae_cosmos64"
     assert np.all(stamps >= 0) and np.all(stamps.sum(axis=(1, 2)) > 0)
 
 
@@ -187,3 +197,61 @@ def test_scene_reprojects_positions_made_for_another_survey(tmp_path):
             cx, cy = (img * x).sum() / img.sum() + 1, (img * y).sum() / img.sum() + 1
             px, py = WCS(hdul[0].header).all_world2pix(row["ra"], row["dec"], 1)
             assert abs(cx - px) < 0.3 and abs(cy - py) < 0.3
+
+
+def _shipped_stage(tmp_path, **kw):
+    st = FlowVAEGenerate(model="flowvae_cosmos64", **kw)
+    st.setup(StageContext(name="gen", seed=11, output_dir=tmp_path, work_dir=tmp_path))
+    return st
+
+
+def _rows(hlr, q=1.0, beta=0.0, n=8):
+    t = Table({"row_id": np.arange(n), "mag": np.linspace(20.0, 22.5, n),
+               "hlr": np.full(n, hlr), "z": np.linspace(0.4, 1.2, n),
+               "q": np.full(n, q), "beta": np.full(n, beta)})
+    t["mag"].unit, t["hlr"].unit, t["beta"].unit = "mag", "arcsec", "deg"
+    return t
+
+
+def test_large_galaxy_is_drawn_whole_at_its_requested_size(tmp_path):
+    """hlr = 3 x the model's comfortable size: drawn in units of its size, its half-light
+    radius is the requested one, and the light at the border of the network's field (what the
+    edge taper removes) is that of a galaxy of comfortable size, not that of a galaxy cut by
+    the 1.92" field."""
+    from astrogen.stages.flowvae import FLOWVAE_MAX_NATIVE_HLR
+    from astrogen.stages.generated import measure_stamps, ring_fraction
+
+    big = 3 * FLOWVAE_MAX_NATIVE_HLR
+    out = _shipped_stage(tmp_path).process(_rows(big))
+    cat = out.catalog
+    assert np.all(cat["gen_size_scaled"]) and np.all(out.pixel_scales > 0.03)
+    hlr = measure_stamps(out.images, out.pixel_scales)["hlr"]
+    np.testing.assert_allclose(hlr, big, rtol=0.10)
+    np.testing.assert_allclose(cat["gen_hlr"], hlr, rtol=1e-6)
+    assert np.all(ring_fraction(out.images) < 0.005)  # tapered: nothing at the stamp edge
+    loss = np.asarray(cat["gen_taper_loss"])
+    comfortable = _shipped_stage(tmp_path).process(_rows(FLOWVAE_MAX_NATIVE_HLR))
+    cut = _shipped_stage(tmp_path, max_native_hlr=None).process(_rows(big))
+    # The shipped decoder puts ~1.3 % of any galaxy's light in a frame along the border
+    # (issue 20); size scaling removes the size-dependent part on top of it.
+    assert np.median(loss) <= 1.2 * np.median(comfortable.catalog["gen_taper_loss"])
+    assert np.median(loss) < 0.5 * np.median(cut.catalog["gen_taper_loss"])
+
+
+def test_requested_q_and_beta_are_applied_and_measured(tmp_path):
+    from astrogen.stages.generated import measure_stamps
+
+    # hlr / sqrt(q) = 0.19" < max_native_hlr: drawn at the native scale in both runs
+    out = _shipped_stage(tmp_path).process(_rows(0.12, q=0.4, beta=30.0))
+    m = measure_stamps(out.images, out.pixel_scales)
+    assert np.all(out.catalog["gen_shape_applied"])
+    np.testing.assert_allclose(m["q"], 0.4, atol=0.03)
+    dbeta = (m["beta"] - 30.0 + 90.0) % 180.0 - 90.0
+    assert np.all(np.abs(dbeta) < 3.0), dbeta
+    np.testing.assert_allclose(out.catalog["gen_q"], m["q"], rtol=1e-6)
+    # flux kept by the area-preserving map up to the light the stretch pushes out of the
+    # 1.92" field (the shipped decoder's border frame, up to ~4 %: in stamp_flux_frac)
+    raw = _shipped_stage(tmp_path, shape="measure").process(_rows(0.12, q=0.4, beta=30.0))
+    np.testing.assert_allclose(out.fluxes, raw.fluxes, rtol=0.05)
+    assert np.all(out.fluxes <= raw.fluxes * 1.001)  # nothing added
+    assert not np.any(raw.catalog["gen_shape_applied"])
