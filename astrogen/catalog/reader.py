@@ -29,6 +29,16 @@ def _parse_unit(name: str, value) -> u.UnitBase:
                           received={name: value}) from None
 
 
+def _parse_tunit(column: str, unit: str) -> u.UnitBase:
+    """The unit of a FITS column's TUNIT, or a CatalogError naming the column."""
+    try:
+        return u.Unit(unit)
+    except (ValueError, TypeError):
+        raise CatalogError("has a TUNIT that astropy cannot parse; fix the header or give "
+                           "the unit with units: {<canonical name>: <unit>}.",
+                           key=f"column '{column}'", received={"TUNIT": unit}) from None
+
+
 def to_canonical(raw: Table, columns: dict[str, str], units: dict[str, str],
                  defaults: dict[str, float], pixel_scale: float | None,
                  row_offset: int = 0) -> Table:
@@ -141,6 +151,12 @@ class CatalogFile:
                 if idx is None:
                     raise CatalogError("has no table HDU.", key="file_name",
                                        received={"file_name": str(self.path)})
+                if isinstance(hdu, int) and not 0 <= hdu < len(hl):
+                    raise CatalogError(f"the file has HDUs 0 to {len(hl) - 1}.", key="hdu",
+                                       received={"hdu": hdu, "file_name": str(self.path)})
+                if not isinstance(hl[idx], (fits.BinTableHDU, fits.TableHDU)):
+                    raise CatalogError("is not a table HDU.", key="hdu",
+                                       received={"hdu": idx, "file_name": str(self.path)})
                 self._fits = hl[idx]
                 self._n = int(self._fits.header["NAXIS2"])
             else:
@@ -161,10 +177,7 @@ class CatalogFile:
             raw = Table(self._fits.data[start:stop])
             for c in self._fits.columns:  # keep the units written in the FITS header
                 if c.unit and c.name in raw.colnames:
-                    try:
-                        raw[c.name].unit = u.Unit(c.unit)
-                    except ValueError:
-                        pass
+                    raw[c.name].unit = _parse_tunit(c.name, c.unit)
         else:
             raw = self._table[start:stop]
         return to_canonical(raw, self.columns, self.units, self.defaults, self.pixel_scale,
