@@ -207,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         args.verbosity, logging.DEBUG))
     import warnings
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
+    with warnings.catch_warnings(record=True) as caught:  # the filters stay Python's
         try:
             status = {"run": _cmd_run, "validate": _cmd_validate, "train": _cmd_train,
                       "stages": _cmd_stages}[args.command](args)

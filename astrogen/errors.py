@@ -45,6 +45,8 @@ def one_line(text: str, limit: int = 2000) -> str:
 
 
 def _short(value: Any, limit: int = 200) -> str:
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # np.str_('a') -> 'a'
     try:
         text = repr(value)
     except Exception:  # noqa: BLE001 - a value whose repr fails is still reported
@@ -82,6 +84,9 @@ class AstrogenError(Exception):
         self.key = key
         self.line = line
         self.received = dict(received or {})
+        if "\n" in message or len(message) > 600:  # e.g. a library's multi-line message
+            message = " ".join(message.split())
+            message = message if len(message) <= 600 else message[:597] + "..."
         text = _where(key, line) + message
         if self.received:
             text += " Received: " + ", ".join(f"{k}={_short(v)}" for k, v in

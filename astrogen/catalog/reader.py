@@ -29,6 +29,14 @@ def _parse_unit(name: str, value) -> u.UnitBase:
                           received={name: value}) from None
 
 
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 def _parse_tunit(column: str, unit: str) -> u.UnitBase:
     """The unit of a FITS column's TUNIT, or a CatalogError naming the column."""
     try:
@@ -85,8 +93,13 @@ def to_canonical(raw: Table, columns: dict[str, str], units: dict[str, str],
         file_unit = getattr(col, "unit", None)
         if name in units:
             file_unit = _parse_unit(name, units[name])
-        values = np.ma.filled(np.ma.asarray(col, dtype=float), np.nan) if np.ma.is_masked(col) \
-            else np.asarray(col, dtype=float)
+        try:
+            values = np.ma.filled(np.ma.asarray(col, dtype=float), np.nan) \
+                if np.ma.is_masked(col) else np.asarray(col, dtype=float)
+        except (TypeError, ValueError):  # text in a numeric column: name it and the row
+            bad = next(i for i, v in enumerate(np.asarray(col)) if not _is_number(v))
+            raise CatalogError("must hold numbers.", key=f"column '{src}'",
+                               received={"row": row_offset + bad, src: np.asarray(col)[bad]}) from None
         if spec.unit is not None and file_unit is not None and file_unit != u.dimensionless_unscaled:
             if spec.unit.physical_type == "angle" and file_unit == u.pix:
                 if pixel_scale is None:

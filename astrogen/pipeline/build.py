@@ -111,10 +111,14 @@ class Pipeline:
         return self.sources[0].stage.n_rows()
 
 
+_ARTICLE = {"int": "an integer", "str": "a string", "list": "a list", "dict": "a mapping"}
+
+
 def _check_type(cfg: Config, path: tuple, value, types, what: str):
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        name = path[-1] if isinstance(path[-1], str) else key_path(path)
         raise ConfigError(f"must be {what}.", key=key_path(path), line=cfg.line(path),
-                          received={path[-1]: value})
+                          received={name: value})
 
 
 def _import_modules(cfg: Config, modules: list) -> None:
@@ -132,9 +136,8 @@ def _import_modules(cfg: Config, modules: list) -> None:
             raise ConfigError(f"cannot import plug-in module ({exc}).", key=key_path(path),
                               line=cfg.line(path), received={"module": mod}) from None
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plug-in's own failure
-            err = wrap_exception(exc)
             raise ConfigError(f"the plug-in module failed on import ({type(exc).__name__}: "
-                              f"{getattr(err, 'message', exc)}).", key=key_path(path),
+                              f"{exc}).", key=key_path(path),
                               line=cfg.line(path), received={"module": mod}) from None
 
 
@@ -349,7 +352,8 @@ def _build(cfg: Config) -> Pipeline:
             if required:
                 raise ConfigError(f"the pipeline needs the key '{k}' ({what}).", key=k)
             continue
-        _check_type(cfg, (k,), data[k], types, f"a {types[0].__name__} ({what})")
+        _check_type(cfg, (k,), data[k], types,
+                    f"{_ARTICLE.get(types[0].__name__, types[0].__name__)} ({what})")
     if data["seed"] < 0 or data["seed"] >= 2 ** 63:
         raise ConfigError("must be in [0, 2**63).", key="seed", line=cfg.line(("seed",)),
                           received={"seed": data["seed"]})
@@ -392,7 +396,10 @@ def _build(cfg: Config) -> Pipeline:
                               line=cfg.line(path + ("inputs",)), received={"inputs": inputs})
         params = {k: v for k, v in entry.items() if k not in _RESERVED}
         stage = _construct(cfg, i, cls, params)
-        nodes.append(StageNode(i, name, entry["type"], inputs, params, stage, cfg.line(path)))
+        node = StageNode(i, name, entry["type"], inputs, params, stage, cfg.line(path))
+        nodes.append(node)
+        # the files it reads (model files...) are opened and checked now, in stage order
+        _stage_call(cfg, node, stage.check_resources, _full_params(stage, params))
 
     ordered = _toposort(cfg, nodes)
     _check_types(cfg, ordered)
@@ -416,13 +423,9 @@ def _build(cfg: Config) -> Pipeline:
     resolved["stages"] = []
     full_params = {}
     for n in nodes:
-        full = {k: p.default for k, p in type(n.stage).parameters().items()
-                if p.default is not inspect.Parameter.empty}
-        full.update(n.params)
+        full = _full_params(n.stage, n.params)
         full_params[n.name] = full
         resolved["stages"].append({"name": n.name, "type": n.type, "inputs": n.inputs, **full})
-    for n in ordered:
-        _stage_call(cfg, n, n.stage.check_resources, dict(full_params[n.name]))
     _check_columns(cfg, ordered)
     _check_output_files(cfg, ordered, full_params)
     _check_memory(cfg, ordered, full_params)
@@ -431,6 +434,14 @@ def _build(cfg: Config) -> Pipeline:
                  resolved=resolved, source=cfg.source, modules=modules, executor=executor)
     _check_headers(cfg, p)
     return p
+
+
+def _full_params(stage: Stage, params: dict) -> dict[str, Any]:
+    """A stage's parameters with the constructor's defaults filled in."""
+    full = {k: p.default for k, p in type(stage).parameters().items()
+            if p.default is not inspect.Parameter.empty}
+    full.update(params)
+    return full
 
 
 def _stage_call(cfg: Config, n: StageNode, fn, *args):
@@ -489,9 +500,9 @@ def _check_columns(cfg: Config, ordered: list[StageNode]) -> None:
                     path = ("stages", n.index)
                     raise PipelineGraphError(
                         f"stage '{n.name}' ({n.type}) needs the catalog column '{c}', which "
-                        f"its input chain ({' <- '.join(f'{m.name} ({m.type})' for m in chain)}) "
-                        f"does not provide (it provides: {', '.join(sorted(upstream))}). "
-                        f"'{c}' comes from {_providers(c)}.",
+                        f"is missing: its input chain "
+                        f"({' <- '.join(f'{m.name} ({m.type})' for m in chain)}) provides "
+                        f"{', '.join(sorted(upstream))}. '{c}' comes from {_providers(c)}.",
                         key=key_path(path), line=cfg.line(path), received={"column": c})
         cols[n.name] = None if upstream is None or provided is None else upstream | set(provided)
 

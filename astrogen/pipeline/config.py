@@ -53,6 +53,9 @@ def key_path(path: tuple) -> str:
     return out
 
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 class _Budget:
     def __init__(self):
         self.nodes = 0
@@ -80,6 +83,9 @@ def _construct(node, loader, path, lines, budget: _Budget | None = None):
         raise ConfigError(f"the YAML is nested more than {MAX_DEPTH} levels deep.",
                           key=_short_path(path), line=outer)
     lines.setdefault(path, line)
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+        raise ConfigError(f"YAML tag '{node.tag}' is not allowed (plain mappings and lists "
+                          "only).", key=_short_path(path), line=line)
     if isinstance(node, yaml.MappingNode):
         budget.stack.append(id(node))
         out = {}

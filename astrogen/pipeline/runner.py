@@ -160,7 +160,7 @@ def _run(p: Pipeline, executor, resume: bool, progress, t_start: float) -> RunRe
     created_output = not out.exists()
     work = out / WORK_DIR
     written: list[Path] = []
-    state = {"stage": None}
+    state = {"stage": None, "step": "preparing the output folder"}
     try:
         return _run_body(p, executor, resume, progress, t_start, out, work, written, state)
     except KeyboardInterrupt:
@@ -170,6 +170,7 @@ def _run(p: Pipeline, executor, resume: bool, progress, t_start: float) -> RunRe
             raise  # the executor failed: keep what is committed
         name = getattr(exc, "_astrogen_stage", None) or state["stage"]
         node = next((n for n in p.nodes if n.name == name), None)
+        step = None if node else state.get("step")
         if isinstance(exc, AstrogenError):
             err = exc
             if node is not None and not str(err.key or "").startswith("stages["):
@@ -181,7 +182,8 @@ def _run(p: Pipeline, executor, resume: bool, progress, t_start: float) -> RunRe
                     err = exc
         else:
             err = wrap_exception(exc, key=(f"stages[{node.index}] (stage '{node.name}', "
-                                           f"{node.type})" if node else None),
+                                           f"{node.type})" if node else
+                                           (f"run ({step})" if step else None)),
                                  line=node.line if node else None)
         # leave nothing behind that this run made
         for path in written:
@@ -251,9 +253,10 @@ def _run_body(p: Pipeline, executor, resume: bool, progress, t_start: float, out
             if state_file.is_file():
                 with np.load(state_file) as z:
                     n.stage.set_state({k: z[k] for k in z.files})
-    state["stage"] = None
+    state["stage"], state["step"] = None, "writing the run ledger"
     write_json(ledger_path, {"config_hash": p.config_hash, "n_chunks": n_chunks,
                              "done": start, "pipeline": p.name})
+    state["step"] = "reading the sources"
     bar = tqdm(total=n_chunks, initial=start, unit="chunk", desc=p.name,
                disable=(not sys.stderr.isatty()) if progress is None else not progress)
     # sources and map stages: by the executor (here or on workers), in chunk order
@@ -270,9 +273,10 @@ def _run_body(p: Pipeline, executor, resume: bool, progress, t_start: float, out
             st = n.stage.get_state()
             if st is not None:
                 save_npz(n.stage.ctx.work_dir / f"state_{i:06d}.npz", **st)
-        state["stage"] = None
+        state["stage"], state["step"] = None, "writing the run ledger"
         write_json(ledger_path, {"config_hash": p.config_hash, "n_chunks": n_chunks,
                                  "done": i + 1, "pipeline": p.name})
+        state["step"] = "reading the sources"
         # only now is the previous checkpoint no longer the one --resume would load
         for n in sinks:
             with contextlib.suppress(FileNotFoundError):
@@ -310,6 +314,7 @@ def _run_body(p: Pipeline, executor, resume: bool, progress, t_start: float, out
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": [str(f.relative_to(out)) if f.is_relative_to(out) else str(f) for f in written],
     }
+    state["step"] = "writing provenance.json"
     write_json(out / "provenance.json", prov)
     written.append(out / "provenance.json")
     # the ledger goes first: a kill while the parts are being deleted must not leave a ledger

@@ -82,8 +82,9 @@ class Stage:
     #: :meth:`required_columns`.
     requires_columns: ClassVar[tuple[str, ...]] = ()
     #: Columns the stage adds to the rows it passes on; for a source, every column it
-    #: produces (``None``: not known before running, which turns the check off downstream).
-    provides_columns: ClassVar[tuple[str, ...] | None] = ()
+    #: produces (``None``, the default: not known before running, which turns the column
+    #: check off downstream; ``()``: passes its input's columns on and adds none).
+    provides_columns: ClassVar[tuple[str, ...] | None] = None
 
     ctx: StageContext | None = None
 
