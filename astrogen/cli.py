@@ -207,6 +207,30 @@ def main(argv: list[str] | None = None) -> int:
         args.verbosity, logging.DEBUG))
     import warnings
 
+    hook = sys.unraisablehook
+    # "Exception ignored in ... __del__" of objects a failed write left behind (a library's
+    # half-written file) would print tracebacks after the one-line error: logged at -v 2
+    sys.unraisablehook = _quiet_unraisable
+    try:
+        return _main(args)
+    finally:
+        import gc
+
+        gc.collect()  # let such objects go now, while the hook is quiet
+        sys.unraisablehook = hook
+
+
+def _quiet_unraisable(unraisable) -> None:
+    logging.getLogger("astrogen").debug("ignored in %r: %s: %s", unraisable.object,
+                                        type(unraisable.exc_value).__name__,
+                                        unraisable.exc_value)
+
+
+def _main(args) -> int:
+    import warnings
+
+    from astrogen.errors import AstrogenError
+
     with warnings.catch_warnings(record=True) as caught:  # the filters stay Python's
         try:
             status = {"run": _cmd_run, "validate": _cmd_validate, "train": _cmd_train,

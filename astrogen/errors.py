@@ -73,21 +73,26 @@ class AstrogenError(Exception):
         Line number in the YAML file, if known.
     received : dict, optional
         The offending values, shown as ``Received: key=value``.
+    stage : str, optional
+        The pipeline stage that raised it (``stages[2] (stage 'render', galsim.parametric)``),
+        set by the runner; shown before ``key``.
     """
 
     #: exit status of the command line for this error (2: bad input)
     exit_status: int = 2
 
     def __init__(self, message: str, key: str | None = None, line: int | None = None,
-                 received: dict[str, Any] | None = None):
+                 received: dict[str, Any] | None = None, stage: str | None = None):
         self.message = message
         self.key = key
         self.line = line
+        self.stage = stage
         self.received = dict(received or {})
         if "\n" in message or len(message) > 600:  # e.g. a library's multi-line message
             message = " ".join(message.split())
             message = message if len(message) <= 600 else message[:597] + "..."
-        text = _where(key, line) + message
+        where = " ".join(x for x in (stage, key) if x) or None
+        text = _where(where, line) + message
         if self.received:
             text += " Received: " + ", ".join(f"{k}={_short(v)}" for k, v in
                                               self.received.items())
@@ -100,7 +105,13 @@ class AstrogenError(Exception):
     def at(self, prefix: str, line: int | None = None) -> "AstrogenError":
         """The same error located under ``prefix`` (e.g. ``stages[2]``) and at ``line``."""
         key = f"{prefix}.{self.key}" if self.key else prefix
-        return type(self)(self.message, key=key, line=line or self.line, received=self.received)
+        return type(self)(self.message, key=key, line=line or self.line, received=self.received,
+                          stage=self.stage)
+
+    def in_stage(self, stage: str, line: int | None = None) -> "AstrogenError":
+        """The same error (same ``key``) said to come from pipeline stage ``stage``."""
+        return type(self)(self.message, key=self.key, line=self.line or line,
+                          received=self.received, stage=stage)
 
 
 class ConfigError(AstrogenError, ValueError):

@@ -573,6 +573,28 @@ def _check_memory(cfg: Config, ordered: list[StageNode], full: dict) -> None:
                     key=key_path(path), line=cfg.line(path), received={"size": size})
 
 
+_HEADER_KEYS = ("band", "name", "survey")
+
+
+def _header_strings(value, path: tuple):
+    """The first ``band`` / ``name`` / ``survey`` string inside ``value`` that cannot be a FITS
+    card value, as ``(path, value)``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in _HEADER_KEYS and isinstance(v, str) and not (
+                    v.isascii() and v.isprintable() and len(v) <= 68):
+                return path + (k,), v
+            hit = _header_strings(v, path + (k,))
+            if hit:
+                return hit
+    elif isinstance(value, list):
+        for j, v in enumerate(value):
+            hit = _header_strings(v, path + (j,))
+            if hit:
+                return hit
+    return None
+
+
 def _check_headers(cfg: Config, p: "Pipeline") -> None:
     """Every FITS header value the run will write (provenance cards, HISTORY lines) is
     valid FITS: printable ASCII that fits its card."""
@@ -580,6 +602,13 @@ def _check_headers(cfg: Config, p: "Pipeline") -> None:
     from astrogen.pipeline.runner import _config_history, _provenance_cards
 
     history = _config_history(p)
+    for n in p.nodes:  # survey and band names become FILTER / SURVEY cards
+        hit = _header_strings(n.params, ("stages", n.index))
+        if hit:
+            path, value = hit
+            raise ConfigError("is written in FITS headers and must be printable ASCII of at "
+                              "most 68 characters.", key=key_path(path), line=cfg.line(path),
+                              received={path[-1]: value})
     for n in p.nodes:
         try:
             check_header_values(_provenance_cards(p, n), history)

@@ -115,6 +115,44 @@ def _construct(node, loader, path, lines, budget: _Budget | None = None):
     return loader.construct_object(node, deep=True)
 
 
+def _measure(node, path: tuple, memo: dict, stack: set) -> int:
+    """Number of nodes ``node`` expands to, aliases counted as often as they are used,
+    computed once per distinct node (so a "billion laughs" file is measured, and refused,
+    in microseconds). Raises on recursion, on nesting beyond MAX_DEPTH and beyond MAX_NODES."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    line = node.start_mark.line + 1
+    if key in stack:
+        raise ConfigError("a YAML alias refers to the collection that contains it "
+                          "(recursive alias).", key=_short_path(path), line=line)
+    if len(stack) >= MAX_DEPTH:
+        raise ConfigError(f"the YAML is nested more than {MAX_DEPTH} levels deep.",
+                          key=_short_path(path), line=line)
+    size = 1
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        stack.add(key)
+        if isinstance(node, yaml.MappingNode):
+            for knode, vnode in node.value:
+                sub = path + (getattr(knode, "value", "?"),) if isinstance(knode, yaml.ScalarNode) \
+                    else path
+                size += _measure(knode, sub, memo, stack) + _measure(vnode, sub, memo, stack)
+                if size > MAX_NODES:
+                    break
+        else:
+            for i, v in enumerate(node.value):
+                size += _measure(v, path + (i,), memo, stack)
+                if size > MAX_NODES:
+                    break
+        stack.discard(key)
+    if size > MAX_NODES:
+        raise ConfigError(f"the YAML expands to more than {MAX_NODES:,} values (aliases "
+                          "repeating aliases?); refusing to expand it.",
+                          key=_short_path(path), line=line)
+    memo[key] = size
+    return size
+
+
 def _decode(data: bytes, name: str) -> str:
     """UTF-8 text of ``data`` or a ConfigError naming the line of the first bad byte."""
     try:
@@ -135,6 +173,7 @@ def parse_yaml(text: str, name: str = "<string>") -> tuple[Any, dict[tuple, int]
         if node is None:
             return None, {}
         lines: dict[tuple, int] = {}
+        _measure(node, (), {}, set())  # before expanding anything
         data = _construct(node, loader, (), lines)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

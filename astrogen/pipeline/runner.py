@@ -173,11 +173,11 @@ def _run(p: Pipeline, executor, resume: bool, progress, t_start: float) -> RunRe
         step = None if node else state.get("step")
         if isinstance(exc, AstrogenError):
             err = exc
-            if node is not None and not str(err.key or "").startswith("stages["):
+            if node is not None and getattr(exc, "stage", None) is None \
+                    and not str(exc.key or "").startswith("stages["):
                 where = f"stages[{node.index}] (stage '{node.name}', {node.type})"
                 try:
-                    err = type(exc)(exc.message, key=f"{where} {exc.key}" if exc.key else where,
-                                    line=exc.line or node.line, received=exc.received)
+                    err = exc.in_stage(where, node.line)
                 except Exception:  # noqa: BLE001 - a subclass with another signature
                     err = exc
         else:

@@ -290,6 +290,14 @@ add("pipeline_name_non_ascii", validate_text(lambda t, d: _sub(t, "name: corpus"
                                              ["name", "line 1", "ASCII"]))
 add("pipeline_name_too_long", validate_text(lambda t, d: _sub(t, "name: corpus", "name: " + "p" * 90),
                                             ["name", "68"]))
+add("header_band_non_ascii", validate_text(
+    lambda t, d: _sub(t, "survey: lsst_i\n    stamp_size: 8\n  - name: stamps",
+                      "survey: {base: lsst_i, band: \"\u00ef\"}\n    stamp_size: 8\n  - name: stamps"),
+    ["stages[4].survey.band", "ASCII"]))
+add("header_survey_name_too_long", validate_text(
+    lambda t, d: _sub(t, "survey: lsst_i\n    stamp_size: 8\n  - name: stamps",
+                      "survey: {base: lsst_i, name: " + "n" * 80 + "}\n    stamp_size: 8\n  - name: stamps"),
+    ["stages[4].survey.name", "68"]))
 add("pipeline_name_newline", validate_text(lambda t, d: _sub(t, "name: corpus", 'name: "a\\nb"'),
                                            ["name", "ASCII"]))
 
@@ -809,6 +817,9 @@ def _plugin_stage_case(exc_src, frags, status):
     return make
 
 
+add("fault_real_file_size_limit_subprocess", lambda d: (
+    ["run", str(_pipe(d, base_pipeline(d / "out"))), "--no-progress"],
+    ["the environment failed", "File too large"], 3, {"subprocess": True, "fsize": 3000}))
 add("fault_plugin_bug_subprocess", _plugin_stage_case(
     "RuntimeError('plugin bug')", ["stage 'faulty'", "corpus.faulty", "plugin bug"], 2))
 add("fault_plugin_disk_full_subprocess", _plugin_stage_case(
@@ -841,12 +852,21 @@ def _listing(d: Path) -> list[str]:
     return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
 
 
-def _run_subprocess(argv, d, pythonpath=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+def _run_subprocess(argv, d, pythonpath=None, fsize=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONDONTWRITEBYTECODE="1")
     env["PYTHONPATH"] = os.pathsep.join(x for x in (pythonpath, str(REPO),
                                                     env.get("PYTHONPATH")) if x)
+
+    def limit():  # in the child only
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
     r = subprocess.run([sys.executable, "-m", "astrogen.cli", *argv], capture_output=True,
-                       text=True, cwd=d, env=env, timeout=300)
+                       text=True, cwd=d, env=env, timeout=300,
+                       preexec_fn=limit if fsize else None)
     return r.returncode, r.stderr
 
 
@@ -860,7 +880,7 @@ def test_bad_input(cid, make, tmp_path, capsys, monkeypatch):
     opts = spec[3] if len(spec) > 3 else {}
     before = _listing(d)
     if opts.get("subprocess"):
-        code, err = _run_subprocess(argv, d, opts.get("pythonpath"))
+        code, err = _run_subprocess(argv, d, opts.get("pythonpath"), opts.get("fsize"))
     else:
         if "patch" in opts:
             opts["patch"](monkeypatch)
