@@ -100,6 +100,7 @@ def _cmd_run(args) -> int:
 
         import_tensorflow_quietly()
     progress = False if args.no_progress or args.verbosity == 0 else None
+    args.started = True  # from here on a failure may leave half-written library objects
     res = run_pipeline(p, resume=args.resume, progress=progress)
     if args.verbosity >= 1:
         print(f"astrogen: {p.name}: {res.n_rows} item(s) (rows or boxes) in {res.n_chunks} chunk(s), "
@@ -212,11 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     # half-written file) would print tracebacks after the one-line error: logged at -v 2
     sys.unraisablehook = _quiet_unraisable
     try:
-        return _main(args)
-    finally:
-        import gc
+        status = _main(args)
+        if status and getattr(args, "started", False):
+            import gc
 
-        gc.collect()  # let such objects go now, while the hook is quiet
+            gc.collect()  # a failed run: let such objects go now, while the hook is quiet
+        return status
+    finally:
         sys.unraisablehook = hook
 
 
@@ -243,6 +246,8 @@ def _main(args) -> int:
 
             if isinstance(exc, SystemExit) and exc.code in (0, None):
                 return 0
+            if not isinstance(exc, AstrogenError):
+                args.started = True
             err = exc if isinstance(exc, AstrogenError) else wrap_exception(exc)
             if args.verbosity >= 2:
                 _show_warnings(caught)

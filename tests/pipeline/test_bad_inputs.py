@@ -101,19 +101,20 @@ def read_pipeline(out, cat, extra=""):
         "    inputs: [render]\n")
 
 
-def one_stage_pipeline(out, stage_yaml):
-    """A COSMOS catalog and the stage under test (its constructor runs before any graph check,
-    so any stage type can be placed here to test its parameters)."""
+def one_stage_pipeline(out, stage_yaml, after=""):
+    """The stage under test, first (its constructor runs before any other stage is built and
+    before any graph check, so any stage type can be tested here, and fast), then the COSMOS
+    catalog it reads."""
     return textwrap.dedent(f"""\
     name: params
     seed: 1
     output: {out}
     stages:
-      - name: catalog
-        type: catalog.cosmos
-        n_objects: 4
       - name: probe
-    """) + textwrap.indent(stage_yaml, "    ") + "\n"
+    """) + textwrap.indent(stage_yaml, "    ") + "\n" + (
+        "  - name: catalog\n"
+        "    type: catalog.cosmos\n"
+        "    n_objects: 4\n") + after
 
 
 def _sub(text, old, new):
@@ -434,9 +435,9 @@ for _name, _cls in _stage_types():
             continue
         _kind = next(t for t in _types if t != "None")
         add(f"param_type_{_name}_{_key}", param_case(
-            _name, _key, _WRONG[_kind], [f"stages[1].{_key}", "line", f"{_key}="]))
+            _name, _key, _WRONG[_kind], [f"stages[0].{_key}", "line", f"{_key}="]))
     add(f"param_unknown_key_{_name}", param_case(_name, "no_such_key", 1,
-                                                 ["stages[1].no_such_key", "is not a parameter"]))
+                                                 ["stages[0].no_such_key", "is not a parameter"]))
 
 for _name, _key, _value in [
         ("galsim.parametric", "stamp_size", 200000), ("galsim.parametric", "stamp_size", 2),
@@ -457,11 +458,11 @@ for _name, _key, _value in [
         ("output.catalog", "file_name", "/abs/truth.fits"), ("scene", "preview", "scene.jpg"),
         ("nbody.emulate", "axis", 5), ("nbody.halo_map", "threshold", 1.5)]:
     add(f"param_bound_{_name}_{_key}_{str(_value).replace(' ', '')[:12]}",
-        param_case(_name, _key, _value, [f"stages[1].{_key}", "line"]))
+        param_case(_name, _key, _value, [f"stages[0].{_key}", "line"]))
 
 add("param_missing_required", lambda d: (
     ["validate", str(_pipe(d, one_stage_pipeline(d / "out", "type: catalog.read\n")))],
-    ["stages[1]", "needs the key 'file_name'"], 2))
+    ["stages[0]", "needs the key 'file_name'"], 2))
 add("param_float_nan", validate_text(lambda t, d: _sub(t, "stamp_size: 16", "stamp_size: 16\n    pixel_scale: .nan"),
                                      ["stages[2].pixel_scale", "nan"]))
 add("param_float_inf", validate_text(lambda t, d: _sub(t, "stamp_size: 16", "stamp_size: 16\n    zero_point: .inf"),
@@ -494,7 +495,7 @@ for cid, field, value in [("gain_zero", "gain", 0), ("gain_negative", "gain", -1
                                             f"survey: {{base: lsst_i, {f}: {v}}}\n    stamp_size: 8\n  - name: scene"),
         [f"stages[3].survey.{field}"]))
 add("silent_guidance_negative", param_case("ddpm.generate", "guidance", -2.0,
-                                           ["stages[1].guidance", "-2.0"]))
+                                           ["stages[0].guidance", "-2.0"]))
 
 # --- memory -----------------------------------------------------------------------------------------
 def memory_case(edit, frags):
@@ -532,9 +533,10 @@ add("sinks_scene_vs_stamps", validate_text(
                       "type: output.stamps\n    inputs: [observe]\n    file_name: scene.fits"),
     ["stages[5].file_name", "stage 'scene'"]))
 add("sinks_provenance_name", lambda d: (
-    ["validate", str(_pipe(d, one_stage_pipeline(d / "out", "type: blend.generate\ninputs: [catalog]\n")
-                           + "  - name: report\n    type: deblend.report\n    inputs: [probe]\n"
-                             "    metrics_file: provenance.json\n"))],
+    ["validate", str(_pipe(d, one_stage_pipeline(
+        d / "out", "type: blend.generate\ninputs: [catalog]\n",
+        after="  - name: report\n    type: deblend.report\n    inputs: [probe]\n"
+              "    metrics_file: provenance.json\n")))],
     ["stages[2].metrics_file", "provenance.json"], 2))
 add("sinks_same_file_run", run_text(
     lambda t, d: _sub(t, "type: output.catalog\n    inputs: [observe]",
@@ -698,7 +700,7 @@ def model_case(stage_type, shipped, kind):
             side.write_text("{}")
         body = f"type: {stage_type}\ninputs: [catalog]\nmodel: {json.dumps(str(model))}\n"
         return ["validate", str(_pipe(d, one_stage_pipeline(d / "out", body)))], \
-            ["stages[1].model", model.name], 2
+            ["stages[0].model", model.name], 2
     return make
 
 
