@@ -88,6 +88,33 @@ class Stage:
 
     ctx: StageContext | None = None
 
+    def __init_subclass__(cls, **kwargs):
+        """Every stage constructor checks its arguments with :func:`check_parameters` (types
+        from its annotations, the shared bounds of :data:`PARAM_LIMITS`) before its own
+        body runs, whether it is built from YAML or called from Python."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_astrogen_checked", False):
+            return
+        import functools
+
+        sig = inspect.signature(init)
+
+        @functools.wraps(init)
+        def checked_init(self, *args, **kw):
+            try:
+                bound = sig.bind(self, *args, **kw)
+            except TypeError:
+                return init(self, *args, **kw)  # let Python report the bad call itself
+            given = {k: v for k, v in list(bound.arguments.items())[1:]
+                     if sig.parameters[k].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                   inspect.Parameter.KEYWORD_ONLY)}
+            _check_values(sig, given)
+            return init(self, *args, **kw)
+
+        checked_init._astrogen_checked = True
+        cls.__init__ = checked_init
+
     # ---- introspection -------------------------------------------------------------------
     @classmethod
     def parameters(cls) -> dict[str, inspect.Parameter]:
@@ -324,10 +351,13 @@ def check_parameters(cls, params: dict[str, Any]) -> None:
     ConfigError
         Naming the parameter, the value received and what was expected.
     """
-    valid = cls.parameters()
+    _check_values(inspect.signature(cls.__init__), params)
+
+
+def _check_values(sig: inspect.Signature, params: dict[str, Any]) -> None:
     for k, v in params.items():
-        prm = valid.get(k)
-        if prm is None:
+        prm = sig.parameters.get(k)
+        if prm is None or prm.kind not in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY):
             continue
         names = _annotation_types(prm.annotation)
         if names is not None and not _type_ok(v, names):

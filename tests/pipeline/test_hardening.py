@@ -214,3 +214,52 @@ def test_shipped_pipelines_still_validate(capsys):
     root = Path(__file__).resolve().parents[2] / "pipelines"
     for path in sorted(root.glob("*.yaml")):
         assert main(["validate", str(path)]) == 0, (path, capsys.readouterr().err)
+
+
+def test_python_api_constructors_check_their_arguments_too():
+    from astrogen.stages.ddpm import DDPMGenerate
+    from astrogen.stages.galsim_stages import ParametricGalaxies
+
+    with pytest.raises(ConfigError, match=r"^guidance: must be a number in \[0, 100\]"):
+        DDPMGenerate(guidance=-2.0)
+    with pytest.raises(ConfigError, match=r"^stamp_size: .*Received: stamp_size=200000"):
+        ParametricGalaxies(stamp_size=200000)
+    assert ParametricGalaxies(stamp_size=16).stamp_size == 16
+
+
+def test_a_sink_that_hides_its_file_name_cannot_overwrite_another(tmp_path):
+    """Build refuses two sinks declaring the same file; a sink that does not declare its
+    files is caught when it writes one another sink wrote, and the run is removed."""
+    from astrogen.batch import StampBatch
+    from astrogen.registry import STAGES
+    from astrogen.stages.base import Stage
+
+    class Copycat(Stage):
+        """Writes stamps.fits without saying so."""
+
+        kind = "sink"
+        input_types = (StampBatch,)
+
+        def __init__(self):
+            pass
+
+        def output_files(self, params):
+            return []
+
+        def consume(self, index, batch):
+            pass
+
+        def finalize(self):
+            path = self.ctx.output_dir / "stamps.fits"
+            path.write_bytes(b"not what the stamps sink wrote")
+            return [path]
+
+    STAGES.register("hardening.copycat", Copycat, replace=True)
+    out = tmp_path / "out"
+    path = tmp_path / "p.yaml"
+    path.write_text(_pipeline(out) + "  - name: copycat\n    type: hardening.copycat\n"
+                                     "    inputs: [observe]\n")
+    with pytest.raises(AstrogenError) as e:
+        run_pipeline(build_pipeline(load_config(path)), progress=False)
+    assert "stage 'copycat'" in str(e.value) and "stage 'stamps'" in str(e.value)
+    assert not out.exists()
