@@ -425,7 +425,13 @@ def param_case(cls_name, key, value, frags):
     return make
 
 
-_WRONG = {"int": "abc", "float": "abc", "bool": "maybe", "str": 12345, "list": 3, "dict": 3}
+def _wrong_value(types):
+    """A YAML value of none of the annotated types."""
+    from astrogen.stages.base import _type_ok
+
+    return next(v for v in ("abc", 12345, [1, 2], {"a": 1}, True) if not _type_ok(v, types))
+
+
 for _name, _cls in _stage_types():
     for _key, _prm in _cls.parameters().items():
         from astrogen.stages.base import _annotation_types
@@ -433,9 +439,8 @@ for _name, _cls in _stage_types():
         _types = _annotation_types(_prm.annotation)
         if not _types:
             continue
-        _kind = next(t for t in _types if t != "None")
         add(f"param_type_{_name}_{_key}", param_case(
-            _name, _key, _WRONG[_kind], [f"stages[0].{_key}", "line", f"{_key}="]))
+            _name, _key, _wrong_value(_types), [f"stages[0].{_key}", "line", f"{_key}="]))
     add(f"param_unknown_key_{_name}", param_case(_name, "no_such_key", 1,
                                                  ["stages[0].no_such_key", "is not a parameter"]))
 
@@ -650,7 +655,7 @@ add("catalog_z_negative", catalog_case(lambda d: write_catalog(d, z=[0.5, -1.0, 
 add("catalog_dec_out_of_range", catalog_case(lambda d: write_catalog(d, dec=[0.0, 100.0, 1.0],
                                                                      ra=[1.0, 2.0, 3.0]),
                                              ["column 'dec'"]))
-add("catalog_bad_tunit", catalog_case(_bad_tunit, ["column 'hlr'", "TUNIT"]))
+add("catalog_bad_tunit", catalog_case(_bad_tunit, ["column 'hlr'", "furlongs per fortnight"]))
 add("catalog_unit_not_convertible", catalog_case(_unit("hlr", "kg"), ["column 'hlr'", "kg"]))
 add("catalog_pixel_unit_without_scale", catalog_case(_unit("hlr", "pix"), ["pixel_scale"]))
 add("catalog_mapping_to_missing_column", catalog_case(
