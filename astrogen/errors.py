@@ -45,7 +45,7 @@ def one_line(text: str, limit: int = 2000) -> str:
 
 
 def _short(value: Any, limit: int = 200) -> str:
-    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
         value = value.item()  # np.str_('a') -> 'a'
     try:
         text = repr(value)

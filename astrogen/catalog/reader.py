@@ -97,9 +97,10 @@ def to_canonical(raw: Table, columns: dict[str, str], units: dict[str, str],
             values = np.ma.filled(np.ma.asarray(col, dtype=float), np.nan) \
                 if np.ma.is_masked(col) else np.asarray(col, dtype=float)
         except (TypeError, ValueError):  # text in a numeric column: name it and the row
-            bad = next(i for i, v in enumerate(np.asarray(col)) if not _is_number(v))
+            raw_values = np.asarray(col)
+            bad = next((i for i, v in enumerate(raw_values) if not _is_number(v)), 0)
             raise CatalogError("must hold numbers.", key=f"column '{src}'",
-                               received={"row": row_offset + bad, src: np.asarray(col)[bad]}) from None
+                               received={"row": row_offset + bad, src: raw_values[bad]}) from None
         if spec.unit is not None and file_unit is not None and file_unit != u.dimensionless_unscaled:
             if spec.unit.physical_type == "angle" and file_unit == u.pix:
                 if pixel_scale is None:

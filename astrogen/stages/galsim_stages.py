@@ -44,7 +44,8 @@ class ParametricGalaxies(Stage):
     provides_columns = ("stamp_flux_frac",)
 
     def required_columns(self):  # checked by validate through the graph
-        return ("mag", "hlr", "q", "beta", "sersic_n" if self.profile == "sersic" else "bulge_frac")
+        shape = "sersic_n" if self.profile == "sersic" else "bulge_frac"
+        return ("mag", "hlr", "q", "beta", shape)
 
     def __init__(self, profile: str = "sersic", stamp_size: int = 64, pixel_scale: float = 0.03,
                  zero_point: float = COSMOS_ZERO_POINT):

@@ -777,9 +777,13 @@ for _where, _target, _attr, _frags, _nthc in [
     add(f"fault_disk_full_{_where}", fault_case(_target, _attr, ENOSPC, _frags + ["No space left"], 3, _nthc))
     add(f"fault_bug_{_where}", fault_case(_target, _attr, lambda: ZeroDivisionError("bug here"),
                                           _frags + ["ZeroDivisionError", "bug here"], 2, _nthc))
-for _where, _attr, _nthc in [("ledger_first", "write_json", 1), ("ledger_chunk", "write_json", 3),
-                             ("checkpoint", "save_npz", 2)]:
-    add(f"fault_disk_full_{_where}", fault_case(RUN, _attr, ENOSPC, ["No space left"], 3, _nthc))
+for _where, _attr, _nthc, _what in [
+        ("ledger_first", "write_json", 1, "run (writing the run ledger)"),
+        ("ledger_chunk", "write_json", 3, "run (writing the run ledger)"),
+        ("provenance", "write_json", 4, "run (writing provenance.json)"),  # after 2 chunks
+        ("checkpoint", "save_npz", 2, "stage 'scene'")]:
+    add(f"fault_disk_full_{_where}", fault_case(RUN, _attr, ENOSPC, ["No space left", _what],
+                                                3, _nthc))
 add("fault_permission_finalize", fault_case(f"{OUT}:StampsOutput", "finalize", EACCES,
                                             ["stage 'stamps'", "Permission denied"], 3))
 add("fault_memory_error_process", fault_case(f"{GS}:ParametricGalaxies", "process",
