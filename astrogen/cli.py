@@ -1,8 +1,11 @@
 """Command line: ``astrogen [-v N] {run,validate,train,stages} ...``.
 
-``main(argv)`` is testable in-process and returns the exit status: 0 on success, 2 for any
-:class:`~astrogen.errors.AstrogenError` (printed as one line, never a traceback), 130 when
-interrupted (rerun with ``--resume``).
+``main(argv)`` is testable in-process and returns the exit status: 0 on success, 2 for bad
+input, 3 when the environment failed (disk full, permission denied, out of memory), 130 when
+interrupted (rerun with ``--resume``). ``main`` is the one boundary: any exception, not only
+an :class:`~astrogen.errors.AstrogenError`, is printed as one line (never a traceback; ``-v
+2`` logs the traceback too) and the run's partial files are removed. Python warnings raised
+during a command are shown (one line each) only when it succeeds, or with ``-v 2``.
 """
 from __future__ import annotations
 
@@ -45,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in the same output folder")
     r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    r.add_argument("--allow-eval", action="store_true",
+                   help="let GalSim evaluate '$' expressions, '@' references and type: Eval "
+                        "in the pipeline: they run Python code from the file (off by default)")
     r.add_argument("--executor", choices=("local", "dask", "slurm", "pbs"), default=None,
                    help="where map stages run (default: the pipeline's 'executor:' key, "
                         "else local)")
@@ -58,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler-file", default=None, metavar="FILE", help="dask: JSON file of a running scheduler (dask scheduler --scheduler-file, dask-mpi; implies --executor dask)")  # noqa: E501
     v = sub.add_parser("validate", help="check a pipeline without running it")
     v.add_argument("file")
+    v.add_argument("--allow-eval", action="store_true",
+                   help="accept GalSim '$' / '@' evaluation (runs code from the file)")
     v.add_argument("overrides", nargs="*", metavar="key.sub=value")
     t = sub.add_parser("train", help="train a model from a training YAML (configs/*.yaml)")
     t.add_argument("file", help="training YAML file")
@@ -70,21 +78,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(file, overrides):
+def _load(file, overrides, allow_eval: bool = False):
     from astrogen.pipeline.build import build_pipeline
     from astrogen.pipeline.config import apply_overrides, load_config
 
     cfg = load_config(file)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
-    return build_pipeline(cfg)
+    return build_pipeline(cfg, allow_eval=allow_eval)
 
 
 def _cmd_run(args) -> int:
     from astrogen.pipeline.executors import executor_with
     from astrogen.pipeline.runner import run_pipeline
 
-    p = _load(args.file, args.overrides)
+    p = _load(args.file, args.overrides, allow_eval=args.allow_eval)
     p.executor = executor_with(p.executor, type=args.executor, n_workers=args.workers,
                                threads_per_worker=args.threads_per_worker,
                                address=args.scheduler, scheduler_file=args.scheduler_file)
@@ -93,6 +101,7 @@ def _cmd_run(args) -> int:
 
         import_tensorflow_quietly()
     progress = False if args.no_progress or args.verbosity == 0 else None
+    args.started = True  # from here on a failure may leave half-written library objects
     res = run_pipeline(p, resume=args.resume, progress=progress)
     if args.verbosity >= 1:
         print(f"astrogen: {p.name}: {res.n_rows} item(s) (rows or boxes) in {res.n_chunks} chunk(s), "
@@ -117,7 +126,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    p = _load(args.file, args.overrides)
+    p = _load(args.file, args.overrides, allow_eval=args.allow_eval)
     print(f"astrogen: {args.file}: pipeline '{p.name}' is valid: {len(p.nodes)} stages, "
           f"{p.n_rows()} item(s) in {p.n_chunks()} chunk(s), output '{p.output}'.")
     for n in p.nodes:
@@ -134,7 +143,13 @@ def _cmd_stages(args) -> int:
     from astrogen.registry import STAGES
 
     for m in args.modules:
-        importlib.import_module(m)
+        try:
+            importlib.import_module(m)
+        except Exception as exc:  # noqa: BLE001 - reported as one line by main
+            from astrogen.errors import ConfigError
+
+            raise ConfigError(f"cannot import plug-in module ({type(exc).__name__}: {exc}).",
+                              key="--modules", received={"module": m}) from None
     for name, cls in STAGES.items():
         ins = ", ".join(" | ".join(t.__name__ for t in (a if isinstance(a, tuple) else (a,)))
                         for a in cls.input_types)
@@ -192,16 +207,69 @@ def main(argv: list[str] | None = None) -> int:
     # Always set: an earlier in-process call (tests, notebooks) may have lowered it.
     logging.getLogger("astrogen").setLevel({0: logging.ERROR, 1: logging.INFO}.get(
         args.verbosity, logging.DEBUG))
+    import warnings
+
+    hook = sys.unraisablehook
+    # "Exception ignored in ... __del__" of objects a failed write left behind (a library's
+    # half-written file) would print tracebacks after the one-line error: logged at -v 2
+    sys.unraisablehook = _quiet_unraisable
     try:
-        return {"run": _cmd_run, "validate": _cmd_validate, "train": _cmd_train,
-                "stages": _cmd_stages}[
-            args.command](args)
-    except AstrogenError as exc:
-        print(f"astrogen: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("astrogen: interrupted; rerun with --resume to continue", file=sys.stderr)
-        return 130
+        status = _main(args)
+        if status and getattr(args, "started", False):
+            import gc
+
+            gc.collect()  # a failed run: let such objects go now, while the hook is quiet
+        return status
+    finally:
+        sys.unraisablehook = hook
+
+
+def _quiet_unraisable(unraisable) -> None:
+    logging.getLogger("astrogen").debug("ignored in %r: %s: %s", unraisable.object,
+                                        type(unraisable.exc_value).__name__,
+                                        unraisable.exc_value)
+
+
+def _main(args) -> int:
+    import warnings
+
+    from astrogen.errors import AstrogenError
+
+    with warnings.catch_warnings(record=True) as caught:  # the filters stay Python's
+        try:
+            status = {"run": _cmd_run, "validate": _cmd_validate, "train": _cmd_train,
+                      "stages": _cmd_stages}[args.command](args)
+        except KeyboardInterrupt:
+            print("astrogen: interrupted; rerun with --resume to continue", file=sys.stderr)
+            return 130
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the one boundary
+            from astrogen.errors import wrap_exception
+
+            if isinstance(exc, SystemExit) and exc.code in (0, None):
+                return 0
+            if not isinstance(exc, AstrogenError):
+                args.started = True
+            err = exc if isinstance(exc, AstrogenError) else wrap_exception(exc)
+            if args.verbosity >= 2:
+                _show_warnings(caught)
+                logging.getLogger("astrogen").debug("traceback", exc_info=exc)
+            print(f"astrogen: error: {type(err).__name__}: {err}", file=sys.stderr)
+            return getattr(err, "exit_status", 2)
+    if args.verbosity >= 1:
+        _show_warnings(caught)
+    return status
+
+
+def _show_warnings(caught) -> None:
+    """Print each distinct warning once, on one line."""
+    from astrogen.errors import one_line
+
+    seen = set()
+    for w in caught:
+        text = one_line(f"{w.category.__name__}: {w.message}", limit=300)
+        if text not in seen:
+            seen.add(text)
+            print(f"astrogen: warning: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

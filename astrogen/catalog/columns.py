@@ -63,7 +63,7 @@ class ColumnSpec:
 CANONICAL: dict[str, ColumnSpec] = {
     "row_id": ColumnSpec(None, "row id (seeds every random draw of the row)", 0),
     "mag": ColumnSpec(u.mag, "AB magnitude in the reference band", -10, 40),
-    "hlr": ColumnSpec(u.arcsec, "half-light radius of the PSF-free profile", 0, 60, open_low=True),
+    "hlr": ColumnSpec(u.arcsec, "half-light radius of the PSF-free profile", 1e-3, 60),
     "z": ColumnSpec(None, "redshift", 0, 20),
     "sersic_n": ColumnSpec(None, "Sersic index", 0.3, 6.2),
     "q": ColumnSpec(None, "axis ratio b/a", 0, 1, open_low=True),

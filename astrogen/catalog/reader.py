@@ -93,6 +93,14 @@ def _to_ab_mag(values: np.ndarray, unit, src: str) -> np.ndarray:
                        key=f"column '{src}'", received={"unit": str(unit)})
 
 
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 def to_canonical(raw: Table, columns: dict[str, str], units: dict[str, str],
                  defaults: dict[str, float], pixel_scale: float | None,
                  row_offset: int = 0, row_ids: np.ndarray | None = None,
@@ -168,8 +176,14 @@ def to_canonical(raw: Table, columns: dict[str, str], units: dict[str, str],
             out[name] = np.asarray(col)
             out[name].description = spec.description
             continue
-        values = np.ma.filled(np.ma.asarray(col, dtype=float), np.nan) if np.ma.is_masked(col) \
-            else np.asarray(col, dtype=float)
+        try:
+            values = np.ma.filled(np.ma.asarray(col, dtype=float), np.nan) \
+                if np.ma.is_masked(col) else np.asarray(col, dtype=float)
+        except (TypeError, ValueError):  # text in a numeric column: name it and the row
+            bad = next(i for i, v in enumerate(np.asarray(col)) if not _is_number(v))
+            raise CatalogError("must hold numbers.", key=f"column '{src}'",
+                               received={"row": row_offset + bad,
+                                         src: str(np.asarray(col)[bad])}) from None
         if spec.unit is not None and file_unit is not None:
             if spec.unit == u.mag:
                 values = _to_ab_mag(values, file_unit, src)
@@ -370,6 +384,12 @@ class CatalogFile:
                 if idx is None:
                     raise CatalogError("has no table HDU.", key="file_name",
                                        received={"file_name": str(self.path)})
+                if isinstance(hdu, int) and not 0 <= hdu < len(hl):
+                    raise CatalogError(f"the file has HDUs 0 to {len(hl) - 1}.", key="hdu",
+                                       received={"hdu": hdu, "file_name": str(self.path)})
+                if not isinstance(hl[idx], (fits.BinTableHDU, fits.TableHDU)):
+                    raise CatalogError("is not a table HDU.", key="hdu",
+                                       received={"hdu": idx, "file_name": str(self.path)})
                 self._fits = hl[idx]
                 self._n_file = int(self._fits.header["NAXIS2"])
                 names = list(self._fits.columns.names)

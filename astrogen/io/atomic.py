@@ -42,10 +42,21 @@ def write_json(path, obj) -> None:
 
 
 def save_npz(path, **arrays) -> None:
-    """``numpy.savez`` atomically (no pickles)."""
+    """``numpy.savez`` atomically (no pickles), readable by ``numpy.load``.
+
+    The archive is closed even when a write fails (disk full): ``numpy.savez`` leaves its
+    zip file open then, and its clean-up at exit printed a ``seek of closed file``
+    traceback after the error.
+    """
+    import zipfile
+
+    from numpy.lib import format as npformat
+
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+        with open(tmp, "wb") as fh, zipfile.ZipFile(fh, mode="w", allowZip64=True) as z:
+            for key, value in arrays.items():
+                with z.open(f"{key}.npy", "w", force_zip64=True) as f:
+                    npformat.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 def save_model_atomic(model, output) -> None:

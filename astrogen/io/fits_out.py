@@ -12,7 +12,42 @@ from astropy.table import Table
 from astrogen.io.atomic import atomic_path
 
 __all__ = ["provenance_cards", "set_card", "write_image", "write_cube_stream",
-           "write_table_stream"]
+           "write_table_stream", "check_header_values"]
+
+
+def check_header_values(cards: dict[str, tuple[Any, str]], history: Iterable[str] = ()) -> None:
+    """Check that ``cards`` (key -> (value, comment)) and ``history`` lines can be written in
+    a FITS header exactly as :func:`provenance_cards` writes them: printable ASCII, a value
+    that fits one card. Nothing is written.
+
+    Raises
+    ------
+    astrogen.errors.OutputError
+        Naming the card and the value.
+    """
+    import warnings
+
+    from astrogen.errors import OutputError
+
+    for key, (value, comment) in cards.items():
+        for what, text in (("value", value), ("comment", comment)):
+            if isinstance(text, str) and not (text.isascii() and text.isprintable()):
+                raise OutputError(f"the {what} of FITS card {key} must be printable ASCII.",
+                                  key=key, received={key: text})
+        if isinstance(value, str) and len(value) > 68:
+            raise OutputError("a FITS card value holds at most 68 characters.", key=key,
+                              received={key: value})
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fits.Card(key, value, comment).verify("exception")
+        except Exception as exc:  # noqa: BLE001 - astropy raises several kinds
+            raise OutputError(f"is not a valid FITS card ({exc}).", key=key,
+                              received={key: value}) from None
+    for line in history:
+        if not (line.isascii() and line.isprintable()) or len(line) > 72:
+            raise OutputError("a HISTORY line must be printable ASCII of at most 72 "
+                              "characters.", key="HISTORY", received={"line": line})
 
 
 def set_card(header: fits.Header, key: str, value: str, comment: str) -> None:

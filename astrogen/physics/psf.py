@@ -12,6 +12,7 @@ import copy
 import galsim
 
 from astrogen.errors import ConfigError
+from astrogen.security import refuse_eval
 
 __all__ = ["build_psf", "describe_psf", "psf_fwhm"]
 
@@ -21,6 +22,7 @@ def build_psf(spec: dict, key: str = "psf") -> galsim.GSObject:
     if not isinstance(spec, dict) or "type" not in spec:
         raise ConfigError("must be a GalSim config mapping with a 'type' "
                           "(e.g. {type: Kolmogorov, fwhm: 0.7}).", key=key, received={key: spec})
+    refuse_eval(spec, key)  # GalSim runs '$...' strings as Python: off unless allowed
     try:
         obj, _ = galsim.config.BuildGSObject({"psf": copy.deepcopy(spec)}, "psf")
     except (galsim.GalSimError, TypeError, ValueError, KeyError, AttributeError, OSError) as exc:

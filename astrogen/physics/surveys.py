@@ -158,8 +158,15 @@ def get_survey(spec, key: str = "survey") -> Survey:
             s = Survey(**spec)
         else:
             s = replace(get_survey(base, key=f"{key}.base"), **spec)
-        for f in ("pixel_scale", "exposure_time"):
-            if not getattr(s, f) > 0:
-                raise ConfigError("must be > 0.", key=f"{key}.{f}", received={f: getattr(s, f)})
+        # (field, must be > 0): gain 0 would turn the noise off silently
+        for f, positive in (("pixel_scale", True), ("exposure_time", True), ("gain", True),
+                            ("read_noise", False), ("zero_point", None),
+                            ("sky_brightness", None)):
+            v = getattr(s, f)
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and np.isfinite(v)
+            if not ok or (positive and v <= 0) or (positive is False and v < 0):
+                rule = {True: " > 0", False: " >= 0", None: ""}[positive]
+                raise ConfigError(f"must be a finite number{rule}.", key=f"{key}.{f}",
+                                  received={f: v})
         return s
     raise ConfigError("must be a preset name or a mapping.", key=key, received={key: spec})

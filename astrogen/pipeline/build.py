@@ -1,6 +1,13 @@
 """Build a pipeline from its YAML: check every key, construct every stage, order the graph.
 
-Nothing is written and nothing runs here; ``astrogen validate`` is exactly this step.
+Nothing is written and nothing runs here; ``astrogen validate`` is exactly this step. Besides
+the keys and the graph it checks what can be checked without running: names (stage names
+become file names: ``[A-Za-z0-9_.-]``, no ``..``), GalSim evaluation strings (``$...``,
+``@...``, ``type: Eval``: refused unless ``allow_eval``), every stage's parameter types and
+bounds (:func:`astrogen.stages.base.check_parameters`), the files the stages read (model
+files opened and checked, catalogs read), the catalog columns each stage needs through the
+whole graph, that no two sinks write the same file, the memory a chunk of stamps or a scene
+needs, and every FITS header value the run will write.
 """
 from __future__ import annotations
 
@@ -9,18 +16,32 @@ import importlib
 import inspect
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astrogen.errors import (AstrogenError, ConfigError, OutputError, PipelineGraphError,
-                             UnknownKeyError, suggest)
+from astrogen.errors import (AstrogenError, CatalogError, ConfigError, OutputError,
+                             PipelineGraphError, StageError, UnknownKeyError, suggest,
+                             wrap_exception)
 from astrogen.pipeline.config import Config, key_path
 from astrogen.pipeline.executors import ExecutorSpec, parse_executor
 from astrogen.registry import STAGES
-from astrogen.stages.base import Stage
+from astrogen.stages.base import Stage, check_parameters
 
-__all__ = ["Pipeline", "StageNode", "build_pipeline", "TOP_LEVEL_KEYS"]
+__all__ = ["Pipeline", "StageNode", "build_pipeline", "TOP_LEVEL_KEYS", "STAGE_NAME_RE",
+           "MEMORY_FRACTION", "HASH_EXCLUDED"]
+
+#: a stage name is used as a folder name under the work folder and in FITS headers
+STAGE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+#: a chunk of stamps or a scene may ask for at most this fraction of the physical memory
+MEMORY_FRACTION = 0.5
+#: top-level keys left out of the configuration hash (``AG_CHASH``) and of the HISTORY
+#: cards: where a run writes does not change what it writes
+HASH_EXCLUDED = ("output",)
+#: files the runner itself writes in the output folder
+_RESERVED_FILES = ("provenance.json",)
 
 #: key -> (required, accepted types, meaning)
 TOP_LEVEL_KEYS: dict[str, tuple[bool, tuple, str]] = {
@@ -65,8 +86,15 @@ class Pipeline:
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
 
     @property
+    def hashed_config(self) -> dict[str, Any]:
+        """The resolved configuration without the run location (:data:`HASH_EXCLUDED`)."""
+        return {k: v for k, v in self.resolved.items() if k not in HASH_EXCLUDED}
+
+    @property
     def config_hash(self) -> str:
-        text = json.dumps(self.resolved, sort_keys=True, default=str)
+        """sha256 of :attr:`hashed_config`: the same for the same pipeline written to any
+        output folder."""
+        text = json.dumps(self.hashed_config, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def node(self, name: str) -> StageNode:
@@ -83,21 +111,79 @@ class Pipeline:
         return self.sources[0].stage.n_rows()
 
 
+_ARTICLE = {"int": "an integer", "str": "a string", "list": "a list", "dict": "a mapping"}
+
+
 def _check_type(cfg: Config, path: tuple, value, types, what: str):
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        name = path[-1] if isinstance(path[-1], str) else key_path(path)
         raise ConfigError(f"must be {what}.", key=key_path(path), line=cfg.line(path),
-                          received={path[-1]: value})
+                          received={name: value})
 
 
 def _import_modules(cfg: Config, modules: list) -> None:
+    """Import the plug-in modules (running their code: see the README on ``modules:``)."""
     for i, mod in enumerate(modules):
         path = ("modules", i)
         _check_type(cfg, path, mod, (str,), "a module name (string)")
+        if not _MODULE_RE.match(mod):
+            raise ConfigError("must be a dotted Python module name (letters, digits, '_', "
+                              "'.').", key=key_path(path), line=cfg.line(path),
+                              received={"module": mod})
         try:
             importlib.import_module(mod)
         except ImportError as exc:
             raise ConfigError(f"cannot import plug-in module ({exc}).", key=key_path(path),
                               line=cfg.line(path), received={"module": mod}) from None
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plug-in's own failure
+            raise ConfigError(f"the plug-in module failed on import ({type(exc).__name__}: "
+                              f"{exc}).", key=key_path(path),
+                              line=cfg.line(path), received={"module": mod}) from None
+
+
+def _check_no_eval(cfg: Config, data: dict) -> None:
+    from astrogen.security import eval_message, find_eval, is_eval_allowed
+
+    if is_eval_allowed():
+        return
+    hit = find_eval(data.get("stages"), ("stages",))
+    if hit:
+        path, value = hit
+        raise ConfigError(eval_message(), key=key_path(path), line=cfg.line(path),
+                          received={path[-1]: value})
+
+
+def _check_header_text(cfg: Config, path: tuple, value: str, what: str,
+                       pattern: re.Pattern | None = None, limit: int = 68) -> None:
+    ok = isinstance(value, str) and 0 < len(value) <= limit and value.isascii() \
+        and value.isprintable()
+    if ok and pattern is not None:
+        ok = bool(pattern.match(value)) and ".." not in value
+    if not ok:
+        rule = ("letters, digits, '_', '.', '-' (no '..', no '/'), at most 64 characters, "
+                "not starting with '.' or '-'") if pattern is not None else \
+            f"printable ASCII, 1 to {limit} characters"
+        raise ConfigError(f"{what} must be {rule} (it is written in FITS headers"
+                          f"{' and used as a folder name' if pattern is not None else ''}).",
+                          key=key_path(path), line=cfg.line(path), received={path[-1]: value})
+
+
+def _locate_value(params: dict, message: str) -> str | None:
+    """The parameter whose value (or an item of it) is quoted in an exception message."""
+    def items(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                yield from items(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                yield from items(x)
+        else:
+            yield v
+
+    hits = [k for k, v in params.items()
+            if any(repr(x) in message or (isinstance(x, str) and len(x) > 1 and x in message)
+                   for x in items(v))]
+    return hits[0] if len(hits) == 1 else None
 
 
 def _construct(cfg: Config, i: int, cls: type[Stage], params: dict) -> Stage:
@@ -116,13 +202,22 @@ def _construct(cfg: Config, i: int, cls: type[Stage], params: dict) -> Stage:
         raise ConfigError(f"stage type '{cls.type_name}' needs the key '{missing[0]}'.",
                           key=key_path(path), line=cfg.line(path), received={"missing": missing})
     try:
+        check_parameters(cls, params)
         return cls(**params)
     except AstrogenError as exc:
         sub = tuple(exc.key.split(".")) if exc.key else ()
         raise exc.at(f"stages[{i}]", cfg.line(("stages", i) + sub)) from None
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ConfigError(f"stage type '{cls.type_name}' rejected its parameters: {exc}",
-                          key=f"stages[{i}]", line=cfg.line(("stages", i))) from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the one boundary: name the key
+        err = wrap_exception(exc)
+        if not isinstance(err, StageError):  # the environment failed (memory, disk)
+            raise err.at(f"stages[{i}]", cfg.line(("stages", i))) from None
+        k = _locate_value(params, str(exc))
+        path = ("stages", i, k) if k else ("stages", i)
+        where = "" if k else f" (one of its keys: {', '.join(params) or 'none given'})"
+        raise ConfigError(f"stage type '{cls.type_name}' rejected this value{where}: "
+                          f"{type(exc).__name__}: {exc}", key=key_path(path),
+                          line=cfg.line(path),
+                          received={k: params[k]} if k else None) from None
 
 
 def _toposort(cfg: Config, nodes: list[StageNode]) -> list[StageNode]:
@@ -215,14 +310,35 @@ def _check_output(cfg: Config, output: str) -> Path:
     return out
 
 
-def build_pipeline(cfg: Config) -> Pipeline:
+def build_pipeline(cfg: Config, allow_eval: bool = False) -> Pipeline:
     """Validate ``cfg`` and construct its stages (nothing is written).
+
+    Parameters
+    ----------
+    cfg : Config
+        From :func:`astrogen.pipeline.config.load_config`.
+    allow_eval : bool
+        Let GalSim evaluate ``$`` expressions, ``@`` references and ``type: Eval`` in the
+        pipeline (they run Python code from the file); off by default.
 
     Raises
     ------
-    ConfigError, UnknownKeyError, UnknownTypeError, PipelineGraphError, OutputError
+    ConfigError, UnknownKeyError, UnknownTypeError, PipelineGraphError, OutputError,
+    CatalogError, ModelError
         With the YAML key path and line.
     """
+    from astrogen.security import eval_allowed
+
+    with eval_allowed(allow_eval):
+        try:
+            return _build(cfg)
+        except AstrogenError:
+            raise
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the one boundary
+            raise wrap_exception(exc, key="pipeline") from None
+
+
+def _build(cfg: Config) -> Pipeline:
     import astrogen.stages  # noqa: F401  (registers the built-in stage types)
 
     data = cfg.data
@@ -236,11 +352,17 @@ def build_pipeline(cfg: Config) -> Pipeline:
             if required:
                 raise ConfigError(f"the pipeline needs the key '{k}' ({what}).", key=k)
             continue
-        _check_type(cfg, (k,), data[k], types, f"a {types[0].__name__} ({what})")
-    if data["seed"] < 0:
-        raise ConfigError("must be >= 0.", key="seed", line=cfg.line(("seed",)),
+        _check_type(cfg, (k,), data[k], types,
+                    f"{_ARTICLE.get(types[0].__name__, types[0].__name__)} ({what})")
+    if data["seed"] < 0 or data["seed"] >= 2 ** 63:
+        raise ConfigError("must be in [0, 2**63).", key="seed", line=cfg.line(("seed",)),
                           received={"seed": data["seed"]})
+    _check_header_text(cfg, ("name",), data["name"], "the pipeline name")
+    if not data["output"].strip() or "\0" in data["output"]:
+        raise ConfigError("must be a folder path.", key="output", line=cfg.line(("output",)),
+                          received={"output": data["output"]})
     executor = parse_executor(data.get("executor"), cfg.line)
+    _check_no_eval(cfg, data)
     modules = list(data.get("modules") or [])
     _import_modules(cfg, modules)
     if not data["stages"]:
@@ -259,6 +381,7 @@ def build_pipeline(cfg: Config) -> Pipeline:
                                   line=cfg.line(path), received={"keys": list(entry)})
             _check_type(cfg, path + (k,), entry[k], (str,), "a string")
         name = entry["name"]
+        _check_header_text(cfg, path + ("name",), name, "a stage name", STAGE_NAME_RE)
         if name in seen:
             raise ConfigError(f"stage name already used by stages[{seen[name]}].",
                               key=key_path(path + ("name",)), line=cfg.line(path + ("name",)),
@@ -273,7 +396,10 @@ def build_pipeline(cfg: Config) -> Pipeline:
                               line=cfg.line(path + ("inputs",)), received={"inputs": inputs})
         params = {k: v for k, v in entry.items() if k not in _RESERVED}
         stage = _construct(cfg, i, cls, params)
-        nodes.append(StageNode(i, name, entry["type"], inputs, params, stage, cfg.line(path)))
+        node = StageNode(i, name, entry["type"], inputs, params, stage, cfg.line(path))
+        nodes.append(node)
+        # the files it reads (model files...) are opened and checked now, in stage order
+        _stage_call(cfg, node, stage.check_resources, _full_params(stage, params))
 
     ordered = _toposort(cfg, nodes)
     _check_types(cfg, ordered)
@@ -281,19 +407,213 @@ def build_pipeline(cfg: Config) -> Pipeline:
     if not sources:
         raise PipelineGraphError("the pipeline has no source stage (catalog or field).",
                                  key="stages", line=cfg.line(("stages",)))
-    counts = {n.name: n.stage.n_chunks() for n in sources}
+    for n in sources:
+        rows = _stage_call(cfg, n, n.stage.n_rows)
+        if rows is not None and rows <= 0:
+            raise CatalogError("the source has no rows (an empty catalog?); nothing to "
+                               "simulate.", key=f"stages[{n.index}]", line=n.line,
+                               received={"stage": n.name, "rows": rows})
+    counts = {n.name: _stage_call(cfg, n, n.stage.n_chunks) for n in sources}
     if len(set(counts.values())) > 1:
         raise PipelineGraphError("all source stages must give the same number of chunks.",
                                  key="stages", line=cfg.line(("stages",)), received=counts)
-    output = _check_output(cfg, data["output"])
 
     resolved = {k: data[k] for k in ("name", "description", "seed", "output", "modules")
                 if k in data}
     resolved["stages"] = []
+    full_params = {}
     for n in nodes:
-        full = {k: p.default for k, p in type(n.stage).parameters().items()
-                if p.default is not inspect.Parameter.empty}
-        full.update(n.params)
+        full = _full_params(n.stage, n.params)
+        full_params[n.name] = full
         resolved["stages"].append({"name": n.name, "type": n.type, "inputs": n.inputs, **full})
-    return Pipeline(name=data["name"], seed=data["seed"], output=output, nodes=ordered,
-                    resolved=resolved, source=cfg.source, modules=modules, executor=executor)
+    _check_columns(cfg, ordered)
+    _check_output_files(cfg, ordered, full_params)
+    _check_memory(cfg, ordered, full_params)
+    output = _check_output(cfg, data["output"])
+    p = Pipeline(name=data["name"], seed=data["seed"], output=output, nodes=ordered,
+                 resolved=resolved, source=cfg.source, modules=modules, executor=executor)
+    _check_headers(cfg, p)
+    return p
+
+
+def _full_params(stage: Stage, params: dict) -> dict[str, Any]:
+    """A stage's parameters with the constructor's defaults filled in."""
+    full = {k: p.default for k, p in type(stage).parameters().items()
+            if p.default is not inspect.Parameter.empty}
+    full.update(params)
+    return full
+
+
+def _stage_call(cfg: Config, n: StageNode, fn, *args):
+    """``fn(*args)`` for stage ``n`` at build time, any failure named by the stage's key."""
+    try:
+        return fn(*args)
+    except AstrogenError as exc:
+        sub = tuple(exc.key.split(".")) if exc.key else ()
+        raise exc.at(f"stages[{n.index}]", cfg.line(("stages", n.index) + sub)) from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
+        raise wrap_exception(exc, key=f"stages[{n.index}] (stage '{n.name}')",
+                             line=n.line) from None
+
+
+def _input_chain(by_name: dict, n: StageNode) -> list[StageNode]:
+    chain = []
+    while n.inputs:
+        n = by_name[n.inputs[0]]
+        chain.append(n)
+    return chain
+
+
+def _providers(column: str) -> str:
+    """Where a catalog column can come from, for error messages."""
+    from astrogen.catalog.columns import CANONICAL
+
+    types = sorted(name for name, c in STAGES.items()
+                   if c.provides_columns is not None and column in c.provides_columns)
+    parts = []
+    if column in CANONICAL:
+        parts.append("a catalog source (catalog.cosmos draws the COSMOS columns; catalog.read "
+                     f"maps a file column with columns: {{{column}: <file column>}} or sets "
+                     f"defaults: {{{column}: <value>}})")
+    if types:
+        parts.append("stage type(s) " + ", ".join(types))
+    return " or ".join(parts) or "no built-in stage type"
+
+
+def _check_columns(cfg: Config, ordered: list[StageNode]) -> None:
+    """Every stage finds the catalog columns it needs in the rows its first input carries,
+    following the graph from the sources (stages that cannot say what they provide switch
+    the check off downstream)."""
+    by_name = {n.name: n for n in ordered}
+    cols: dict[str, set | None] = {}
+    for n in ordered:
+        provided = _stage_call(cfg, n, n.stage.provided_columns)
+        if n.stage.kind == "source":
+            cols[n.name] = None if provided is None else {"row_id", *provided}
+            continue
+        upstream = cols.get(n.inputs[0]) if n.inputs else None
+        required = _stage_call(cfg, n, n.stage.required_columns)
+        if upstream is not None:
+            for c in required:
+                if c not in upstream:
+                    chain = _input_chain(by_name, n)
+                    path = ("stages", n.index)
+                    raise PipelineGraphError(
+                        f"stage '{n.name}' ({n.type}) needs the catalog column '{c}', which "
+                        f"is missing: its input chain "
+                        f"({' <- '.join(f'{m.name} ({m.type})' for m in chain)}) provides "
+                        f"{', '.join(sorted(upstream))}. '{c}' comes from {_providers(c)}.",
+                        key=key_path(path), line=cfg.line(path), received={"column": c})
+        cols[n.name] = None if upstream is None or provided is None else upstream | set(provided)
+
+
+def _check_output_files(cfg: Config, ordered: list[StageNode], full: dict) -> None:
+    """No two sinks write the same file, and none writes a file of the runner's."""
+    owner: dict[str, StageNode] = {}
+    for n in ordered:
+        if n.stage.kind != "sink":
+            continue
+        files = _stage_call(cfg, n, n.stage.output_files, dict(full[n.name]))
+        for f in files or []:
+            norm = os.path.normcase(os.path.normpath(str(f)))
+            key = next((k for k, v in full[n.name].items() if v == f), None)
+            path = ("stages", n.index) + ((key,) if key else ())
+            if norm in _RESERVED_FILES:
+                raise ConfigError(f"'{f}' is written by the runner itself; choose another "
+                                  "file name.", key=key_path(path), line=cfg.line(path),
+                                  received={key or "file": f})
+            if norm in owner and owner[norm] is not n:
+                o = owner[norm]
+                raise ConfigError(f"stage '{n.name}' would write '{f}', which stage "
+                                  f"'{o.name}' (stages[{o.index}], line {o.line}) writes too; "
+                                  "give one of them another file name.",
+                                  key=key_path(path), line=cfg.line(path),
+                                  received={key or "file": f})
+            owner[norm] = n
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _check_memory(cfg: Config, ordered: list[StageNode], full: dict) -> None:
+    """A chunk of stamps (chunk_size x stamp_size^2, float64) and a scene (float64, noisy
+    and noiseless) must fit in :data:`MEMORY_FRACTION` of the physical memory."""
+    total = _physical_memory()
+    if not total:
+        return
+    budget = MEMORY_FRACTION * total
+    chunk = max((int(full[n.name].get("chunk_size") or 0) for n in ordered
+                 if n.stage.kind == "source"), default=0) or 1
+    gib = 2.0 ** 30
+    for n in ordered:
+        prm = full[n.name]
+        size = prm.get("stamp_size")
+        if isinstance(size, int) and not isinstance(size, bool):
+            need = 8.0 * chunk * size * size
+            if need > budget:
+                path = ("stages", n.index, "stamp_size")
+                raise ConfigError(
+                    f"a chunk of {chunk} stamps of {size}x{size} pixels needs "
+                    f"{need / gib:.1f} GiB, more than {MEMORY_FRACTION:.0%} of this machine's "
+                    f"{total / gib:.1f} GiB; lower stamp_size or the source's chunk_size.",
+                    key=key_path(path), line=cfg.line(path), received={"stamp_size": size})
+        size = prm.get("size") if n.type == "catalog.positions" else None
+        if size is not None:
+            nx, ny = (size, size) if not isinstance(size, (list, tuple)) else size
+            need = 2 * 8.0 * nx * ny
+            if need > budget:
+                path = ("stages", n.index, "size")
+                raise ConfigError(
+                    f"a {nx}x{ny} scene needs {need / gib:.1f} GiB, more than "
+                    f"{MEMORY_FRACTION:.0%} of this machine's {total / gib:.1f} GiB.",
+                    key=key_path(path), line=cfg.line(path), received={"size": size})
+
+
+_HEADER_KEYS = ("band", "name", "survey")
+
+
+def _header_strings(value, path: tuple):
+    """The first ``band`` / ``name`` / ``survey`` string inside ``value`` that cannot be a FITS
+    card value, as ``(path, value)``."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in _HEADER_KEYS and isinstance(v, str) and not (
+                    v.isascii() and v.isprintable() and len(v) <= 68):
+                return path + (k,), v
+            hit = _header_strings(v, path + (k,))
+            if hit:
+                return hit
+    elif isinstance(value, list):
+        for j, v in enumerate(value):
+            hit = _header_strings(v, path + (j,))
+            if hit:
+                return hit
+    return None
+
+
+def _check_headers(cfg: Config, p: "Pipeline") -> None:
+    """Every FITS header value the run will write (provenance cards, HISTORY lines) is
+    valid FITS: printable ASCII that fits its card."""
+    from astrogen.io.fits_out import check_header_values
+    from astrogen.pipeline.runner import _config_history, _provenance_cards
+
+    history = _config_history(p)
+    for n in p.nodes:  # survey and band names become FILTER / SURVEY cards
+        hit = _header_strings(n.params, ("stages", n.index))
+        if hit:
+            path, value = hit
+            raise ConfigError("is written in FITS headers and must be printable ASCII of at "
+                              "most 68 characters.", key=key_path(path), line=cfg.line(path),
+                              received={path[-1]: value})
+    for n in p.nodes:
+        try:
+            check_header_values(_provenance_cards(p, n), history)
+        except AstrogenError as exc:
+            path = ("stages", n.index)
+            raise ConfigError(f"stage '{n.name}' would write an invalid FITS header: "
+                              f"{exc.message}", key=key_path(path), line=cfg.line(path),
+                              received=exc.received) from None

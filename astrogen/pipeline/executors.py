@@ -437,6 +437,17 @@ def jobqueue_cluster(spec: ExecutorSpec):
 
 
 # ---------------------------------------------------------------------------- chunk plan
+def _mark_stage(exc: BaseException, name: str) -> None:
+    """Remember on ``exc`` which stage raised it (the runner names it in the error; the
+    attribute travels with the exception through pickling)."""
+    if getattr(exc, "_astrogen_stage", None) is None:
+        try:
+            exc._astrogen_stage = name
+        except (AttributeError, TypeError):  # pragma: no cover - exceptions with slots
+            pass
+
+
+
 @dataclass
 class _MapNode:
     name: str
@@ -503,7 +514,11 @@ class ChunkPlan:
             import_tensorflow_quietly()
         for n in self.nodes:
             t0 = time.perf_counter()
-            n.stage.setup(n.ctx)
+            try:
+                n.stage.setup(n.ctx)
+            except BaseException as exc:
+                _mark_stage(exc, n.name)
+                raise
             if timings is not None:
                 timings[n.name] = timings.get(n.name, 0.0) + time.perf_counter() - t0
         self.ready = True
@@ -522,7 +537,11 @@ class ChunkPlan:
         timings = {}
         for n in self.nodes:
             t0 = time.perf_counter()
-            results[n.name] = n.stage.process(*[results[i] for i in n.inputs])
+            try:
+                results[n.name] = n.stage.process(*[results[i] for i in n.inputs])
+            except BaseException as exc:
+                _mark_stage(exc, n.name)
+                raise
             timings[n.name] = time.perf_counter() - t0
         return {k: results[k] for k in self.returns}, timings
 
@@ -555,7 +574,11 @@ class Executor:
         out = {}
         for n in self.pipeline.sources:
             t0 = time.perf_counter()
-            out[n.name] = n.stage.read_chunk(i)
+            try:
+                out[n.name] = n.stage.read_chunk(i)
+            except BaseException as exc:
+                _mark_stage(exc, n.name)
+                raise
             timings[n.name] = timings.get(n.name, 0.0) + time.perf_counter() - t0
         return out
 
@@ -617,6 +640,7 @@ class _Failure:
     key: str | None
     line: int | None
     received: dict
+    stage: str | None = None
 
     @classmethod
     def of(cls, exc: AstrogenError) -> "_Failure":
@@ -629,10 +653,14 @@ class _Failure:
                 received[k] = v
             except Exception:  # noqa: BLE001 - anything unpicklable is shown by its repr
                 received[k] = _Repr(repr(v))
-        return cls(type(exc), exc.message, exc.key, exc.line, received)
+        return cls(type(exc), exc.message, exc.key, exc.line, received,
+                   getattr(exc, "_astrogen_stage", None))
 
     def error(self) -> AstrogenError:
-        return self.cls(self.message, key=self.key, line=self.line, received=self.received)
+        err = self.cls(self.message, key=self.key, line=self.line, received=self.received)
+        if self.stage:
+            _mark_stage(err, self.stage)
+        return err
 
 
 def worker_plan(key: str, blob: bytes, modules: tuple = ()) -> ChunkPlan:

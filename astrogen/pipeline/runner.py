@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from astrogen.errors import AstrogenError, ResumeError
+from astrogen.errors import AstrogenError, OutputError, ResumeError, wrap_exception
 from astrogen.io.atomic import save_npz, write_json
 from astrogen.pipeline.build import Pipeline
 from astrogen.pipeline.executors import ExecutorSpec, make_executor
@@ -69,7 +70,10 @@ def _provenance_cards(p: Pipeline, node) -> dict:
 
 
 def _config_history(p: Pipeline) -> list[str]:
-    text = yaml.safe_dump(json.loads(json.dumps(p.resolved, default=str)), sort_keys=False)
+    """The resolved configuration as HISTORY lines, without the run location (so the same
+    pipeline gives byte-identical FITS files in any output folder)."""
+    text = yaml.safe_dump(json.loads(json.dumps(p.hashed_config, default=str)),
+                          sort_keys=False, allow_unicode=False)
     out = []
     for line in text.splitlines():
         while len(line) > 70:
@@ -117,32 +121,97 @@ def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None
         committed is kept and ``--resume`` continues.
     """
     t_start = time.time()
-    executor = make_executor(executor or p.executor)
-    executor.start()  # a cluster that cannot be reached fails the run before any write
+    try:
+        executor = make_executor(executor or p.executor)
+        executor.start()  # a cluster that cannot be reached fails the run before any write
+    except AstrogenError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the one boundary
+        raise wrap_exception(exc, key="executor") from None
     try:
         return _run(p, executor, resume, progress, t_start)
     finally:
-        executor.close()
+        with contextlib.suppress(Exception):
+            executor.close()
+
+
+def _read_ledger(path: Path, out: Path) -> dict:
+    """The ledger of an interrupted run, or a ResumeError naming it when it is unreadable."""
+    try:
+        ledger = json.loads(path.read_text())
+        done = ledger["done"]
+        if not isinstance(ledger, dict) or isinstance(done, bool) or not isinstance(done, int) \
+                or done < 0 or not isinstance(ledger.get("config_hash"), str):
+            raise ValueError("unexpected content")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ResumeError(f"the run ledger is unreadable ({type(exc).__name__}: {exc}); "
+                          "rerun without --resume to start over.", key="output",
+                          received={"ledger": str(path)}) from None
+    return ledger
 
 
 def _run(p: Pipeline, executor, resume: bool, progress, t_start: float) -> RunResult:
-    """The body of :func:`run_pipeline` once the executor is started."""
-    from tqdm.auto import tqdm
-
+    """The body of :func:`run_pipeline` once the executor is started: the one error
+    boundary of a run. Any exception (not only bad input) becomes an
+    :class:`~astrogen.errors.AstrogenError` naming the stage that was running, and the
+    files this run made are removed; only an executor failure (resumable) and Ctrl-C keep
+    what was committed, for ``--resume``."""
     out = p.output
     created_output = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
     work = out / WORK_DIR
+    written: list[Path] = []
+    state = {"stage": None, "step": "preparing the output folder"}
+    try:
+        return _run_body(p, executor, resume, progress, t_start, out, work, written, state)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the one boundary
+        if isinstance(exc, AstrogenError) and getattr(exc, "resumable", False):
+            raise  # the executor failed: keep what is committed
+        name = getattr(exc, "_astrogen_stage", None) or state["stage"]
+        node = next((n for n in p.nodes if n.name == name), None)
+        step = None if node else state.get("step")
+        if isinstance(exc, AstrogenError):
+            err = exc
+            if node is not None and getattr(exc, "stage", None) is None \
+                    and not str(exc.key or "").startswith("stages["):
+                where = f"stages[{node.index}] (stage '{node.name}', {node.type})"
+                try:
+                    err = exc.in_stage(where, node.line)
+                except Exception:  # noqa: BLE001 - a subclass with another signature
+                    err = exc
+        else:
+            err = wrap_exception(exc, key=(f"stages[{node.index}] (stage '{node.name}', "
+                                           f"{node.type})" if node else
+                                           (f"run ({step})" if step else None)),
+                                 line=node.line if node else None)
+        # leave nothing behind that this run made
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        shutil.rmtree(work, ignore_errors=True)
+        if created_output:
+            shutil.rmtree(out, ignore_errors=True)
+        if err is exc:
+            raise
+        raise err from None
+
+
+def _run_body(p: Pipeline, executor, resume: bool, progress, t_start: float, out: Path,
+              work: Path, written: list, state: dict) -> RunResult:
+    from tqdm.auto import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
     ledger_path = work / "ledger.json"
     n_chunks, n_rows = p.n_chunks(), p.n_rows()
     start = 0
     if resume and ledger_path.is_file():
-        ledger = json.loads(ledger_path.read_text())
+        ledger = _read_ledger(ledger_path, out)
         if ledger.get("config_hash") != p.config_hash:
             raise ResumeError("the output folder holds an interrupted run of a different "
                               "configuration; rerun without --resume to start over.",
                               key="output", received={"output": str(out)})
-        start = int(ledger["done"])
+        start = min(int(ledger["done"]), n_chunks)
         log.info("resuming %s at chunk %d / %d", p.name, start, n_chunks)
     else:
         if resume:
@@ -153,76 +222,87 @@ def _run(p: Pipeline, executor, resume: bool, progress, t_start: float) -> RunRe
     for stale in out.rglob(".*.tmp-*"):  # temporary files of a killed run (never final)
         with contextlib.suppress(OSError):
             stale.unlink()
-    written: list[Path] = []
     timings = {n.name: 0.0 for n in p.nodes}
     sinks = [n for n in p.nodes if n.stage.kind == "sink"]
     history = _config_history(p)
-    try:
-        contexts = {}
-        for n in p.nodes:
-            cards = _provenance_cards(p, n)
-            ctx = StageContext(name=n.name, seed=derive_seed(p.seed, n.name), output_dir=out,
-                               work_dir=work / n.name, provenance=cards, log=log,
-                               history=history)
-            ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            contexts[n.name] = ctx
-            if n.stage.kind != "map":  # map stages are set up by the executor
-                t0 = time.perf_counter()
-                n.stage.setup(ctx)
-                timings[n.name] += time.perf_counter() - t0
-        executor.open(p, {n.name: contexts[n.name] for n in p.nodes if n.stage.kind == "map"})
-        for name, dt in executor.setup_timings.items():
-            timings[name] += dt
-        if start > 0:
-            for n in sinks:
-                state_file = n.stage.ctx.work_dir / f"state_{start - 1:06d}.npz"
-                if state_file.is_file():
-                    with np.load(state_file) as z:
-                        n.stage.set_state({k: z[k] for k in z.files})
-        write_json(ledger_path, {"config_hash": p.config_hash, "n_chunks": n_chunks,
-                                 "done": start, "pipeline": p.name})
-        bar = tqdm(total=n_chunks, initial=start, unit="chunk", desc=p.name,
-                   disable=(not sys.stderr.isatty()) if progress is None else not progress)
-        # sources and map stages: by the executor (here or on workers), in chunk order
-        for i, results, chunk_timings in executor.chunks(range(start, n_chunks)):
-            for name, dt in chunk_timings.items():
-                timings[name] += dt
-            for n in sinks:
-                t0 = time.perf_counter()
-                n.stage.consume(i, *[results[name] for name in n.inputs])
-                timings[n.name] += time.perf_counter() - t0
-            for n in sinks:  # checkpoint accumulating sinks, then mark the chunk done
-                state = n.stage.get_state()
-                if state is not None:
-                    save_npz(n.stage.ctx.work_dir / f"state_{i:06d}.npz", **state)
-            write_json(ledger_path, {"config_hash": p.config_hash, "n_chunks": n_chunks,
-                                     "done": i + 1, "pipeline": p.name})
-            # only now is the previous checkpoint no longer the one --resume would load
-            for n in sinks:
-                with contextlib.suppress(FileNotFoundError):
-                    (n.stage.ctx.work_dir / f"state_{i - 1:06d}.npz").unlink()
-            bar.update(1)
-            log.debug("chunk %d / %d done", i + 1, n_chunks)
-        bar.close()
-        executor_info = executor.describe()
-        executor.close()
-        for n in sinks:
+    contexts = {}
+    for n in p.nodes:
+        state["stage"] = n.name
+        cards = _provenance_cards(p, n)
+        stage_dir = work / n.name
+        if stage_dir.resolve().parent != work.resolve():  # names are checked by build
+            raise OutputError("a stage name must not leave the work folder.", key="name",
+                              received={"name": n.name})
+        ctx = StageContext(name=n.name, seed=derive_seed(p.seed, n.name), output_dir=out,
+                           work_dir=stage_dir, provenance=cards, log=log,
+                           history=history)
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        contexts[n.name] = ctx
+        if n.stage.kind != "map":  # map stages are set up by the executor
             t0 = time.perf_counter()
-            for path in n.stage.finalize():
-                written.append(Path(path))
-                log.info("wrote %s", path)
+            n.stage.setup(ctx)
             timings[n.name] += time.perf_counter() - t0
-    except AstrogenError as exc:
-        if getattr(exc, "resumable", False):  # the executor failed: keep what is committed
-            raise
-        # bad input: leave nothing behind that this run made
-        for path in written:
+    state["stage"] = None
+    executor.open(p, {n.name: contexts[n.name] for n in p.nodes if n.stage.kind == "map"})
+    for name, dt in executor.setup_timings.items():
+        timings[name] += dt
+    if start > 0:
+        for n in sinks:
+            state["stage"] = n.name
+            state_file = n.stage.ctx.work_dir / f"state_{start - 1:06d}.npz"
+            if state_file.is_file():
+                with np.load(state_file) as z:
+                    n.stage.set_state({k: z[k] for k in z.files})
+    state["stage"], state["step"] = None, "writing the run ledger"
+    write_json(ledger_path, {"config_hash": p.config_hash, "n_chunks": n_chunks,
+                             "done": start, "pipeline": p.name})
+    state["step"] = "reading the sources"
+    bar = tqdm(total=n_chunks, initial=start, unit="chunk", desc=p.name,
+               disable=(not sys.stderr.isatty()) if progress is None else not progress)
+    # sources and map stages: by the executor (here or on workers), in chunk order
+    for i, results, chunk_timings in executor.chunks(range(start, n_chunks)):
+        for name, dt in chunk_timings.items():
+            timings[name] += dt
+        for n in sinks:
+            state["stage"] = n.name
+            t0 = time.perf_counter()
+            n.stage.consume(i, *[results[name] for name in n.inputs])
+            timings[n.name] += time.perf_counter() - t0
+        for n in sinks:  # checkpoint accumulating sinks, then mark the chunk done
+            state["stage"] = n.name
+            st = n.stage.get_state()
+            if st is not None:
+                save_npz(n.stage.ctx.work_dir / f"state_{i:06d}.npz", **st)
+        state["stage"], state["step"] = None, "writing the run ledger"
+        write_json(ledger_path, {"config_hash": p.config_hash, "n_chunks": n_chunks,
+                                 "done": i + 1, "pipeline": p.name})
+        state["step"] = "reading the sources"
+        # only now is the previous checkpoint no longer the one --resume would load
+        for n in sinks:
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        shutil.rmtree(work, ignore_errors=True)
-        if created_output:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+                (n.stage.ctx.work_dir / f"state_{i - 1:06d}.npz").unlink()
+        bar.update(1)
+        log.debug("chunk %d / %d done", i + 1, n_chunks)
+    bar.close()
+    executor_info = executor.describe()
+    executor.close()
+    owners: dict[Path, str] = {}
+    for n in sinks:
+        state["stage"] = n.name
+        t0 = time.perf_counter()
+        for path in n.stage.finalize():
+            path = Path(path)
+            key = Path(os.path.normcase(os.path.abspath(path)))
+            if key in owners:  # build checks declared names; this catches the others
+                raise OutputError(f"stage '{n.name}' wrote '{path.name}', which stage "
+                                  f"'{owners[key]}' had written; give one of them another "
+                                  "file name.", key=f"stage '{n.name}'",
+                                  received={"file": str(path)})
+            owners[key] = n.name
+            written.append(path)
+            log.debug("wrote %s", path)
+        timings[n.name] += time.perf_counter() - t0
+    state["stage"] = None
     wall = time.time() - t_start
     prov = {
         "pipeline": p.name, "seed": p.seed, "config_hash": p.config_hash,
@@ -234,6 +314,7 @@ def _run(p: Pipeline, executor, resume: bool, progress, t_start: float) -> RunRe
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": [str(f.relative_to(out)) if f.is_relative_to(out) else str(f) for f in written],
     }
+    state["step"] = "writing provenance.json"
     write_json(out / "provenance.json", prov)
     written.append(out / "provenance.json")
     # the ledger goes first: a kill while the parts are being deleted must not leave a ledger

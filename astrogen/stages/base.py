@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 from astrogen.errors import ConfigError
 
 __all__ = ["Stage", "StageContext", "check_positive", "check_choice", "check_int",
-           "check_file_name"]
+           "check_file_name", "check_parameters", "check_model_file", "PARAM_LIMITS",
+           "MAX_INT", "OUTPUT_SUFFIXES"]
 
 
 @dataclass
@@ -76,8 +77,43 @@ class Stage:
     units: ClassVar[dict[str, str]] = {}
     #: Whether the stage imports TensorFlow (the CLI then imports it quietly beforehand).
     uses_tensorflow: ClassVar[bool] = False
+    #: Catalog columns the stage reads from the rows of its first input (``astrogen
+    #: validate`` checks that something upstream provides them); see
+    #: :meth:`required_columns`.
+    requires_columns: ClassVar[tuple[str, ...]] = ()
+    #: Columns the stage adds to the rows it passes on; for a source, every column it
+    #: produces (``None``, the default: not known before running, which turns the column
+    #: check off downstream; ``()``: passes its input's columns on and adds none).
+    provides_columns: ClassVar[tuple[str, ...] | None] = None
 
     ctx: StageContext | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        """Every stage constructor checks its arguments with :func:`check_parameters` (types
+        from its annotations, the shared bounds of :data:`PARAM_LIMITS`) before its own
+        body runs, whether it is built from YAML or called from Python."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_astrogen_checked", False):
+            return
+        import functools
+
+        sig = inspect.signature(init)
+
+        @functools.wraps(init)
+        def checked_init(self, *args, **kw):
+            try:
+                bound = sig.bind(self, *args, **kw)
+            except TypeError:
+                return init(self, *args, **kw)  # let Python report the bad call itself
+            given = {k: v for k, v in list(bound.arguments.items())[1:]
+                     if sig.parameters[k].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                   inspect.Parameter.KEYWORD_ONLY)}
+            _check_values(sig, given)
+            return init(self, *args, **kw)
+
+        checked_init._astrogen_checked = True
+        cls.__init__ = checked_init
 
     # ---- introspection -------------------------------------------------------------------
     @classmethod
@@ -91,6 +127,35 @@ class Stage:
     def summary(cls) -> str:
         doc = inspect.getdoc(cls) or ""
         return doc.splitlines()[0] if doc else ""
+
+    # ---- what validate checks without running ---------------------------------------------
+    def required_columns(self) -> tuple[str, ...]:
+        """Catalog columns this stage needs in the rows of its first input (default
+        :attr:`requires_columns`; override when they depend on a parameter)."""
+        return tuple(self.requires_columns)
+
+    def provided_columns(self) -> tuple[str, ...] | None:
+        """Columns this stage adds (sources: all the columns it produces), or ``None`` when
+        they are not known before running (default :attr:`provides_columns`)."""
+        p = self.provides_columns
+        return None if p is None else tuple(p)
+
+    def output_files(self, params: dict[str, Any]) -> list[str]:
+        """Files (relative to the output folder) this sink writes, for the check that no two
+        sinks write the same file. ``params`` are its resolved parameters (defaults
+        included); default: every string parameter ending in an output suffix."""
+        return [v for v in params.values()
+                if isinstance(v, str) and v.lower().endswith(OUTPUT_SUFFIXES)]
+
+    def check_resources(self, params: dict[str, Any]) -> None:
+        """Open and check every file the stage will read (``astrogen validate`` calls it;
+        nothing is written). Default: every parameter named ``model`` (or ``*_model``) that
+        is a ``.keras`` / ``.json`` path is checked by :func:`check_model_file`. Raise an
+        :class:`~astrogen.errors.AstrogenError` naming the parameter."""
+        for k, v in params.items():
+            if (k == "model" or k.endswith("_model")) and isinstance(v, str) \
+                    and v.lower().endswith((".keras", ".json")):
+                check_model_file(k, v)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def setup(self, ctx: StageContext) -> None:
@@ -173,3 +238,202 @@ def check_file_name(name: str, value, suffixes: tuple[str, ...]) -> str:
         raise ConfigError(f"must be a relative file name ending in {' or '.join(suffixes)} "
                           "(written inside the output folder).", key=name, received={name: value})
     return value
+
+
+# ---- checks applied to every stage's parameters before its constructor runs ----------------
+#: largest integer any parameter may hold (beyond it a value is a typo or an attack)
+MAX_INT = 2 ** 53
+#: suffixes of the files sinks write (:meth:`Stage.output_files`)
+OUTPUT_SUFFIXES = (".fits", ".fit", ".fz", ".png", ".jpg", ".json", ".csv", ".ecsv", ".h5",
+                   ".hdf5", ".npz", ".npy", ".txt", ".md")
+
+#: Parameter name -> (kind, low, high, unit): bounds that hold in every stage type that has a
+#: parameter of that name (``kind``: "int", "number", "pair" = [low, high] of numbers,
+#: "int_or_pair" = an integer or two). Upper bounds keep a typo from asking for terabytes:
+#: a 4096-pixel stamp is 128 MiB in float64, a 65536-pixel scene 32 GiB.
+PARAM_LIMITS: dict[str, tuple[str, float, float, str]] = {
+    "stamp_size": ("int", 4, 4096, "pix"),
+    "n_objects": ("int", 1, 10 ** 8, "rows"),
+    "chunk_size": ("int", 1, 10 ** 6, "rows"),
+    "size": ("int_or_pair", 1, 65536, "pix"),
+    "n_boxes": ("int", 1, 10 ** 6, "boxes"),
+    "first_box": ("int", 0, 10 ** 9, ""),
+    "batch_size": ("int", 1, 4096, ""),
+    "n_max": ("int", 1, 10 ** 4, "stamps"),
+    "n_samples": ("int", 1, 1024, ""),
+    "num_steps": ("int", 1, 10 ** 4, ""),
+    "n_steps": ("int", 1, 10 ** 4, ""),
+    "n_figures": ("int", 0, 1000, ""),
+    "min_objects": ("int", 1, 64, ""),
+    "max_objects": ("int", 1, 64, ""),
+    "minarea": ("int", 1, 10 ** 6, "pix"),
+    "deblend_nthresh": ("int", 1, 1024, ""),
+    "density_grid": ("int", 2, 2048, ""),
+    "hdu": ("int", 0, 10 ** 4, ""),
+    "pixel_scale": ("number", 1e-6, 3600.0, "arcsec/pixel"),
+    "zero_point": ("number", -50.0, 100.0, "mag (AB)"),
+    "guidance": ("number", 0.0, 100.0, ""),
+    "temperature": ("number", 0.0, 100.0, ""),
+    "mag_range": ("pair", -10.0, 40.0, "mag (AB)"),
+    "separation": ("pair", 0.0, 1e4, ""),
+}
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false",
+               "str": "a string", "list": "a list", "dict": "a mapping", "tuple": "a list"}
+
+
+def _annotation_types(annotation) -> list[str] | None:
+    """``"int | None"`` -> ``["int", "None"]``; ``None`` when the annotation is absent or
+    not one of the plain YAML types."""
+    if annotation is inspect.Parameter.empty:
+        return None
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__",
+                                                                   str(annotation))
+    names = []
+    for part in str(text).replace("Optional[", "").replace("]", "").split("|"):
+        part = part.strip().split("[")[0]
+        if part in ("None", "NoneType"):
+            names.append("None")
+        elif part in _TYPE_WORDS:
+            names.append(part)
+        else:
+            return None
+    return names
+
+
+def _type_ok(value, names: list[str]) -> bool:
+    import math
+
+    for n in names:
+        if n == "None" and value is None:
+            return True
+        if n == "bool" and isinstance(value, bool):
+            return True
+        if isinstance(value, bool):
+            continue
+        if n == "int" and isinstance(value, int):
+            return True
+        if n == "float" and isinstance(value, (int, float)):
+            return isinstance(value, int) or math.isfinite(value)
+        if n == "str" and isinstance(value, str):
+            return True
+        if n in ("list", "tuple") and isinstance(value, (list, tuple)):
+            return True
+        if n == "dict" and isinstance(value, dict):
+            return True
+    return False
+
+
+def _number(name: str, value, lo: float, hi: float, unit: str, integer: bool, shown=None):
+    import math
+
+    what = "an integer" if integer else "a number"
+    u = f" {unit}" if unit else ""
+    ok = not isinstance(value, bool) and (isinstance(value, int) if integer
+                                          else isinstance(value, (int, float)))
+    if ok and not integer:
+        ok = math.isfinite(value)
+    if not ok or not (lo <= value <= hi):
+        raise ConfigError(f"must be {what} in [{lo:g}, {hi:g}]{u}.", key=name,
+                          received={name: value if shown is None else shown})
+
+
+def check_parameters(cls, params: dict[str, Any]) -> None:
+    """Check the values given to a stage type before its constructor runs.
+
+    Every value must match the constructor's annotation (``int``, ``float``, ``bool``,
+    ``str``, ``list``, ``dict``, optionally ``| None``; floats finite; no integer beyond
+    :data:`MAX_INT`), and parameters named in :data:`PARAM_LIMITS` must be within their
+    bounds, whatever the stage type.
+
+    Raises
+    ------
+    ConfigError
+        Naming the parameter, the value received and what was expected.
+    """
+    _check_values(inspect.signature(cls.__init__), params)
+
+
+def _check_values(sig: inspect.Signature, params: dict[str, Any]) -> None:
+    for k, v in params.items():
+        prm = sig.parameters.get(k)
+        if prm is None or prm.kind not in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY):
+            continue
+        names = _annotation_types(prm.annotation)
+        if names is not None and not _type_ok(v, names):
+            words = " or ".join(dict.fromkeys(_TYPE_WORDS.get(n, "null") for n in names))
+            extra = " (finite)" if "float" in names and isinstance(v, float) else ""
+            raise ConfigError(f"must be {words}{extra}.", key=k, received={k: v})
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+            raise ConfigError(f"is beyond any sensible value (|value| <= 2**53).", key=k,
+                              received={k: v})
+        if k in PARAM_LIMITS and v is not None:
+            kind, lo, hi, unit = PARAM_LIMITS[k]
+            if kind in ("int", "number"):
+                _number(k, v, lo, hi, unit, kind == "int")
+            elif kind == "int_or_pair":
+                items = v if isinstance(v, (list, tuple)) else [v]
+                if isinstance(v, (list, tuple)) and len(v) != 2:
+                    raise ConfigError(f"must be an integer or a list of two integers in "
+                                      f"[{lo:g}, {hi:g}] {unit}.", key=k, received={k: v})
+                for x in items:
+                    _number(k, x, lo, hi, unit, True, shown=v)
+            elif kind == "pair":
+                if not isinstance(v, (list, tuple)) or len(v) != 2:
+                    raise ConfigError(f"must be a list of two numbers [low, high] in "
+                                      f"[{lo:g}, {hi:g}] {unit}.", key=k, received={k: v})
+                for x in v:
+                    _number(k, x, lo, hi, unit, False, shown=v)
+                if not v[0] < v[1]:
+                    raise ConfigError("must be [low, high] with low < high.", key=k,
+                                      received={k: v})
+
+
+def check_model_file(key: str, value) -> Path:
+    """Open a model file (``.keras``, or its ``.json`` sidecar) and check it without
+    TensorFlow: the ``.keras`` zip archive reads back with correct checksums and holds the
+    Keras ``config.json`` (valid JSON) and weights; the ``.json`` sidecar, if present, is
+    valid JSON.
+
+    Raises
+    ------
+    ModelError
+        Missing, unreadable, truncated or corrupt file, naming ``key``.
+    """
+    import json
+    import zipfile
+
+    from astrogen.errors import ModelError
+
+    path = Path(str(value)).expanduser()
+    keras_path = path.with_suffix(".keras") if path.suffix.lower() == ".json" else path
+    side = keras_path.with_suffix(".json")
+    if not keras_path.is_file():
+        raise ModelError("model file not found.", key=key, received={key: str(value)})
+    try:
+        with zipfile.ZipFile(keras_path) as z:
+            bad = z.testzip()
+            if bad is not None:
+                raise ModelError(f"the model file is corrupt (member '{bad}' fails its "
+                                 "checksum).", key=key, received={key: str(value)})
+            names = set(z.namelist())
+            if "config.json" not in names or not any(n.endswith(".h5") for n in names):
+                raise ModelError("is not a Keras model file (no config.json and weights "
+                                 "inside).", key=key, received={key: str(value)})
+            json.loads(z.read("config.json").decode("utf-8"))
+    except ModelError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError,
+            UnicodeDecodeError) as exc:
+        raise ModelError(f"is not a readable Keras model file (truncated or corrupt: {exc}).",
+                         key=key, received={key: str(value)}) from None
+    except OSError as exc:
+        raise ModelError(f"cannot be read ({exc.strerror or exc}).", key=key,
+                         received={key: str(value)}) from None
+    if side.is_file():
+        try:
+            json.loads(side.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
+            raise ModelError(f"the model's sidecar {side.name} is not valid JSON ({exc}).",
+                             key=key, received={key: str(value)}) from None
+    return keras_path

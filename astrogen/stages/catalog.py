@@ -103,6 +103,10 @@ class CatalogRead(_ChunkedSource):
     def n_rows(self) -> int:
         return len(self.file)
 
+    def provided_columns(self):  # validate: the columns the file maps to
+        n = min(1, len(self.file))
+        return tuple(self.file.read_rows(0, n).colnames) if n else ()
+
     def read_chunk(self, index: int) -> Table:
         return self.file.read_rows(*self.chunk_bounds(index))
 
@@ -150,6 +154,9 @@ class CosmosCatalog(_ChunkedSource):
     def n_rows(self) -> int:
         return self.n_objects
 
+    def provided_columns(self):  # validate: the columns the sampler draws
+        return tuple(self.sampler.sample(0, np.arange(1)).colnames)
+
     def read_chunk(self, index: int) -> Table:
         start, stop = self.chunk_bounds(index)
         return self.sampler.sample(self.ctx.seed, np.arange(start, stop))
@@ -177,6 +184,10 @@ class Positions(Stage):
     input_types = (Table,)
     output_type = Table
     units = {"size": "pix", "ra": "deg", "dec": "deg", "margin": "pix"}
+    provides_columns = ("x", "y", "ra", "dec")
+
+    def required_columns(self):
+        return ("ra", "dec") if self.from_sky else ()
 
     def __init__(self, size=1024, survey="lsst_i", ra: float = 150.1, dec: float = 2.2,
                  margin: float = 0.0, from_sky: bool = False):

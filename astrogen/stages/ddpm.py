@@ -129,6 +129,7 @@ class DDPMGenerate(Stage):
     uses_tensorflow = True
     units = {"num_steps": "network evaluations", "batch_size": "rows",
              "max_native_hlr": "arcsec"}
+    requires_columns, provides_columns = ("mag", "hlr", "z"), ()
 
     def __init__(self, model: str = "ddpm_cosmos64", sampler: str = "ddim", num_steps: int = 25,
                  guidance: float = 1.0, eta: float = 0.0, batch_size: int = 16,

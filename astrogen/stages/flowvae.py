@@ -137,6 +137,7 @@ class FlowVAEGenerate(Stage):
     output_type = StampBatch
     uses_tensorflow = True
     units = {"temperature": "", "batch_size": "rows", "max_native_hlr": "arcsec"}
+    requires_columns, provides_columns = ("mag", "hlr", "z"), ()
 
     def __init__(self, model: str = "flowvae_cosmos64", temperature: float = 1.0,
                  batch_size: int = 32, out_of_range: str = "error", flux: str = "model",

@@ -41,6 +41,11 @@ class ParametricGalaxies(Stage):
     input_types = (Table,)
     output_type = StampBatch
     units = {"stamp_size": "pix", "pixel_scale": "arcsec/pixel", "zero_point": "mag (AB)"}
+    provides_columns = ("stamp_flux_frac",)
+
+    def required_columns(self):  # checked by validate through the graph
+        shape = "sersic_n" if self.profile == "sersic" else "bulge_frac"
+        return ("mag", "hlr", "q", "beta", shape)
 
     def __init__(self, profile: str = "sersic", stamp_size: int = 64, pixel_scale: float = 0.03,
                  zero_point: float = COSMOS_ZERO_POINT):
@@ -68,6 +73,10 @@ class _SurveyStage(Stage):
     """Shared set-up of stages that observe PSF-free stamps with a survey."""
 
     units = {"stamp_size": "pix (survey pixels)"}
+    provides_columns = ()
+
+    def required_columns(self):  # checked by validate through the graph
+        return ("mag",) if self.flux_from == "catalog" else ()
 
     def __init__(self, survey="lsst_i", stamp_size: int | None = None, add_noise: bool = True,
                  flux_from: str = "catalog", psf: dict | None = None, draw_method: str = "auto"):
@@ -170,6 +179,9 @@ class Scene(_SurveyStage):
     kind = "sink"
     input_types = (StampBatch,)
     units = {"stamp_size": "pix (survey pixels)"}
+
+    def required_columns(self):  # checked by validate through the graph
+        return ("x", "y") + (("mag",) if self.flux_from == "catalog" else ())
 
     def __init__(self, survey="lsst_i", stamp_size: int | None = None, add_noise: bool = True,
                  flux_from: str = "catalog", psf: dict | None = None, draw_method: str = "auto",
