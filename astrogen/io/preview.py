@@ -75,3 +75,44 @@ def save_image(path, image: np.ndarray, title: str = "", max_pixels: int = 2048)
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def save_color(path, images: list[np.ndarray], title: str = "", max_pixels: int = 2048,
+               q: float = 8.0) -> Path:
+    """Save a colour composite of three images (red, green, blue) as a PNG.
+
+    Asinh stretch of Lupton et al. (2004) via :func:`astropy.visualization.make_lupton_rgb`,
+    with the same stretch for the three bands (so colours are true flux ratios): the
+    softening is set from the background noise (robust sigma) of the summed image, and the
+    full scale from its 99.9th percentile. Images larger than ``max_pixels`` are
+    block-averaged; images of different sizes (bands with other pixel scales) are not
+    accepted.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from astropy.visualization import make_lupton_rgb
+
+    imgs = [np.asarray(im, dtype=float) for im in images]
+    if len(imgs) != 3 or len({im.shape for im in imgs}) != 1:
+        raise ValueError("save_color needs three images of the same shape")
+    f = int(np.ceil(max(imgs[0].shape) / max_pixels))
+    if f > 1:
+        ny, nx = (imgs[0].shape[0] // f) * f, (imgs[0].shape[1] // f) * f
+        imgs = [im[:ny, :nx].reshape(ny // f, f, nx // f, f).mean(axis=(1, 3)) for im in imgs]
+    total = sum(imgs)
+    noise = 1.4826 * np.median(np.abs(total - np.median(total)))
+    top = np.percentile(total, 99.9)
+    stretch = max(top / np.sinh(q) if noise <= 0 else 3 * noise, 1e-30)
+    rgb = make_lupton_rgb(*imgs, minimum=np.median(total) / 3, stretch=stretch, Q=q)
+    fig, ax = plt.subplots(figsize=(8, 8 * rgb.shape[0] / rgb.shape[1]))
+    ax.imshow(rgb, origin="lower")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(path)

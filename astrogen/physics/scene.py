@@ -69,15 +69,25 @@ class SceneCanvas:
         self.image = galsim.ImageF(field.nx, field.ny, scale=field.pixel_scale)
 
     def add(self, profile: galsim.GSObject, x: float, y: float, stamp_size: int,
-            method: str = "auto") -> None:
-        """Draw ``profile`` centred at (x, y) in a ``stamp_size`` box and add it."""
+            method: str = "auto") -> float:
+        """Draw ``profile`` centred at (x, y) in a ``stamp_size`` box (any size, chosen by
+        the caller from the profile) and add it.
+
+        Returns
+        -------
+        float
+            The flux drawn in the box (e-), whether or not it all lands in the image.
+        """
+        from astrogen.physics.observe import draw_profile
+
         ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
         half = stamp_size // 2
         b = galsim.BoundsI(ix - half, ix - half + stamp_size - 1,
                            iy - half, iy - half + stamp_size - 1)
         overlap = b & self.image.bounds
         if not overlap.isDefined():
-            return
+            return 0.0
         stamp = galsim.ImageF(b, scale=self.field.pixel_scale)
-        profile.drawImage(stamp, method=method, center=galsim.PositionD(x, y))
+        draw_profile(profile, stamp, method, center=galsim.PositionD(x, y))
         self.image[overlap] += stamp[overlap]
+        return float(stamp.array.sum(dtype=np.float64))
