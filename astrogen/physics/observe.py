@@ -23,8 +23,6 @@ from astrogen.physics.lensing import apply_lensing
 __all__ = ["intrinsic_profile", "observed_profile", "observed_stamp_size", "draw_profile",
            "draw_observed", "add_noise"]
 
-_DRAW_GSPARAMS = galsim.GSParams(maximum_fft_size=8192)
-
 
 def intrinsic_profile(stamp: np.ndarray | None, pixel_scale: float, flux: float,
                       profile: galsim.GSObject | None = None, is_star: bool = False):
@@ -74,7 +72,7 @@ def observed_profile(stamp, pixel_scale: float, flux: float, psf: galsim.GSObjec
         return None
     if not is_star:
         obj = apply_lensing(obj, float(g1), float(g2), float(kappa))
-    return galsim.Convolve(obj, psf, gsparams=_DRAW_GSPARAMS)
+    return galsim.Convolve(obj, psf)
 
 
 def observed_stamp_size(prof: galsim.GSObject, scale: float, max_size: int,

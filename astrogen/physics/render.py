@@ -36,8 +36,25 @@ SERSIC_N_STEP = 0.05
 PROFILES = ("sersic", "bulge_disk")
 #: Fraction of the light a stamp must hold (GalSim's default folding_threshold is 5e-3).
 MIN_FLUX_FRAC = 0.995
-_GSPARAMS = galsim.GSParams(maximum_fft_size=16384)
+#: GalSim's defaults (FFTs up to 8192^2; the PSF-convolved drawings share these parameters, so
+#: GalSim's per-index Sersic tables are built once and reused: a different GSParams on the
+#: convolution would rebuild them for every galaxy)
+_GSPARAMS = galsim.GSParams()
 _COMPONENT_COLUMNS = ("hlr", "q", "beta")
+
+
+#: one unit (hlr = 1 arcsec, flux 1) Sersic profile per index, every galaxy being a
+#: transformation of it: GalSim then builds the index's Hankel tables (up to 0.5 s for n = 6)
+#: and its maxk once per process, instead of once per galaxy (its own cache holds 100 indices,
+#: fewer than the ~120 of the rounded range, so it would thrash)
+_UNIT_SERSIC: dict[float, galsim.Sersic] = {}
+
+
+def _unit_sersic(n: float) -> galsim.Sersic:
+    obj = _UNIT_SERSIC.get(n)
+    if obj is None:
+        obj = _UNIT_SERSIC[n] = galsim.Sersic(n=n, half_light_radius=1.0, gsparams=_GSPARAMS)
+    return obj
 
 
 def _get(row, name, default=None):
@@ -107,8 +124,8 @@ def galaxy_profile(row, flux: float, profile: str = "sersic",
     comps = profile_components(row, flux, profile, band)
     if not comps:  # zero flux or zero size everywhere: nothing but a (zero) point
         return galsim.DeltaFunction(flux=0.0, gsparams=_GSPARAMS)
-    objs = [galsim.Sersic(n=n, half_light_radius=hlr, flux=f, gsparams=_GSPARAMS)
-            .shear(q=q, beta=beta * galsim.degrees) for f, n, hlr, q, beta in comps]
+    objs = [_unit_sersic(n).dilate(hlr).withFlux(f).shear(q=q, beta=beta * galsim.degrees)
+            for f, n, hlr, q, beta in comps]
     return objs[0] if len(objs) == 1 else galsim.Add(objs)
 
 

@@ -379,8 +379,10 @@ class Scene(_SurveyStage):
                                         None if profiles is None else profiles[i], stars[i])
                 if prof is None:
                     continue
+                # +2 pixels: the box is centred on the nearest pixel, the object up to half
+                # a pixel away from it
                 size = self.stamp_size or observed_stamp_size(prof, s.pixel_scale,
-                                                              self.max_stamp_size)
+                                                              self.max_stamp_size - 2) + 2
                 drawn = canvas.add(prof, float(xs[i]), float(ys[i]), size, self.draw_method)
                 if drawn and self.draw_method != "no_pixel" and drawn < MIN_FLUX_FRAC * prof.flux:
                     n_cut += 1
@@ -461,3 +463,63 @@ class Scene(_SurveyStage):
                                     title=f"{self.ctx.name}: {' '.join(self.color_bands)} "
                                           "(R G B)"))
         return paths
+
+
+@register_stage("lensing.field")
+class LensingField(Stage):
+    """Add a stated weak-lensing field to catalog rows: columns ``g1``, ``g2`` (reduced shear)
+    and ``kappa`` (convergence), evaluated at each row's scene position.
+
+    Models (:mod:`astrogen.physics.shear_field`): ``constant`` (``g1``, ``g2``, ``kappa``
+    everywhere) or ``grf`` (a Gaussian random convergence field of rms ``sigma_kappa``
+    smoothed on ``smoothing`` arcmin, with its Kaiser-Squires shear; seeded by this stage's
+    seed, independent of chunking). Needs ``x``, ``y`` from ``catalog.positions``; stars
+    (``is_star``) get 0. ``observe`` and ``scene`` apply the columns before the PSF.
+
+    Parameters
+    ----------
+    model : {"constant", "grf"}
+    g1, g2, kappa : float
+        The constant model's values (dimensionless).
+    sigma_kappa : float
+        rms convergence of the grf model.
+    smoothing : float
+        Smoothing scale of the grf model, arcmin.
+    """
+
+    input_types = (Table,)
+    output_type = Table
+    units = {"smoothing": "arcmin"}
+
+    def __init__(self, model: str = "constant", g1: float = 0.0, g2: float = 0.0,
+                 kappa: float = 0.0, sigma_kappa: float = 0.02, smoothing: float = 1.0):
+        self.model = check_choice("model", model, ("constant", "grf"))
+        try:
+            self.g1, self.g2, self.kappa = float(g1), float(g2), float(kappa)
+        except (TypeError, ValueError):
+            raise ConfigError("g1, g2 and kappa must be numbers.", key="g1",
+                              received={"g1": g1, "g2": g2, "kappa": kappa}) from None
+        magnification(self.g1, self.g2, self.kappa)  # |g| < 1, kappa not critical
+        self.sigma_kappa = check_positive("sigma_kappa", sigma_kappa, allow_zero=True)
+        self.smoothing = check_positive("smoothing", smoothing, unit="arcmin")
+
+    def process(self, table: Table) -> Table:
+        from astrogen.physics.shear_field import lensing_at
+
+        require_columns(table, ["x", "y"], "lensing.field (add a catalog.positions stage)")
+        field = Field.from_meta(table.meta.get("scene", {}))
+        to_arcmin = field.pixel_scale / 60.0
+        x = (np.asarray(table["x"], float) - (field.nx + 1) / 2) * to_arcmin
+        y = (np.asarray(table["y"], float) - (field.ny + 1) / 2) * to_arcmin
+        g1, g2, kappa = lensing_at(x, y, self.model, derive_seed(self.ctx.seed, "field"),
+                                   (field.nx * to_arcmin, field.ny * to_arcmin), self.g1,
+                                   self.g2, self.kappa, self.sigma_kappa, self.smoothing)
+        stars = _stars(table)
+        out = table.copy(copy_data=False)
+        for name, v, what in (("g1", g1, "reduced shear, component 1"),
+                              ("g2", g2, "reduced shear, component 2"),
+                              ("kappa", kappa, "convergence")):
+            out[name] = np.where(stars, 0.0, v)
+            out[name].description = f"{what} ({self.model} model)"
+        magnification(out["g1"], out["g2"], out["kappa"])
+        return out
