@@ -98,7 +98,8 @@ def draw_profile(prof: galsim.GSObject, image: galsim.Image, method: str = "auto
 
 def draw_observed(stamps, pixel_scales, fluxes: np.ndarray, psf: galsim.GSObject,
                   out_scale: float, out_size: int | None, method: str = "auto",
-                  lensing=None, profiles=None, is_star=None, max_size: int = 512):
+                  lensing=None, profiles=None, is_star=None, max_size: int = 512,
+                  max_missing: float | None = None):
     """Noiseless survey stamps (e- per pixel), each sized to its own profile.
 
     Parameters
@@ -117,6 +118,12 @@ def draw_observed(stamps, pixel_scales, fluxes: np.ndarray, psf: galsim.GSObject
     profiles : list of galsim.GSObject or None, optional
         Exact PSF-free profiles.
     is_star : array of bool, optional
+    max_size : int
+        Largest output side (pixels) when sizing per profile.
+    max_missing : float, optional
+        Largest flux (e-) allowed outside a stamp sized per profile: the stamp is doubled
+        (up to ``max_size``) while more is missing (a bright object's wings). The survey's
+        noise sigma per pixel keeps every stamp edge invisible.
 
     Returns
     -------
@@ -138,8 +145,13 @@ def draw_observed(stamps, pixel_scales, fluxes: np.ndarray, psf: galsim.GSObject
             out.append(np.zeros((size, size), np.float32))
             continue
         size = out_size or observed_stamp_size(prof, out_scale, max_size)
-        img = galsim.ImageF(size, size, scale=out_scale)
-        draw_profile(prof, img, method)
+        while True:
+            img = galsim.ImageF(size, size, scale=out_scale)
+            draw_profile(prof, img, method)
+            if (out_size or max_missing is None or size >= max_size or method == "no_pixel"
+                    or prof.flux - float(img.array.sum(dtype=np.float64)) <= max_missing):
+                break
+            size = min(2 * size, max_size)
         out.append(img.array)
         if method != "no_pixel":
             frac[i] = float(img.array.sum(dtype=np.float64)) / prof.flux

@@ -237,7 +237,7 @@ class Observe(_SurveyStage):
         profiles, stars, lens = self._profiles_args(batch, s)
         images, frac = draw_observed(batch.images, batch.pixel_scales, flux, self.psf,
                                      s.pixel_scale, self.stamp_size, self.draw_method, lens,
-                                     profiles, stars, self.max_stamp_size)
+                                     profiles, stars, self.max_stamp_size, s.noise_sigma)
         sigma = None
         if self.add_noise:
             seeds = row_seeds(self.ctx.seed, np.asarray(batch.catalog["row_id"]))
@@ -328,6 +328,7 @@ class Scene(_SurveyStage):
                 raise ConfigError(f"must list 3 of this scene's bands {names} (red, green, "
                                   "blue).", key="color_bands", received={"color_bands": color_bands})
         self.color_bands = color_bands
+        self.band_surveys = {b.name: b for b in self.bands}
         self.canvases: dict[str, SceneCanvas] = {}
         self.n_objects = 0
         self.n_stars = 0
@@ -383,7 +384,8 @@ class Scene(_SurveyStage):
                 # a pixel away from it
                 size = self.stamp_size or observed_stamp_size(prof, s.pixel_scale,
                                                               self.max_stamp_size - 2) + 2
-                drawn = canvas.add(prof, float(xs[i]), float(ys[i]), size, self.draw_method)
+                drawn = canvas.add(prof, float(xs[i]), float(ys[i]), size, self.draw_method,
+                                   max_missing=s.noise_sigma, max_size=self.max_stamp_size)
                 if drawn and self.draw_method != "no_pixel" and drawn < MIN_FLUX_FRAC * prof.flux:
                     n_cut += 1
         if n_cut:
@@ -458,8 +460,11 @@ class Scene(_SurveyStage):
                                         noisy, title=f"{self.ctx.name}: {self.n_objects} "
                                                      f"objects, {s.name}"))
         if self.color_preview and self.color_bands:
+            # in AB flux units (nanomaggies: e- of a 22.5 mag source), so colours are true
+            # flux ratios whatever each band's zero point and exposure
             paths.append(save_color(self.ctx.output_dir / self.color_preview,
-                                    [noisy_by_band[b] for b in self.color_bands],
+                                    [noisy_by_band[b] / self.band_surveys[b].electrons(22.5)
+                                     for b in self.color_bands],
                                     title=f"{self.ctx.name}: {' '.join(self.color_bands)} "
                                           "(R G B)"))
         return paths
