@@ -34,7 +34,8 @@ class StampsOutput(Stage):
     ``data['image'][k].reshape(ny[k], nx[k])``), in the order of ``ROWS``; ``ROWS`` gives
     ``stamp_ny``, ``stamp_nx`` [pix] and ``pixel_scale`` [arcsec/pix] of every stamp. Padding
     every stamp to the largest one (a galaxy that needs 900 pixels) would multiply the file
-    size by up to ~100.
+    size by up to ~100. Both layouts are written part by part (memory independent of the
+    number of stamps).
 
     The header carries the pixel scale (0 when it varies: see ``ROWS``), flux unit, zero
     point, PSF, band, a linear WCS of offsets from the stamp centre in arcsec (cube layout)
@@ -75,7 +76,7 @@ class StampsOutput(Stage):
                  meta=np.array(json.dumps(meta)), **cols)
 
     def finalize(self):
-        from astrogen.io.fits_out import provenance_cards, write_cube_stream, write_image
+        from astrogen.io.fits_out import provenance_cards, write_cube_stream, write_varlen_stream
 
         parts = _done_parts(self, ".npz")
         if not parts:
@@ -127,17 +128,15 @@ class StampsOutput(Stage):
 
             return [write_cube_stream(out, h, shape, n, blocks(), extra_hdus=[rows_hdu])]
         provenance_cards(h, self.ctx.provenance, self.ctx.history)
-        images = []
-        for p in parts:
-            with np.load(p) as z:
-                flat, k = z["pixels"], 0
-                for ny, nx in zip(z["stamp_ny"], z["stamp_nx"]):
-                    images.append(flat[k:k + ny * nx])
-                    k += ny * nx
-        col = fits.Column(name="image", format="PE()", unit=m["flux_unit"],
-                          array=np.array(images, dtype=object))
-        stamps_hdu = fits.BinTableHDU.from_columns([col], name="STAMPS")
-        return [write_image(out, [fits.PrimaryHDU(header=h), rows_hdu, stamps_hdu])]
+
+        def flat_blocks():
+            for p in parts:
+                with np.load(p) as z:
+                    yield z["pixels"]
+
+        counts = np.asarray(table["stamp_ny"], np.int64) * np.asarray(table["stamp_nx"], np.int64)
+        return [write_varlen_stream(out, h, counts, flat_blocks(), extra_hdus=[rows_hdu],
+                                    unit=m["flux_unit"])]
 
 
 @register_stage("output.catalog")
