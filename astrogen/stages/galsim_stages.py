@@ -120,18 +120,19 @@ class ParametricGalaxies(Stage):
 
 
 def _row_profiles(batch: StampBatch, band: str | None):
-    """Exact PSF-free profiles of a batch for ``band`` (None where there is none): the
-    batch's own, rebuilt with ``bulge_frac_<band>`` for a bulge+disk with per-band colours."""
-    if batch.profiles is None:
-        return None
+    """Exact PSF-free profiles of a batch for ``band`` (None where there is none).
+
+    A ``galsim.parametric`` batch's profiles are rebuilt here from its catalog rows (flux 1;
+    the caller sets the band's flux), with ``bulge_frac_<band>`` for a bulge+disk with
+    per-band colours: rebuilding in this process reuses its per-index Sersic tables, which
+    profiles unpickled from another worker would not. Other batches' own profiles are used.
+    """
     kind = batch.meta.get("parametric_profile")
-    col = f"bulge_frac_{band}"
-    if kind != "bulge_disk" or band is None or col not in batch.catalog.colnames:
+    if kind is None:
         return batch.profiles
     stars = _stars(batch.catalog)
-    return [p if (p is None or stars[i]) else
-            galaxy_profile(batch.catalog[i], float(p.flux), "bulge_disk", band)
-            for i, p in enumerate(batch.profiles)]
+    return [None if stars[i] else galaxy_profile(batch.catalog[i], 1.0, kind, band)
+            for i in range(len(batch))]
 
 
 class _SurveyStage(Stage):
