@@ -170,6 +170,8 @@ class _SurveyStage(Stage):
             return survey.electrons(batch.magnitudes())
         col = survey.mag_column
         where = f"{self.type_name} (band {survey.band_name}, flux_from: catalog)"
+        if col not in batch.catalog.colnames and survey.band_name == "hst_f814w":
+            col = "mag"  # the reference band itself
         if col not in batch.catalog.colnames:
             if self.multi:
                 require_columns(batch.catalog, [col], where)

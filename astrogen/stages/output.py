@@ -185,7 +185,9 @@ class CatalogOutput(Stage):
 
 @register_stage("output.preview")
 class PreviewOutput(Stage):
-    """PNG mosaic of the first ``n_max`` stamps, labelled with row id and magnitude.
+    """PNG mosaic of the first ``n_max`` stamps, labelled with row id, magnitude, stamp side
+    and pixel scale; with an ``hlr`` column each panel shows the central 12 half-light radii
+    (at least 32 pixels) of its stamp.
 
     Parameters
     ----------
@@ -212,11 +214,19 @@ class PreviewOutput(Stage):
         self.title = (f"{batch.meta.get('generator', '')} {batch.band} "
                       f"{scale}  psf={batch.psf or 'none'}")
         mags = batch.catalog["mag"] if "mag" in batch.catalog.colnames else [np.nan] * len(batch)
+        hlr = (np.asarray(batch.catalog["hlr"], float) if "hlr" in batch.catalog.colnames
+               else None)
         for i in range(len(batch)):
             if len(self.stamps) >= self.n_max:
                 return
-            self.stamps.append(np.asarray(batch.stamp(i), dtype=np.float32))
-            ny, nx = self.stamps[-1].shape
+            st = np.asarray(batch.stamp(i), dtype=np.float32)
+            ny, nx = st.shape
+            if hlr is not None and np.isfinite(hlr[i]):
+                # show the galaxy, not its whole 99.5 % box: the central 12 hlr (>= 32 pix)
+                side = int(max(32, np.ceil(12 * hlr[i] / scales[i])))
+                y0, x0 = max((ny - side) // 2, 0), max((nx - side) // 2, 0)
+                st = st[y0:y0 + min(side, ny), x0:x0 + min(side, nx)]
+            self.stamps.append(st)
             self.labels.append(f"#{int(batch.catalog['row_id'][i])} m={float(mags[i]):.1f} "
                                f"{nx}px {scales[i]:.3g}\"")
 
