@@ -290,3 +290,24 @@ def test_lensing_field_constant_and_grf(tmp_path):
     k = np.asarray(whole["kappa"])[gal]
     pairs = np.array(list(cKDTree(xy).query_pairs(20.0)))
     assert np.corrcoef(k[pairs[:, 0]], k[pairs[:, 1]])[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("name", sorted(SURVEYS))
+def test_every_band_preset_matches_surveycodex(name):
+    import surveycodex as sc
+
+    from astrogen.physics.psf import build_psf, psf_fwhm
+    from astrogen.physics.surveys import SURVEYCODEX_BANDS
+
+    s = SURVEYS[name]
+    band = s.band_name
+    prefix = {"vis": "euclid", "y": "euclid_nisp", "j": "euclid_nisp", "h": "euclid_nisp"}.get(
+        band.split("_")[1], band.split("_")[0]) if band.startswith("euclid") else band.split("_")[0]
+    survey, filters = SURVEYCODEX_BANDS[prefix]
+    filt = next(f for f, ours in filters.items() if f"{band.split('_')[0]}_{ours}" == band)
+    sv = sc.get_survey(survey)
+    f = sv.get_filter(filt)
+    assert s.pixel_scale == sv.pixel_scale.to_value("arcsec")
+    assert s.zero_point == f.zeropoint.value and s.exposure_time == f.full_exposure_time.value
+    assert s.sky_brightness == f.sky_brightness.value
+    assert psf_fwhm(build_psf(s.psf)) == pytest.approx(f.psf_fwhm.to_value("arcsec"), rel=0.05)
