@@ -195,7 +195,8 @@ class Observe(_SurveyStage):
     Each row is lensed by its ``g1``, ``g2``, ``kappa`` (0 when absent) before the PSF; stars
     (``is_star``) are drawn as the PSF. Each output stamp is sized by GalSim from the
     PSF-convolved profile (99.5 % of the light) up to ``max_stamp_size``; rows whose light
-    does not fit are flagged and logged. Adds ``flux_<survey>`` (true lensed flux, e-),
+    does not fit are flagged and logged. (Scenes, where box edges could show between
+    objects, also grow a box until less than one pixel's noise sigma of light is missing.) Adds ``flux_<survey>`` (true lensed flux, e-),
     ``flux_frac_<survey>`` (fraction inside the stamp), ``flag_truncated_<survey>``,
     ``g1``, ``g2``, ``kappa``, ``mu``.
 
@@ -240,7 +241,7 @@ class Observe(_SurveyStage):
         profiles, stars, lens = self._profiles_args(batch, s)
         images, frac = draw_observed(batch.images, batch.pixel_scales, flux, self.psf,
                                      s.pixel_scale, self.stamp_size, self.draw_method, lens,
-                                     profiles, stars, self.max_stamp_size, s.noise_sigma)
+                                     profiles, stars, self.max_stamp_size)
         sigma = None
         if self.add_noise:
             seeds = row_seeds(self.ctx.seed, np.asarray(batch.catalog["row_id"]))
