@@ -7,7 +7,8 @@ Stages exchange three kinds of objects, chunk by chunk:
   every random draw of that row;
 * a :class:`StampBatch`: one postage stamp per catalog row, with its pixel scale, flux units
   and PSF state, so that any generator (parametric, FlowVAE, DDPM) can feed ``observe``,
-  ``scene`` and the output stages;
+  ``scene`` and the output stages. Stamps may have different sizes (each sized to hold its
+  own galaxy) and different pixel scales;
 * a :class:`DensityField`: a periodic density box (or 2-D slice) with its size and redshift.
 """
 from __future__ import annotations
@@ -33,8 +34,12 @@ class StampBatch:
 
     Parameters
     ----------
-    images : numpy.ndarray, shape (n, ny, nx)
-        Pixel values in ``flux_unit`` per pixel.
+    images : numpy.ndarray, shape (n, ny, nx), or list of n 2-D arrays
+        Pixel values in ``flux_unit`` per pixel. A list holds stamps of different sizes
+        ("ragged"); it is kept as a list (``images`` is then a list), stored as a 3-D array
+        when every stamp has the same shape. Each stamp's centre is its true centre
+        (``(ny - 1) / 2, (nx - 1) / 2`` in 0-based pixel indices). Consumers read
+        :meth:`stamp`, :attr:`shapes` or :meth:`padded` and work with both forms.
     pixel_scale : float or numpy.ndarray, shape (n,)
         Pixel scale in arcsec / pixel, one for the batch or one per stamp (a generator that
         draws a galaxy larger than its native field in units of the requested size gives that
@@ -55,9 +60,14 @@ class StampBatch:
         Per-stamp background noise standard deviation in ``flux_unit``; ``None`` if noiseless.
     meta : dict
         Free-form provenance (generator name, model version...).
+    profiles : list of galsim.GSObject or None
+        Optional exact PSF-free light profiles, one per row (``None`` entries allowed), in
+        ``flux_unit`` and arcsec, centred on each stamp's centre. A generator that has them
+        (``galsim.parametric``) sets them so that ``observe`` and ``scene`` draw the exact
+        profile instead of interpolating the pixel stamp; other consumers use the stamps.
     """
 
-    images: np.ndarray
+    images: np.ndarray | list
     pixel_scale: float | np.ndarray
     catalog: Table
     flux_unit: str = "count/s"
@@ -66,25 +76,39 @@ class StampBatch:
     band: str = "F814W"
     noise_sigma: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    profiles: list | None = None
 
     def __post_init__(self):
-        self.images = np.asarray(self.images)
-        if self.images.ndim != 3:
-            raise ConfigError("StampBatch.images must have shape (n, ny, nx).",
-                              received={"shape": self.images.shape})
-        if len(self.catalog) != self.images.shape[0]:
+        if isinstance(self.images, (list, tuple)):
+            stamps = [np.asarray(im) for im in self.images]
+            if any(im.ndim != 2 for im in stamps):
+                raise ConfigError("StampBatch.images as a list must hold 2-D stamps.",
+                                  received={"ndims": sorted({im.ndim for im in stamps})})
+            if stamps and len({im.shape for im in stamps}) == 1:
+                self.images = np.stack(stamps)
+            else:
+                self.images = stamps
+        else:
+            self.images = np.asarray(self.images)
+            if self.images.ndim != 3:
+                raise ConfigError("StampBatch.images must have shape (n, ny, nx) or be a "
+                                  "list of 2-D stamps.", received={"shape": self.images.shape})
+        n = len(self.images)
+        if len(self.catalog) != n:
             raise ConfigError("StampBatch needs one catalog row per stamp.",
-                              received={"n_images": self.images.shape[0],
-                                        "n_rows": len(self.catalog)})
+                              received={"n_images": n, "n_rows": len(self.catalog)})
+        if self.profiles is not None and len(self.profiles) != n:
+            raise ConfigError("StampBatch.profiles needs one profile (or None) per stamp.",
+                              received={"n_profiles": len(self.profiles), "n_images": n})
         if "row_id" not in self.catalog.colnames:
             raise ConfigError("StampBatch.catalog must have a 'row_id' column.",
                               received={"columns": self.catalog.colnames})
         scales = np.asarray(self.pixel_scale, dtype=float)
         if scales.ndim == 0:
             self.pixel_scale = float(scales)
-        elif scales.shape != (self.images.shape[0],):
+        elif scales.shape != (n,):
             raise ConfigError("StampBatch.pixel_scale must be a number or one per stamp.",
-                              received={"shape": scales.shape, "n_images": self.images.shape[0]})
+                              received={"shape": scales.shape, "n_images": n})
         else:
             self.pixel_scale = scales
         if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
@@ -92,7 +116,45 @@ class StampBatch:
                               received={"pixel_scale": self.pixel_scale})
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return len(self.images)
+
+    @property
+    def ragged(self) -> bool:
+        """True when the stamps have different shapes (``images`` is a list)."""
+        return isinstance(self.images, list)
+
+    def stamp(self, i: int) -> np.ndarray:
+        """Stamp ``i`` as a 2-D array (its own shape)."""
+        return self.images[i]
+
+    @property
+    def shapes(self) -> np.ndarray:
+        """(ny, nx) of every stamp, int array of shape (n, 2)."""
+        if not self.ragged:
+            return np.tile(np.array(self.images.shape[1:], dtype=int), (len(self), 1))
+        return np.array([im.shape for im in self.images], dtype=int).reshape(len(self), 2)
+
+    def padded(self, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """All stamps in one (n, ny, nx) float32 cube, each zero-padded around its centre.
+
+        Parameters
+        ----------
+        shape : (int, int), optional
+            Cube stamp shape (default: the largest stamp's). Must hold every stamp.
+            A stamp whose size has the other parity than the cube's is placed half a
+            pixel off the cube's centre (rounded down).
+        """
+        shp = self.shapes
+        ny, nx = (tuple(shp.max(axis=0)) if len(self) else (0, 0)) if shape is None else shape
+        if len(self) and (shp[:, 0].max() > ny or shp[:, 1].max() > nx):
+            raise ConfigError("padded shape is smaller than the largest stamp.",
+                              received={"shape": (ny, nx), "largest": tuple(shp.max(axis=0))})
+        out = np.zeros((len(self), ny, nx), dtype=np.float32)
+        for i in range(len(self)):
+            h, w = shp[i]
+            y0, x0 = (ny - h) // 2, (nx - w) // 2
+            out[i, y0:y0 + h, x0:x0 + w] = self.images[i]
+        return out
 
     @property
     def pixel_scales(self) -> np.ndarray:
@@ -112,6 +174,8 @@ class StampBatch:
     @property
     def fluxes(self) -> np.ndarray:
         """Sum of each stamp, in ``flux_unit``."""
+        if self.ragged:
+            return np.array([float(np.sum(im, dtype=np.float64)) for im in self.images])
         return self.images.reshape(len(self), -1).sum(axis=1)
 
     def magnitudes(self) -> np.ndarray:

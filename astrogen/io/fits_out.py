@@ -12,7 +12,8 @@ from astropy.table import Table
 from astrogen.io.atomic import atomic_path
 
 __all__ = ["provenance_cards", "set_card", "write_image", "write_cube_stream",
-           "write_table_stream", "check_header_values"]
+           "write_varlen_stream", "write_table_stream",
+           "check_header_values"]
 
 
 def check_header_values(cards: dict[str, tuple[Any, str]], history: Iterable[str] = ()) -> None:
@@ -149,4 +150,51 @@ def write_table_stream(path, parts: list[Path], primary_header: fits.Header | No
                     size += len(raw)
             pad = (-size) % 2880
             fh.write(b"\0" * pad)
+    return Path(path)
+
+
+def write_varlen_stream(path, primary_header: fits.Header, counts: np.ndarray,
+                        blocks: Iterable[np.ndarray], extra_hdus: list | None = None,
+                        extname: str = "STAMPS", unit: str = "") -> Path:
+    """Write ``n`` flattened float32 images of different lengths as a FITS binary table with
+    one variable-length column ``image`` (``QE`` format: 64-bit heap descriptors), streaming
+    the heap block by block, so memory does not grow with the number of images.
+
+    Layout: primary HDU (``primary_header``, no data), then ``extra_hdus`` (e.g. a ``ROWS``
+    table), then the ``extname`` table; ``data['image'][k]`` has ``counts[k]`` values.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray of int
+        Number of values of each image, in order.
+    blocks : iterable of numpy.ndarray
+        The images' values, concatenated in order, in consecutive 1-D blocks.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    n = len(counts)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]) * 4 if n else np.zeros(0, np.int64)
+    heap = int(counts.sum()) * 4
+    desc = np.empty((n, 2), dtype=">i8")
+    desc[:, 0], desc[:, 1] = counts, offsets
+    h = fits.Header([("XTENSION", "BINTABLE"), ("BITPIX", 8), ("NAXIS", 2), ("NAXIS1", 16),
+                     ("NAXIS2", n), ("PCOUNT", heap), ("GCOUNT", 1), ("TFIELDS", 1),
+                     ("TTYPE1", "image"), ("TFORM1", f"QE({int(counts.max()) if n else 0})")])
+    if unit:
+        h["TUNIT1"] = unit
+    h["EXTNAME"] = extname
+    prim = fits.PrimaryHDU(header=primary_header)
+    with atomic_path(path) as tmp:
+        hl = fits.HDUList([prim] + list(extra_hdus or []))
+        hl.writeto(tmp, overwrite=True, output_verify="exception")
+        with open(tmp, "ab") as fh:
+            fh.write(h.tostring().encode("ascii"))
+            fh.write(desc.tobytes())
+            written = 0
+            for block in blocks:
+                raw = np.ascontiguousarray(block, dtype=">f4").tobytes()
+                fh.write(raw)
+                written += len(raw)
+            if written != heap:
+                raise RuntimeError(f"variable-length table expected {heap} bytes, got {written}")
+            fh.write(b"\0" * ((-(16 * n + heap)) % 2880))
     return Path(path)

@@ -69,15 +69,42 @@ class SceneCanvas:
         self.image = galsim.ImageF(field.nx, field.ny, scale=field.pixel_scale)
 
     def add(self, profile: galsim.GSObject, x: float, y: float, stamp_size: int,
-            method: str = "auto") -> None:
-        """Draw ``profile`` centred at (x, y) in a ``stamp_size`` box and add it."""
+            method: str = "auto", max_missing: float | None = None,
+            max_size: int | None = None) -> float:
+        """Draw ``profile`` centred at (x, y) in a ``stamp_size`` box (any size, chosen by
+        the caller from the profile) and add it.
+
+        Parameters
+        ----------
+        max_missing : float, optional
+            Largest flux (e-) allowed outside the box: while more is missing (a bright
+            object's wings), the box is doubled, up to ``max_size`` pixels. Use the image's
+            noise sigma per pixel so that no box edge can show, even in the noiseless image.
+        max_size : int, optional
+            Largest box side in pixels (default ``stamp_size``).
+
+        Returns
+        -------
+        float
+            The flux drawn in the box (e-), whether or not it all lands in the image.
+        """
+        from astrogen.physics.observe import draw_profile
+
         ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-        half = stamp_size // 2
-        b = galsim.BoundsI(ix - half, ix - half + stamp_size - 1,
-                           iy - half, iy - half + stamp_size - 1)
-        overlap = b & self.image.bounds
-        if not overlap.isDefined():
-            return
-        stamp = galsim.ImageF(b, scale=self.field.pixel_scale)
-        profile.drawImage(stamp, method=method, center=galsim.PositionD(x, y))
+        max_size = max(stamp_size, max_size or stamp_size)
+        size = stamp_size
+        while True:
+            half = size // 2
+            b = galsim.BoundsI(ix - half, ix - half + size - 1, iy - half, iy - half + size - 1)
+            overlap = b & self.image.bounds
+            if not overlap.isDefined():
+                return 0.0
+            stamp = galsim.ImageF(b, scale=self.field.pixel_scale)
+            draw_profile(profile, stamp, method, center=galsim.PositionD(x, y))
+            drawn = float(stamp.array.sum(dtype=np.float64))
+            if (max_missing is None or size >= max_size or method == "no_pixel"
+                    or profile.flux - drawn <= max_missing):
+                break
+            size = min(2 * size, max_size)
         self.image[overlap] += stamp[overlap]
+        return drawn

@@ -5,9 +5,11 @@ exposure_time`` electrons, ``zero_point`` being the AB magnitude that gives 1 e-
 The sky gives ``10**(-0.4 (sky_brightness - zero_point)) * exposure_time * pixel_scale**2``
 electrons per pixel.
 
-Where a number has no primary reference it says so; ``galcheat`` is LSST DESC's survey
-parameter collection (github.com/LSSTDESC/surveycodex, ``galcheat/data``), which lists its
-own sources.
+Every preset is one band ``<survey>_<filter>`` built from ``surveycodex`` (LSST DESC's survey
+parameter collection, github.com/LSSTDESC/surveycodex, formerly galcheat, which lists the
+reference of every number): ``lsst_u .. lsst_y``, ``hsc_g .. hsc_y``, ``des_g .. des_y``,
+``euclid_vis``, ``euclid_y``, ``euclid_j``, ``euclid_h``, ``hst_f814w`` (alias ``hst_cosmos``).
+Numbers that are astrogen's own assumptions say so.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from astrogen.errors import ConfigError, UnknownKeyError, suggest
 
-__all__ = ["Survey", "SURVEYS", "get_survey"]
+__all__ = ["Survey", "SURVEYS", "SURVEY_BANDS", "get_survey", "get_bands"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Survey:
     psf : dict
         GalSim config dict of the PSF (``{"type": "Kolmogorov", "fwhm": 0.79}``); any GalSim
         object type, keys are the GalSim constructor's arguments (arcsec, nm, m).
+    source : str
+        Where the numbers come from (``surveycodex LSST/i``).
     """
 
     name: str
@@ -57,6 +61,17 @@ class Survey:
     read_noise: float
     gain: float = 1.0
     psf: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def band_name(self) -> str:
+        """Contract band name ``<survey>_<filter>`` (``lsst_i``), also for aliases."""
+        return ALIASES.get(self.name, self.name)
+
+    @property
+    def mag_column(self) -> str:
+        """Catalog column of this band's AB magnitude (``mag_lsst_i``)."""
+        return f"mag_{self.band_name}"
 
     def electrons(self, mag) -> np.ndarray:
         """Electrons collected from a source of AB magnitude ``mag`` (mag)."""
@@ -81,48 +96,104 @@ class Survey:
         return asdict(self)
 
 
-SURVEYS: dict[str, Survey] = {
-    # HST/ACS F814W, COSMOS depth (one orbit).
-    "hst_cosmos": Survey(
-        name="hst_cosmos", band="F814W",
-        pixel_scale=0.03,        # drizzled COSMOS pixel (Koekemoer et al. 2007, ApJS 172, 196, Sec. 4)
-        zero_point=25.94,        # AB mag for 1 e-/s, ACS/WFC F814W (GalSim COSMOSCatalog; Sirianni et al. 2005)
-        exposure_time=2028.0,    # 4 x 507 s per COSMOS pointing (Koekemoer et al. 2007, Sec. 2.2)
-        sky_brightness=22.0,     # mag/arcsec^2: galcheat COSMOS.yaml value (no primary reference given there)
-        read_noise=10.0,         # e-: 4 ACS/WFC reads of ~5 e- each added in quadrature (assumed, ACS Instrument Handbook order of magnitude)
-        psf={"type": "Convolve", "items": [
-            # diffraction of the 2.4 m HST mirror with a 0.33 linear obscuration (galcheat HST/COSMOS)
-            {"type": "Airy", "lam": 814.0, "diam": 2.4, "obscuration": 0.33},
-            # jitter + detector charge diffusion, sized so the total FWHM is ~0.095 arcsec
-            # (COSMOS PSF FWHM, Koekemoer et al. 2007, Sec. 5); checked in tests
-            {"type": "Gaussian", "fwhm": 0.06}]},
-    ),
-    # Rubin/LSST i band, 10-year co-add.
-    "lsst_i": Survey(
-        name="lsst_i", band="i",
-        pixel_scale=0.2,         # LSST camera pixel (Ivezic et al. 2019, ApJ 873, 111, arXiv:0805.2366, Sec. 2.2)
-        zero_point=27.78,        # AB mag for 1 e-/s at airmass 1.2 (galcheat LSST.yaml, computed with speclite)
-        exposure_time=5520.0,    # 184 visits x 30 s (Ivezic et al. 2019, Table 1)
-        sky_brightness=20.48,    # mag/arcsec^2 (Ivezic et al. 2019, Table 2)
-        read_noise=0.0,          # e-: neglected in the 10-year co-add (sky variance ~1.8e5 e-/pixel dominates; assumed)
-        psf={"type": "Kolmogorov", "fwhm": 0.79},  # arcsec, Ivezic+19 Table 2 at airmass 1.2 (galcheat)
-    ),
-    # Euclid VIS, wide-survey depth.
-    "euclid_vis": Survey(
-        name="euclid_vis", band="VIS",
-        pixel_scale=0.1,         # VIS pixel (Laureijs et al. 2011, arXiv:1110.3193, p. 3)
-        zero_point=25.91,        # AB mag for 1 e-/s (galcheat Euclid_VIS.yaml, computed with speclite)
-        exposure_time=2260.0,    # 4 x 565 s per field (Cropper et al. 2016, arXiv:1608.08603, Sec. 6)
-        sky_brightness=22.32,    # mag/arcsec^2 (galcheat Euclid_VIS.yaml, MSSL VIS instrument page)
-        read_noise=9.0,          # e-: 4 exposures of ~4.5 e- in quadrature (assumed, VIS CCD273 class)
-        psf={"type": "Convolve", "items": [
-            # 1.2 m mirror, obscuration 0.13 (Cropper et al. 2016, Sec. 3.1), VIS central wavelength 713.5 nm (galcheat)
-            {"type": "Airy", "lam": 713.5, "diam": 1.2, "obscuration": 0.13},
-            # pointing jitter + charge diffusion so that the FWHM is ~0.17 arcsec
-            # (Cropper et al. 2016, Sec. 8); checked in tests
-            {"type": "Gaussian", "fwhm": 0.1}]},
-    ),
+# ---------------------------------------------------------------------------------------------
+# Per-band presets built from ``surveycodex`` (the survey table BlendingToolKit uses; every
+# number there carries its reference, printed by ``surveycodex.get_survey(name).references``):
+# pixel scale, zero point (AB mag of 1 e-/s, computed with speclite), sky brightness
+# (mag/arcsec^2), full exposure time (s), PSF FWHM (arcsec) and effective wavelength (nm) per
+# filter; mirror diameter (m) and linear obscuration per telescope.
+# PSF model (astrogen's choice): ground surveys (LSST, HSC, DES) a Kolmogorov profile of the
+# band's FWHM (atmosphere-dominated seeing); space surveys (Euclid VIS/NISP, HST) the Airy
+# pattern of the mirror (with its obscuration) at the band's effective wavelength convolved
+# with a Gaussian (jitter, charge diffusion) whose FWHM adds in quadrature to the Airy FWHM to
+# give the band's FWHM (the result is within 4 % of it: checked to 5 % in tests).
+# Read noise is not in surveycodex: 0 e- for the ground co-adds (sky-dominated; assumed), the
+# hand-set values below for space.
+# Images are in electrons (gain 1), whatever the camera's gain.
+# ---------------------------------------------------------------------------------------------
+#: astrogen survey prefix -> (surveycodex survey, {surveycodex filter: astrogen filter})
+SURVEYCODEX_BANDS = {
+    "lsst": ("LSST", {f: f for f in "ugrizy"}),
+    "hsc": ("HSC", {f: f for f in "grizy"}),
+    "des": ("DES", {"g": "g", "r": "r", "i": "i", "z": "z", "Y": "y"}),
+    "euclid": ("Euclid_VIS", {"IE": "vis"}),
+    "euclid_nisp": ("Euclid_NISP", {"YE": "y", "JE": "j", "HE": "h"}),
+    "hst": ("COSMOS", {"f814w": "f814w"}),
 }
+_SPACE = {"Euclid_VIS", "Euclid_NISP", "COSMOS"}
+#: effective read noise in e- per pixel of the final image (not in surveycodex; assumed)
+_READ_NOISE = {
+    "COSMOS": 10.0,       # 4 ACS/WFC reads of ~5 e- in quadrature (ACS Instrument Handbook order of magnitude)
+    "Euclid_VIS": 4.5,    # one VIS exposure (surveycodex gives one 565 s exposure), CCD273 class
+    "Euclid_NISP": 6.0,   # one NISP exposure, up-the-ramp H2RG (assumed order of magnitude)
+}
+_NOTE_EXPOSURE = {
+    "Euclid_VIS": "one 565 s exposure (surveycodex convention), not the 4-dither stack",
+    "Euclid_NISP": "one 112 s exposure (surveycodex convention)",
+}
+
+
+def _airy_fwhm(lam_nm: float, diam_m: float, obscuration: float) -> float:
+    """FWHM [arcsec] of an Airy pattern with a central obscuration (Born & Wolf profile)."""
+    from scipy.optimize import brentq
+    from scipy.special import j1
+
+    lod = lam_nm * 1e-9 / diam_m * 206264.806
+    e = obscuration
+
+    def profile(r):
+        x = np.pi * r / lod
+        a = 2 * j1(x) / x - (e ** 2 * 2 * j1(e * x) / (e * x) if e > 0 else 0.0)
+        return (a / (1 - e ** 2)) ** 2
+
+    return 2 * brentq(lambda r: profile(r) - 0.5, 1e-6 * lod, lod)
+
+
+def _space_psf(lam_nm: float, diam_m: float, obscuration: float, fwhm: float) -> dict:
+    airy = _airy_fwhm(lam_nm, diam_m, obscuration)
+    # widths added in quadrature: the total FWHM is within 4 % of the band's (tested at 5 %)
+    jitter = float(np.sqrt(max(fwhm ** 2 - airy ** 2, 1e-6)))
+    return {"type": "Convolve", "items": [
+        {"type": "Airy", "lam": round(lam_nm, 3), "diam": diam_m, "obscuration": obscuration},
+        {"type": "Gaussian", "fwhm": round(jitter, 4)}]}
+
+
+def _surveycodex_presets() -> dict[str, Survey]:
+    import surveycodex as sc
+
+    out = {}
+    for prefix, (sname, filters) in SURVEYCODEX_BANDS.items():
+        sv = sc.get_survey(sname)
+        scale = float(sv.pixel_scale.to_value("arcsec"))
+        diam = float(sv.mirror_diameter.to_value("m"))
+        for fname, ours in filters.items():
+            f = sv.get_filter(fname)
+            fwhm = float(f.psf_fwhm.to_value("arcsec"))
+            lam = float(f.effective_wavelength.to_value("nm"))
+            name = f"{prefix.split('_')[0]}_{ours}"
+            psf = (_space_psf(lam, diam, float(sv.obscuration), fwhm) if sname in _SPACE
+                   else {"type": "Kolmogorov", "fwhm": fwhm})
+            out[name] = Survey(
+                name=name, band=name, pixel_scale=scale,
+                zero_point=float(f.zeropoint.to_value("mag")),
+                exposure_time=float(f.full_exposure_time.to_value("s")),
+                sky_brightness=float(f.sky_brightness.value),
+                read_noise=_READ_NOISE.get(sname, 0.0), gain=1.0, psf=psf,
+                source=f"surveycodex {sc.__version__ if hasattr(sc, '__version__') else ''} "
+                       f"{sname}/{fname}"
+                       + (f"; exposure: {_NOTE_EXPOSURE[sname]}" if sname in _NOTE_EXPOSURE
+                          else ""))
+    return out
+
+
+SURVEYS: dict[str, Survey] = _surveycodex_presets()
+#: the bands of each survey, in wavelength order (``survey: lsst`` + ``bands: [g, r]``)
+SURVEY_BANDS: dict[str, list[str]] = {}
+for _name in SURVEYS:
+    SURVEY_BANDS.setdefault(_name.split("_")[0], []).append(_name)
+#: old preset names, kept working: the same survey set-ups under their first names
+ALIASES = {"hst_cosmos": "hst_f814w"}
+SURVEYS["hst_cosmos"] = replace(SURVEYS["hst_f814w"], name="hst_cosmos")
 
 _FIELDS = {f for f in Survey.__dataclass_fields__}
 
@@ -170,3 +241,37 @@ def get_survey(spec, key: str = "survey") -> Survey:
                                   received={f: v})
         return s
     raise ConfigError("must be a preset name or a mapping.", key=key, received={key: spec})
+
+
+def get_bands(survey=None, bands=None, key: str = "bands") -> list[Survey]:
+    """The per-band surveys of a scene or observation.
+
+    Parameters
+    ----------
+    survey : str or dict or None
+        A preset or override mapping (one band), or a survey prefix (``lsst``) with ``bands``.
+    bands : list of str, optional
+        Band presets (``[lsst_g, lsst_r]``), or filter names of ``survey`` (``[g, r]``).
+        An entry may be a mapping ``{base: preset, field: value}``.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``key`` (or ``survey``) and the unknown value.
+    """
+    if bands is None:
+        if isinstance(survey, str) and survey in SURVEY_BANDS and survey not in SURVEYS:
+            return [SURVEYS[b] for b in SURVEY_BANDS[survey]]
+        return [get_survey(survey if survey is not None else "lsst_i")]
+    if isinstance(bands, str) or not isinstance(bands, (list, tuple)) or not bands:
+        raise ConfigError("must be a non-empty list of bands.", key=key, received={key: bands})
+    out = []
+    for j, b in enumerate(bands):
+        if isinstance(b, str) and b not in SURVEYS and isinstance(survey, str) \
+                and f"{survey}_{b.lower()}" in SURVEYS:
+            b = f"{survey}_{b.lower()}"
+        out.append(get_survey(b, key=f"{key}[{j}]"))
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise ConfigError("lists a band twice.", key=key, received={key: bands})
+    return out

@@ -25,10 +25,21 @@ def _done_parts(stage: Stage, suffix: str):
 
 @register_stage("output.stamps")
 class StampsOutput(Stage):
-    """Write stamps as one FITS cube (n, ny, nx) plus a ``ROWS`` table of their catalog ids.
+    """Write stamps to FITS with a ``ROWS`` table of their catalog ids, sizes and pixel scales.
 
-    The header carries the pixel scale, flux unit, zero point, PSF, band and a linear WCS of
-    offsets from the stamp centre in arcsec, plus the provenance cards.
+    Layout: when every stamp of the file has the same shape, one FITS cube (n, ny, nx) in the
+    primary HDU (as always). When stamps have their own sizes (each sized to hold its
+    galaxy), the primary HDU holds only the header and the stamps are the rows of a
+    ``STAMPS`` binary table with a variable-length ``image`` column (flattened, row-major:
+    ``data['image'][k].reshape(ny[k], nx[k])``), in the order of ``ROWS``; ``ROWS`` gives
+    ``stamp_ny``, ``stamp_nx`` [pix] and ``pixel_scale`` [arcsec/pix] of every stamp. Padding
+    every stamp to the largest one (a galaxy that needs 900 pixels) would multiply the file
+    size by up to ~100. Both layouts are written part by part (memory independent of the
+    number of stamps).
+
+    The header carries the pixel scale (0 when it varies: see ``ROWS``), flux unit, zero
+    point, PSF, band, a linear WCS of offsets from the stamp centre in arcsec (cube layout)
+    and the provenance cards.
 
     Parameters
     ----------
@@ -47,32 +58,44 @@ class StampsOutput(Stage):
 
         cols = {c: np.asarray(batch.catalog[c]) for c in ("row_id", "ra", "dec", "x", "y")
                 if c in batch.catalog.colnames}
-        meta = {"pixel_scale": batch.pixel_scale, "flux_unit": batch.flux_unit,
+        shapes = batch.shapes
+        cols["stamp_ny"], cols["stamp_nx"] = shapes[:, 0].astype(np.int32), shapes[:, 1].astype(np.int32)
+        cols["pixel_scale"] = batch.pixel_scales
+        scales = batch.pixel_scales
+        meta = {"pixel_scale": float(scales[0]) if batch.uniform_scale and len(batch) else 0.0,
+                "flux_unit": batch.flux_unit,
                 "zero_point": batch.zero_point, "psf": batch.psf or "none",
                 "band": batch.band, "noise": (None if batch.noise_sigma is None
                                               else float(np.median(batch.noise_sigma))),
                 "generator": str(batch.meta.get("generator", "")),
                 "model": str(batch.meta.get("model", "")),
                 "model_sha256": str(batch.meta.get("model_sha256", ""))}
-        save_npz(_part(self, index, ".npz"), images=batch.images.astype(np.float32),
+        flat = (np.concatenate([np.ravel(batch.stamp(i)) for i in range(len(batch))])
+                if len(batch) else np.zeros(0))
+        save_npz(_part(self, index, ".npz"), pixels=flat.astype(np.float32),
                  meta=np.array(json.dumps(meta)), **cols)
 
     def finalize(self):
-        from astrogen.io.fits_out import provenance_cards, write_cube_stream
+        from astrogen.io.fits_out import provenance_cards, write_cube_stream, write_varlen_stream
 
         parts = _done_parts(self, ".npz")
         if not parts:
             return []
-        n, shape, rows = 0, None, []
+        n, rows, scales = 0, [], set()
         for p in parts:
             with np.load(p) as z:
-                n += z["images"].shape[0]
-                shape = z["images"].shape[1:]
-                rows.append({k: z[k] for k in z.files if k not in ("images", "meta")})
+                n += z["row_id"].shape[0]
+                rows.append({k: z[k] for k in z.files if k not in ("pixels", "meta")})
                 m = json.loads(str(z["meta"]))
+                scales.add(m["pixel_scale"])
+        table = Table({k: np.concatenate([r[k] for r in rows]) for k in rows[0]})
+        table["pixel_scale"].unit = "arcsec / pix"
+        shapes = {(int(a), int(b)) for a, b in zip(table["stamp_ny"], table["stamp_nx"])}
+        uniform = len(shapes) == 1
+        pixscale = scales.pop() if len(scales) == 1 else 0.0
         h = fits.Header()
         h["BUNIT"] = (m["flux_unit"], "pixel unit")
-        h["PIXSCALE"] = (m["pixel_scale"], "[arcsec/pixel]")
+        h["PIXSCALE"] = (pixscale, "[arcsec/pixel] 0: per stamp (ROWS)")
         h["MAGZERO"] = (m["zero_point"], "[mag] AB magnitude of a 1 BUNIT source")
         h["FILTER"] = (m["band"], "band")
         set_card(h, "PSF", str(m["psf"])[:68], "PSF applied ('none': PSF-free profiles)")
@@ -83,24 +106,37 @@ class StampsOutput(Stage):
         if m.get("model"):
             set_card(h, "GENMODEL", m["model"][-68:], "generative model (shipped name or file)")
             set_card(h, "GENMDSHA", m["model_sha256"], "SHA-256 of the model file")
-        h["WCSAXES"] = 2
-        h["CTYPE1"], h["CTYPE2"] = "OFFSET_X", "OFFSET_Y"
-        h["CUNIT1"], h["CUNIT2"] = "arcsec", "arcsec"
-        h["CRPIX1"], h["CRPIX2"] = shape[1] / 2 + 0.5, shape[0] / 2 + 0.5
-        h["CRVAL1"], h["CRVAL2"] = 0.0, 0.0
-        h["CDELT1"], h["CDELT2"] = m["pixel_scale"], m["pixel_scale"]
-        h["NSTAMPS"] = (n, "number of stamps (NAXIS3)")
-        provenance_cards(h, self.ctx.provenance, self.ctx.history)
-        table = Table({k: np.concatenate([r[k] for r in rows]) for k in rows[0]})
+        h["NSTAMPS"] = (n, "number of stamps")
+        set_card(h, "STAMPLAY", "cube" if uniform else "table",
+                 "cube: primary (n,ny,nx); table: STAMPS rows")
         rows_hdu = fits.BinTableHDU(table, name="ROWS")
+        out = self.ctx.output_dir / self.file_name
+        if uniform:
+            shape = shapes.pop()
+            h["WCSAXES"] = 2
+            h["CTYPE1"], h["CTYPE2"] = "OFFSET_X", "OFFSET_Y"
+            h["CUNIT1"], h["CUNIT2"] = "arcsec", "arcsec"
+            h["CRPIX1"], h["CRPIX2"] = shape[1] / 2 + 0.5, shape[0] / 2 + 0.5
+            h["CRVAL1"], h["CRVAL2"] = 0.0, 0.0
+            h["CDELT1"], h["CDELT2"] = pixscale, pixscale
+            provenance_cards(h, self.ctx.provenance, self.ctx.history)
 
-        def blocks():
+            def blocks():
+                for p in parts:
+                    with np.load(p) as z:
+                        yield z["pixels"].reshape(-1, *shape)
+
+            return [write_cube_stream(out, h, shape, n, blocks(), extra_hdus=[rows_hdu])]
+        provenance_cards(h, self.ctx.provenance, self.ctx.history)
+
+        def flat_blocks():
             for p in parts:
                 with np.load(p) as z:
-                    yield z["images"]
+                    yield z["pixels"]
 
-        return [write_cube_stream(self.ctx.output_dir / self.file_name, h, shape, n, blocks(),
-                                  extra_hdus=[rows_hdu])]
+        counts = np.asarray(table["stamp_ny"], np.int64) * np.asarray(table["stamp_nx"], np.int64)
+        return [write_varlen_stream(out, h, counts, flat_blocks(), extra_hdus=[rows_hdu],
+                                    unit=m["flux_unit"])]
 
 
 @register_stage("output.catalog")
@@ -232,7 +268,9 @@ def _common_meta_cards(header: fits.Header, paths) -> None:
 
 @register_stage("output.preview")
 class PreviewOutput(Stage):
-    """PNG mosaic of the first ``n_max`` stamps, labelled with row id and magnitude.
+    """PNG mosaic of the first ``n_max`` stamps, labelled with row id, magnitude, stamp side
+    and pixel scale; with an ``hlr`` column each panel shows the central 12 half-light radii
+    (at least 32 pixels) of its stamp.
 
     Parameters
     ----------
@@ -253,23 +291,41 @@ class PreviewOutput(Stage):
         self.title = ""
 
     def consume(self, index: int, batch: StampBatch) -> None:
+        scales = batch.pixel_scales
+        scale = (f"{scales[0]:g}\"/pix" if batch.uniform_scale and len(batch)
+                 else "pixel scale per stamp")
         self.title = (f"{batch.meta.get('generator', '')} {batch.band} "
-                      f"{batch.pixel_scale}\"/pix  psf={batch.psf or 'none'}")
+                      f"{scale}  psf={batch.psf or 'none'}")
         mags = batch.catalog["mag"] if "mag" in batch.catalog.colnames else [np.nan] * len(batch)
+        hlr = (np.asarray(batch.catalog["hlr"], float) if "hlr" in batch.catalog.colnames
+               else None)
         for i in range(len(batch)):
             if len(self.stamps) >= self.n_max:
                 return
-            self.stamps.append(np.asarray(batch.images[i]))
-            self.labels.append(f"#{int(batch.catalog['row_id'][i])} m={float(mags[i]):.1f}")
+            st = np.asarray(batch.stamp(i), dtype=np.float32)
+            ny, nx = st.shape
+            if hlr is not None and np.isfinite(hlr[i]):
+                # show the galaxy, not its whole 99.5 % box: the central 12 hlr (>= 32 pix)
+                side = int(max(32, np.ceil(12 * hlr[i] / scales[i])))
+                y0, x0 = max((ny - side) // 2, 0), max((nx - side) // 2, 0)
+                st = st[y0:y0 + min(side, ny), x0:x0 + min(side, nx)]
+            self.stamps.append(st)
+            self.labels.append(f"#{int(batch.catalog['row_id'][i])} m={float(mags[i]):.1f} "
+                               f"{nx}px {scales[i]:.3g}\"")
 
     def get_state(self):
         if not self.stamps:
             return None
-        return {"stamps": np.array(self.stamps), "labels": np.array(self.labels),
+        shapes = np.array([st.shape for st in self.stamps], dtype=np.int64)
+        return {"pixels": np.concatenate([st.ravel() for st in self.stamps]),
+                "shapes": shapes, "labels": np.array(self.labels),
                 "title": np.array(self.title)}
 
     def set_state(self, state) -> None:
-        self.stamps = list(state["stamps"])
+        flat, k, self.stamps = state["pixels"], 0, []
+        for ny, nx in state["shapes"]:
+            self.stamps.append(np.asarray(flat[k:k + ny * nx]).reshape(ny, nx))
+            k += ny * nx
         self.labels = [str(s) for s in state["labels"]]
         self.title = str(state["title"])
 
@@ -278,5 +334,5 @@ class PreviewOutput(Stage):
 
         if not self.stamps:
             return []
-        return [save_mosaic(self.ctx.output_dir / self.file_name, np.array(self.stamps),
+        return [save_mosaic(self.ctx.output_dir / self.file_name, self.stamps,
                             self.labels, title=self.title)]

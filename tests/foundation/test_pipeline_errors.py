@@ -75,7 +75,7 @@ PIPELINE_CASES = [
     ("seed_not_int", lambda t, p: _edit(t, "seed: 7", "seed: seven"), ["seed", "int"]),
     ("duplicate_stage_name", lambda t, p: _edit(t, "name: truth", "name: stamps"),
      ["stages[6].name", "already used"]),
-    ("unknown_survey", lambda t, p: _edit(t, "survey: lsst_i\n    stamp_size: 16", "survey: lsst_z\n    stamp_size: 16"),
+    ("unknown_survey", lambda t, p: _edit(t, "survey: lsst_i\n    stamp_size: 16", "survey: lsst_q\n    stamp_size: 16"),
      ["stages[3].survey", "lsst_i"]),
     ("bad_psf", lambda t, p: _edit(t, "survey: lsst_i\n    stamp_size: 16",
                                    "survey: lsst_i\n    psf: {type: Kolmogorov, fwhm: -1}\n    stamp_size: 16"),
