@@ -571,6 +571,9 @@ class CatalogFile:
             if self.max_rows is not None and count >= self.max_rows:
                 break
         sel = np.concatenate(selected) if selected else np.zeros(0, np.int64)
+        if self._n_file == 0:
+            raise CatalogError("the catalog has no rows.", key="file_name",
+                               received={"file_name": str(self.path)})
         if len(sel) == 0:
             raise CatalogError("no row passes the selection.", key="where",
                                received={"rows": list(self._rows_slice),

@@ -39,23 +39,3 @@ def test_no_lensing_is_identity_and_bad_shear_refused():
     with pytest.raises(CatalogError, match="kappa"):
         magnification(0.0, 0.0, 1.0)
 
-
-def test_gaussian_shear_field_has_the_requested_rms_and_is_position_independent():
-    from astrogen.physics.lensing import gaussian_shear_field
-
-    sigma, theta, size = 0.02, 30.0, 1200.0  # arcsec: field 40 correlation lengths wide
-    gx, gy = np.meshgrid(np.linspace(-590, 590, 60), np.linspace(-590, 590, 60))
-    g1, g2, kappa = gaussian_shear_field(gx.ravel(), gy.ravel(), 7, sigma, theta, size)
-    rms = np.sqrt(np.mean(g1 ** 2 + g2 ** 2))
-    assert rms == pytest.approx(sigma, rel=0.1)
-    assert np.sqrt(np.mean(kappa ** 2)) == pytest.approx(rms, rel=0.02)  # E mode: var k = var g
-    # correlated on theta, independent far apart
-    a = gaussian_shear_field([0.0, 3.0, 500.0], [0.0, 0.0, 0.0], 7, sigma, theta, size)
-    assert abs(a[0][0] - a[0][1]) < 0.2 * sigma
-    # the same field whatever positions are asked for (chunk independence)
-    b = gaussian_shear_field([3.0], [0.0], 7, sigma, theta, size)
-    assert b[0][0] == a[0][1] and b[1][0] == a[1][1]
-    c = gaussian_shear_field([3.0], [0.0], 8, sigma, theta, size)
-    assert c[0][0] != b[0][0]
-    with pytest.raises(ConfigError, match="field_size"):
-        gaussian_shear_field([700.0], [0.0], 7, sigma, theta, size)
