@@ -493,10 +493,13 @@ def galsim_objects(batch, zero_point: float | None = None) -> list:
 
     Returns
     -------
-    list of galsim.InterpolatedImage
-        One per stamp: quintic interpolation of the stamp at its own pixel scale
-        (``batch.pixel_scales[i]`` arcsec / pixel, so sizes are in arcsec), with flux
-        ``sum(stamp) * 10**(0.4 * (zero_point - batch.zero_point))``.
+    list of galsim.GSObject
+        One per stamp. Where the batch carries an exact profile (``batch.profiles``, as
+        ``galsim.parametric`` does), that profile (its whole flux: the catalog magnitude),
+        times ``10**(0.4 * (zero_point - batch.zero_point))``; otherwise a
+        :class:`galsim.InterpolatedImage`: quintic interpolation of the stamp at its own
+        pixel scale (``batch.pixel_scales[i]`` arcsec / pixel, so sizes are in arcsec), with
+        flux ``sum(stamp) * 10**(0.4 * (zero_point - batch.zero_point))``.
 
     Raises
     ------
@@ -509,7 +512,11 @@ def galsim_objects(batch, zero_point: float | None = None) -> list:
     factor = 1.0 if zero_point is None else 10.0 ** (0.4 * (float(zero_point)
                                                            - float(batch.zero_point)))
     out = []
+    profiles = batch.profiles or [None] * len(batch)
     for i, scale in enumerate(batch.pixel_scales):
+        if profiles[i] is not None:  # exact profile: nothing to interpolate
+            out.append(profiles[i] * factor if factor != 1.0 else profiles[i])
+            continue
         stamp = np.ascontiguousarray(batch.images[i], dtype=np.float64)
         total = float(stamp.sum())
         if not (np.isfinite(total) and total > 0):

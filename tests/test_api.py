@@ -142,15 +142,17 @@ def test_sample_as_galsim_objects_scale_flux_and_pixels():
 
     mag = np.array([21.0, 22.5, 23.0])
     model = astrogen.load_model("flowvae_cosmos64")
-    batch = model.sample(mag=mag, hlr=[0.2, 0.25, 0.18], z=0.7, seed=4, as_galsim=False)
-    gals = model.sample(mag=mag, hlr=[0.2, 0.25, 0.18], z=0.7, seed=4)
+    hlr = [0.15, 0.25, 0.18]  # 0.25" > the FlowVAE's native 0.2": drawn in units of its size
+    batch = model.sample(mag=mag, hlr=hlr, z=0.7, seed=4, as_galsim=False)
+    gals = model.sample(mag=mag, hlr=hlr, z=0.7, seed=4)
     assert len(gals) == 3 and all(isinstance(g, galsim.InterpolatedImage) for g in gals)
-    for g, stamp, scale in zip(gals, batch.images, batch.pixel_scales):
-        assert g.image.scale == scale == 0.03
+    for g, stamp, scale, h in zip(gals, batch.images, batch.pixel_scales, hlr):
+        assert g.image.scale == scale
+        assert scale == 0.03 if h < 0.2 else scale > 0.03
         # flux: the stamp's total in count/s (zero point 25.94 = the stamp's gen_mag)
         assert g.flux == pytest.approx(float(stamp.sum(dtype=np.float64)), rel=1e-12)
         # drawn without a pixel at the stamp's scale, the object is the stamp
-        drawn = g.drawImage(nx=64, ny=64, scale=scale, method="no_pixel").array
+        drawn = g.drawImage(nx=stamp.shape[1], ny=stamp.shape[0], scale=scale, method="no_pixel").array
         np.testing.assert_allclose(drawn, stamp, atol=1e-6 * stamp.max())
     gen_mag = np.asarray(batch.catalog["gen_mag"])
     assert 25.94 - 2.5 * np.log10([g.flux for g in gals]) == pytest.approx(gen_mag, abs=1e-6)
@@ -196,11 +198,14 @@ def test_sample_converts_units_and_checks_its_input():
     for i in range(2):
         np.testing.assert_allclose(np.asarray(a.images[i]), np.asarray(b.images[i]),
                                    rtol=1e-9, atol=1e-12)
-    # the flux of a parametric object is the profile's flux inside its stamp
+    # a parametric object is the exact GalSim profile: its whole flux is the catalog's
     gals = astrogen.sample("parametric", t_arcsec)
-    frac = np.asarray(a.catalog["stamp_flux_frac"])
-    want = 10 ** (-0.4 * (np.array(cols["mag"]) - 25.94)) * frac
-    assert [g.flux for g in gals] == pytest.approx(want, rel=1e-5)  # float32 stamps
+    want = 10 ** (-0.4 * (np.array(cols["mag"]) - 25.94))
+    assert [g.flux for g in gals] == pytest.approx(want, rel=1e-12)
+    assert all(not isinstance(g, __import__("galsim").InterpolatedImage) for g in gals)
+    # and its stamp holds >= 99.5 % of it
+    assert np.all([np.sum(a.images[i], dtype=np.float64) / want[i] for i in range(2)] >
+                  np.full(2, 0.995))
     with pytest.raises(ConfigError, match=r"^table: give either a table or column arrays"):
         astrogen.sample("parametric", t_arcsec, mag=[21.0])
     with pytest.raises(ConfigError, match=r"^hlr: has unit 'pix'"):

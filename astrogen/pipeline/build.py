@@ -599,9 +599,9 @@ def _check_headers(cfg: Config, p: "Pipeline") -> None:
     """Every FITS header value the run will write (provenance cards, HISTORY lines) is
     valid FITS: printable ASCII that fits its card."""
     from astrogen.io.fits_out import check_header_values
-    from astrogen.pipeline.runner import _config_history, _provenance_cards
+    from astrogen.pipeline.runner import config_history, stage_provenance_cards
 
-    history = _config_history(p)
+    history = config_history(p)
     for n in p.nodes:  # survey and band names become FILTER / SURVEY cards
         hit = _header_strings(n.params, ("stages", n.index))
         if hit:
@@ -611,7 +611,7 @@ def _check_headers(cfg: Config, p: "Pipeline") -> None:
                               received={path[-1]: value})
     for n in p.nodes:
         try:
-            check_header_values(_provenance_cards(p, n), history)
+            check_header_values(stage_provenance_cards(p, n), history)
         except AstrogenError as exc:
             path = ("stages", n.index)
             raise ConfigError(f"stage '{n.name}' would write an invalid FITS header: "

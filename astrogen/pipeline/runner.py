@@ -37,7 +37,7 @@ from astrogen.seeds import derive_seed
 from astrogen.stages.base import StageContext
 from astrogen.version import __version__
 
-__all__ = ["run_pipeline", "RunResult", "WORK_DIR"]
+__all__ = ["run_pipeline", "RunResult", "WORK_DIR", "stage_provenance_cards", "config_history"]
 
 WORK_DIR = ".astrogen-work"
 log = logging.getLogger("astrogen")
@@ -57,7 +57,8 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
-def _provenance_cards(p: Pipeline, node) -> dict:
+def stage_provenance_cards(p: Pipeline, node) -> dict:
+    """The provenance cards (key -> (value, comment)) of the FITS files written by ``node``."""
     return {
         "AG_VERS": (__version__, "astrogen version"),
         "AG_PIPE": (p.name[:68], "pipeline name"),
@@ -69,7 +70,7 @@ def _provenance_cards(p: Pipeline, node) -> dict:
     }
 
 
-def _config_history(p: Pipeline) -> list[str]:
+def config_history(p: Pipeline) -> list[str]:
     """The resolved configuration as HISTORY lines, without the run location (so the same
     pipeline gives byte-identical FITS files in any output folder)."""
     text = yaml.safe_dump(json.loads(json.dumps(p.hashed_config, default=str)),
@@ -224,11 +225,11 @@ def _run_body(p: Pipeline, executor, resume: bool, progress, t_start: float, out
             stale.unlink()
     timings = {n.name: 0.0 for n in p.nodes}
     sinks = [n for n in p.nodes if n.stage.kind == "sink"]
-    history = _config_history(p)
+    history = config_history(p)
     contexts = {}
     for n in p.nodes:
         state["stage"] = n.name
-        cards = _provenance_cards(p, n)
+        cards = stage_provenance_cards(p, n)
         stage_dir = work / n.name
         if stage_dir.resolve().parent != work.resolve():  # names are checked by build
             raise OutputError("a stage name must not leave the work folder.", key="name",
