@@ -3,6 +3,8 @@
     python benchmarks/ring_test.py                          # 1,000 galaxies per generator
     python benchmarks/ring_test.py --n 200 --generators parametric,flowvae   # quicker
     python benchmarks/ring_test.py --ddpm-steps 25 --out some/folder
+    python benchmarks/ring_test.py --generators parametric --parametric-profile bulge_disk \
+        --out benchmarks/results/ring_test/bulge_disk
 
 Writes ``results.json``, ``results.md`` and ``ring_test.png`` into ``--out`` (default
 ``benchmarks/results/ring_test``).
@@ -321,13 +323,15 @@ def plot(results: dict, out: Path) -> Path:
                     ax.errorbar(k + dx, b[f"{q}{comp}"], yerr=b[f"sigma_{q}{comp}"], fmt="o",
                                 color=col, label=f"{q}{comp}" if k == 0 else None)
             ref = b["reference"].split(",")[0]
-            labels.append(f"{kind}\nobserve vs {ref}")
+            name = kind + (f" ({entry['profile']})" if "profile" in entry else "")
+            labels.append(f"{name}\nobserve vs {ref}")
             k += 1
     for ax, q, target in ((axes[0], "m", TARGET_M), (axes[1], "c", TARGET_C)):
         ax.axhspan(-target, target, color="0.9", zorder=0, label="target")
         ax.axhline(0, color="k", lw=0.5)
         ax.set_yscale("symlog", linthresh=target / (1e3 if q == "m" else 1e5))
         ax.set_xticks(range(k), labels, fontsize=7)
+        ax.set_xlim(-0.5, k - 0.5)
         ax.set_ylabel(f"{q} (test route vs reference)")
         ax.legend(fontsize=8)
     fig.suptitle(f"Ring test, |g| = {results['config']['g']}, LSST i PSF, noiseless")
