@@ -21,7 +21,7 @@ import numpy as np
 from astrogen.physics.lensing import apply_lensing
 
 __all__ = ["intrinsic_profile", "observed_profile", "observed_stamp_size", "draw_profile",
-           "draw_observed", "add_noise"]
+           "draw_observed", "draw_observed_objects", "add_noise"]
 
 
 def intrinsic_profile(stamp: np.ndarray | None, pixel_scale: float, flux: float,
@@ -136,10 +136,34 @@ def draw_observed(stamps, pixel_scales, fluxes: np.ndarray, psf: galsim.GSObject
     scales = np.broadcast_to(np.asarray(pixel_scales, float), (n,))
     g1, g2, kappa = lensing if lensing is not None else (np.zeros(n),) * 3
     stars = np.zeros(n, bool) if is_star is None else np.asarray(is_star, bool)
-    out, frac = [], np.ones(n)
-    for i in range(n):
-        prof = observed_profile(stamps[i], float(scales[i]), float(fluxes[i]), psf, g1[i], g2[i],
-                                kappa[i], None if profiles is None else profiles[i], stars[i])
+    objs = [observed_profile(stamps[i], float(scales[i]), float(fluxes[i]), psf, g1[i], g2[i],
+                             kappa[i], None if profiles is None else profiles[i], stars[i])
+            for i in range(n)]
+    return draw_observed_objects(objs, out_scale, out_size, method, max_size, max_missing)
+
+
+def draw_observed_objects(objs, out_scale: float, out_size: int | None, method: str = "auto",
+                          max_size: int = 512, max_missing: float | None = None):
+    """Noiseless survey stamps (e- per pixel) of lensed, PSF-convolved profiles.
+
+    The drawing half of :func:`draw_observed` (what ``observe`` does with the objects of
+    :meth:`astrogen.stages.galsim_stages.Observe.observed_objects`).
+
+    Parameters
+    ----------
+    objs : sequence of galsim.GSObject or None
+        Lensed, PSF-convolved profiles (e-, arcsec); ``None``: an empty row.
+    out_scale, out_size, method, max_size, max_missing
+        As in :func:`draw_observed`.
+
+    Returns
+    -------
+    images : list of numpy.ndarray (float32)
+    frac : numpy.ndarray
+        Fraction of each profile's light inside its stamp (1 for empty rows).
+    """
+    out, frac = [], np.ones(len(objs))
+    for i, prof in enumerate(objs):
         if prof is None:
             size = out_size or 16
             out.append(np.zeros((size, size), np.float32))

@@ -20,7 +20,7 @@ from astrogen.registry import register_stage
 from astrogen.seeds import derive_seed, galsim_seed, row_seeds
 from astrogen.stages.base import Stage, check_choice, check_file_name, check_int, check_positive
 
-__all__ = ["ParametricGalaxies", "Observe", "Scene"]
+__all__ = ["ParametricGalaxies", "Observe", "Scene", "observed_object"]
 
 
 def _log(stage) -> logging.Logger:
@@ -124,20 +124,22 @@ class ParametricGalaxies(Stage):
                                 "parametric_profile": self.profile})
 
 
-def _row_profiles(batch: StampBatch, band: str | None):
+def _row_profiles(batch: StampBatch, band: str | None, rows=None):
     """Exact PSF-free profiles of a batch for ``band`` (None where there is none).
 
     A ``galsim.parametric`` batch's profiles are rebuilt here from its catalog rows (flux 1;
     the caller sets the band's flux), with ``bulge_frac_<band>`` for a bulge+disk with
     per-band colours: rebuilding in this process reuses its per-index Sersic tables, which
     profiles unpickled from another worker would not. Other batches' own profiles are used.
+    ``rows``: indices wanted (default all); the list is aligned with them.
     """
+    rows = range(len(batch)) if rows is None else rows
     kind = batch.meta.get("parametric_profile")
     if kind is None:
-        return batch.profiles
+        return None if batch.profiles is None else [batch.profiles[i] for i in rows]
     stars = _stars(batch.catalog)
     return [None if stars[i] else galaxy_profile(batch.catalog[i], 1.0, kind, band)
-            for i in range(len(batch))]
+            for i in rows]
 
 
 class _SurveyStage(Stage):
@@ -196,9 +198,72 @@ class _SurveyStage(Stage):
             col = "mag"
         return survey.electrons(np.asarray(batch.catalog[col], float))
 
-    def _profiles_args(self, batch: StampBatch, survey):
-        return (_row_profiles(batch, survey.band_name), _stars(batch.catalog),
-                lensing_columns(batch.catalog))
+    def observed_objects(self, batch: StampBatch, survey=None, rows=None) -> list:
+        """Lensed, PSF-convolved GalSim objects (e-, arcsec) of a batch's rows in one band.
+
+        Exactly the objects this stage draws: the row's exact PSF-free profile
+        (``galsim.parametric``) or a quintic InterpolatedImage of its stamp at the stamp's own
+        pixel scale, with the band's flux, lensed by ``g1``, ``g2``, ``kappa``
+        (:func:`astrogen.physics.lensing.apply_lensing`) and convolved with the band's PSF
+        (:func:`astrogen.physics.observe.observed_profile`); stars are the PSF.
+
+        Parameters
+        ----------
+        batch : StampBatch
+            PSF-free stamps.
+        survey : Survey, optional
+            One of this stage's bands (default: the first).
+        rows : sequence of int, optional
+            Row indices (default: all).
+
+        Returns
+        -------
+        list of galsim.GSObject or None
+            One per row in ``rows`` (``None``: nothing to draw).
+        """
+        from astrogen.physics.observe import observed_profile
+
+        s = self.survey if survey is None else survey
+        rows = range(len(batch)) if rows is None else rows
+        psf = self.psfs[s.name][1]
+        flux = self._fluxes(batch, s)
+        scales = batch.pixel_scales
+        stars = _stars(batch.catalog)
+        g1, g2, kappa = lensing_columns(batch.catalog)
+        profiles = _row_profiles(batch, s.band_name, rows)
+        return [observed_profile(batch.stamp(i), float(scales[i]), float(flux[i]), psf,
+                                 g1[i], g2[i], kappa[i],
+                                 None if profiles is None else profiles[k], stars[i])
+                for k, i in enumerate(rows)]
+
+
+def observed_object(batch: StampBatch, i: int, survey="lsst_i", psf: dict | None = None,
+                    flux_from: str = "catalog"):
+    """The lensed, PSF-convolved GalSim object (e-, arcsec) of row ``i`` of ``batch``, exactly
+    as ``observe`` with these options draws it (see :meth:`Observe.observed_objects`).
+
+    Parameters
+    ----------
+    batch : StampBatch
+        PSF-free stamps (a generator's output); lensing from its ``g1``, ``g2``, ``kappa``.
+    i : int
+        Row index.
+    survey : str or dict
+        Band preset or ``{base: preset, field: value}``, as ``observe``'s ``survey``.
+    psf : dict, optional
+        GalSim config of a PSF replacing the survey's.
+    flux_from : {"catalog", "stamp"}
+
+    Returns
+    -------
+    galsim.GSObject or None
+        ``None`` when the row has nothing to draw. Drawing it into
+        ``galsim.ImageF(n, n, scale=<survey pixel scale>)`` with
+        :func:`astrogen.physics.observe.draw_profile` gives ``observe``'s noiseless stamp of
+        that row for ``stamp_size: n``.
+    """
+    stage = Observe(survey=survey, add_noise=False, flux_from=flux_from, psf=psf)
+    return stage.observed_objects(batch, rows=[int(i)])[0]
 
 
 @register_stage("observe")
@@ -244,17 +309,17 @@ class Observe(_SurveyStage):
                          max_stamp_size)
 
     def process(self, batch: StampBatch) -> StampBatch:
-        from astrogen.physics.observe import add_noise, draw_observed
+        from astrogen.physics.observe import add_noise, draw_observed_objects
 
         if batch.psf is not None:
             raise ConfigError("observe needs PSF-free stamps; its input already has a PSF.",
                               key="inputs", received={"psf": batch.psf})
         s = self.survey
         flux = self._fluxes(batch, s)
-        profiles, stars, lens = self._profiles_args(batch, s)
-        images, frac = draw_observed(batch.images, batch.pixel_scales, flux, self.psf,
-                                     s.pixel_scale, self.stamp_size, self.draw_method, lens,
-                                     profiles, stars, self.max_stamp_size)
+        stars, lens = _stars(batch.catalog), lensing_columns(batch.catalog)
+        images, frac = draw_observed_objects(self.observed_objects(batch, s), s.pixel_scale,
+                                             self.stamp_size, self.draw_method,
+                                             self.max_stamp_size)
         sigma = None
         if self.add_noise:
             seeds = row_seeds(self.ctx.seed, np.asarray(batch.catalog["row_id"]))
@@ -381,23 +446,16 @@ class Scene(_SurveyStage):
         return field, xs, ys
 
     def consume(self, index: int, batch: StampBatch) -> None:
-        from astrogen.physics.observe import observed_profile, observed_stamp_size
+        from astrogen.physics.observe import observed_stamp_size
 
         require_columns(batch.catalog, ["x", "y"], "scene (add a catalog.positions stage)")
-        scales = batch.pixel_scales
         n_cut = 0
         for s in self.bands:
             field, xs, ys = self._field(batch, s)
             if s.name not in self.canvases:
                 self.canvases[s.name] = SceneCanvas(field)
             canvas = self.canvases[s.name]
-            psf = self.psfs[s.name][1]
-            flux = self._fluxes(batch, s)
-            profiles, stars, (g1, g2, kappa) = self._profiles_args(batch, s)
-            for i in range(len(batch)):
-                prof = observed_profile(batch.stamp(i), float(scales[i]), float(flux[i]), psf,
-                                        g1[i], g2[i], kappa[i],
-                                        None if profiles is None else profiles[i], stars[i])
+            for i, prof in enumerate(self.observed_objects(batch, s)):
                 if prof is None:
                     continue
                 # +2 pixels: the box is centred on the nearest pixel, the object up to half
