@@ -9,6 +9,9 @@ parametric and the FlowVAE LSST i scenes (NOISELESS HDU):
   window. Neighbouring galaxies' light counts as residual, so it is an upper bound.
 * **Negative light.** Minimum pixel of the noiseless image in units of the noise sigma
   (std of image - noiseless).
+* **Wings of the largest galaxy.** Noiseless profile (in noise sigma per pixel) along both
+  directions of the minor axis (``beta + 90 deg``) of the largest galaxy, every 3 pixels out
+  to 57 pixels: where a generator's field ends, its wings end.
 * **Crops.** Log-stretch (6 decades below each crop's peak) crops, 100 x 100 survey pixels at
   3x, around the 4 largest (hlr) and 4 brightest galaxies and the 4 brightest stars, and the
   same crops in units of the noise sigma (-0.05 .. +0.05 sigma, where box edges would show),
@@ -63,6 +66,20 @@ def star_residuals(image, truth, n_stars, half=7):
                     "flux_in_window_over_model": float(cut.sum() / model.sum()),
                     "resid": float(np.abs(cut - model).sum() / model.sum())})
     return out
+
+
+def minor_axis_profile(image, sigma, row, step=3, n=20):
+    """Noiseless image / sigma along +-(beta + 90 deg) from the row's centre, shape (2, n)."""
+    from scipy import ndimage
+
+    x0, y0 = float(row["x"]) - 1.0, float(row["y"]) - 1.0
+    r = np.arange(n) * step
+    out = []
+    for sign in (1.0, -1.0):
+        a = np.radians(float(row["beta"]) + 90.0)
+        out.append(ndimage.map_coordinates(image, [y0 + sign * r * np.sin(a),
+                                                   x0 + sign * r * np.cos(a)], order=1) / sigma)
+    return r, np.array(out)
 
 
 def crops(image, sigma, rows, path, half=50, zoom=3, decades=6):
@@ -123,6 +140,12 @@ def main(argv=None):
                         "star_resid_median": float(np.median([s["resid"] for s in stars])),
                         "crops": {g: [int(r["row_id"]) for r in rows]
                                   for g, rows in groups.items()}}
+        r, prof = minor_axis_profile(clean, sigma, groups["largest"][0])
+        report[name]["largest_minor_axis_profile"] = {
+            "row_id": int(groups["largest"][0]["row_id"]),
+            "hlr_arcsec": float(groups["largest"][0]["hlr"]),
+            "radius_pix": r.tolist(), "plus_sigma": prof[0].round(4).tolist(),
+            "minus_sigma": prof[1].round(4).tolist()}
         for g, rows in groups.items():
             crops(clean, sigma, rows, str(res_dir / f"{name}_{g}"))
     (res_dir / "check.json").write_text(json.dumps(report, indent=1))
@@ -131,6 +154,9 @@ def main(argv=None):
         print(f"{name}: star resid median {r['star_resid_median']:.4f} "
               f"({len(r['stars'])} stars), noiseless min {r['noiseless_min_over_sigma']:.2e} "
               f"sigma ({r['n_negative_pixels']} negative pixels)")
+        p = r["largest_minor_axis_profile"]
+        print(f"  largest galaxy (row {p['row_id']}, hlr {p['hlr_arcsec']:.2f}\") minor axis, "
+              f"sigma/pixel at {p['radius_pix'][7:13]} pix: {p['minus_sigma'][7:13]}")
     if "pipeline_wall_s" in report:
         print(f"pipeline wall time {report['pipeline_wall_s']:.1f} s")
 
