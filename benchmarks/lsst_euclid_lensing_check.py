@@ -15,7 +15,8 @@ parametric and the FlowVAE LSST i scenes (NOISELESS HDU):
 * **Crops.** Log-stretch (6 decades below each crop's peak) crops, 100 x 100 survey pixels at
   3x, around the 4 largest (hlr) and 4 brightest galaxies and the 4 brightest stars, and the
   same crops in units of the noise sigma (-0.05 .. +0.05 sigma, where box edges would show),
-  written as PNGs beside ``check.json`` for a person to look at.
+  written as PNGs beside ``check.json`` for a person to look at (parts of a crop beyond the
+  image are 0: black in the log stretch, mid-grey in the sigma one).
 
 Usage::
 
