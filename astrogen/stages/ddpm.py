@@ -31,7 +31,8 @@ from astrogen.registry import register_stage
 from astrogen.seeds import row_seeds
 from astrogen.stages.base import Stage, check_choice, check_int
 from astrogen.stages.flowvae import check_max_native_hlr, requested_shape, stamp_batch_scale
-from astrogen.stages.generated import finish_generated, size_scale_factors, truth_columns
+from astrogen.stages.generated import (finish_generated, output_side, pass_stars_through,
+                                       size_scale_factors, truth_columns)
 
 __all__ = ["DDPMGenerate", "resolve_ddpm_model", "DDPM_MAX_NATIVE_HLR"]
 
@@ -196,7 +197,24 @@ class DDPMGenerate(Stage):
                 key=name, received={"row_id": int(table["row_id"][i]), name: float(cond[i, j])})
         return cond
 
+    def _meta(self) -> dict:
+        return {"generator": "ddpm.generate", "model": self.model_name,
+                "model_sha256": self.model_sha256, "sampler": self.sampler,
+                "num_steps": self.num_steps, "guidance": self.guidance,
+                "max_native_hlr": self.max_native_hlr, "shape": self.shape,
+                "edge_taper": self.edge_taper}
+
     def process(self, table: Table) -> StampBatch:
+        """Stamps of the galaxy rows from the network; star rows (``is_star``) passed through
+        with a placeholder stamp (:func:`astrogen.stages.generated.pass_stars_through`)."""
+        model = self.model
+        apply = self.shape == "apply" and {"q", "beta"} <= set(table.colnames)
+        return pass_stars_through(table, self._generate,
+                                  output_side(model.stamp_size, apply),
+                                  float(model.pixel_scale), float(model.zero_point),
+                                  str(model.flux_unit), "F814W", self._meta())
+
+    def _generate(self, table: Table) -> StampBatch:
         model = self.model
         require_columns(table, ["mag", "hlr", "z"], "ddpm.generate")
         row_ids = np.asarray(table["row_id"])
@@ -233,8 +251,4 @@ class DDPMGenerate(Stage):
                           pixel_scale=stamp_batch_scale(scales, float(model.pixel_scale)),
                           catalog=cat,
                           flux_unit=model.flux_unit, zero_point=zp, psf=None, band="F814W",
-                          meta={"generator": "ddpm.generate", "model": self.model_name,
-                                "model_sha256": self.model_sha256, "sampler": self.sampler,
-                                "num_steps": self.num_steps, "guidance": self.guidance,
-                                "max_native_hlr": self.max_native_hlr, "shape": self.shape,
-                                "edge_taper": self.edge_taper})
+                          meta=self._meta())

@@ -25,7 +25,8 @@ from astrogen.models.pretrained import resolve_model_path
 from astrogen.registry import register_stage
 from astrogen.seeds import row_seeds
 from astrogen.stages.base import Stage, check_choice, check_int, check_positive
-from astrogen.stages.generated import finish_generated, size_scale_factors, truth_columns
+from astrogen.stages.generated import (finish_generated, output_side, pass_stars_through,
+                                       size_scale_factors, truth_columns)
 
 __all__ = ["FlowVAEGenerate", "apply_condition_range", "requested_shape",
            "stamp_batch_scale"]
@@ -165,7 +166,23 @@ class FlowVAEGenerate(Stage):
         self.model = cached_model(self.model_path, load_flowvae)
         self.model_sha256 = hashlib.sha256(self.model_path.read_bytes()).hexdigest()
 
+    def _meta(self) -> dict:
+        return {"generator": "flowvae.generate", "model": self.model_name,
+                "model_sha256": self.model_sha256, "temperature": self.temperature,
+                "max_native_hlr": self.max_native_hlr, "shape": self.shape,
+                "edge_taper": self.edge_taper}
+
     def process(self, table: Table) -> StampBatch:
+        """Stamps of the galaxy rows from the network; star rows (``is_star``) passed through
+        with a placeholder stamp (:func:`astrogen.stages.generated.pass_stars_through`)."""
+        model = self.model
+        apply = self.shape == "apply" and {"q", "beta"} <= set(table.colnames)
+        return pass_stars_through(table, self._generate,
+                                  output_side(model.stamp_size, apply),
+                                  float(model.pixel_scale), COSMOS_ZERO_POINT,
+                                  str(model.flux_unit), "F814W", self._meta())
+
+    def _generate(self, table: Table) -> StampBatch:
         model = self.model
         require_columns(table, list(model.condition_names), "flowvae.generate")
         row_ids = np.asarray(table["row_id"])
@@ -212,8 +229,4 @@ class FlowVAEGenerate(Stage):
                           pixel_scale=stamp_batch_scale(scales, float(model.pixel_scale)),
                           catalog=cat,
                           flux_unit=str(model.flux_unit), zero_point=zp, psf=None, band="F814W",
-                          meta={"generator": "flowvae.generate", "model": self.model_name,
-                                "model_sha256": self.model_sha256,
-                                "temperature": self.temperature,
-                                "max_native_hlr": self.max_native_hlr, "shape": self.shape,
-                                "edge_taper": self.edge_taper})
+                          meta=self._meta())

@@ -27,6 +27,12 @@ conditioned on ``mag``, ``hlr`` and ``z`` only:
 
 Every row reports what was done and what came out (``gen_*`` columns, see
 :func:`truth_columns`): nothing is rescaled silently.
+
+* **Stars in the stream.** Rows with ``is_star`` True (``catalog.concat`` of galaxies and
+  stars) are not sent to the network (:func:`pass_stars_through`): the galaxy rows are
+  generated alone (their per-row seeds, hence their images, are those of a run without
+  stars) and each star gets a placeholder stamp holding its catalog flux in the central
+  pixel(s); ``observe`` and ``scene`` draw ``is_star`` rows as the PSF and never read it.
 """
 from __future__ import annotations
 
@@ -37,7 +43,8 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["measure_stamps", "shear_matrix", "reshape_stamps", "size_scale_factors",
-           "ring_fraction", "edge_window", "truth_columns", "finish_generated"]
+           "ring_fraction", "edge_window", "truth_columns", "finish_generated",
+           "star_mask", "output_side", "point_stamps", "pass_stars_through"]
 
 log = logging.getLogger("astrogen.stages.generated")
 
@@ -201,26 +208,32 @@ def size_scale_factors(hlr, q, max_native_hlr) -> np.ndarray:
     return np.maximum(1.0, major / float(max_native_hlr))
 
 
+#: unit and description of each ``gen_*`` truth column (:func:`truth_columns`)
+TRUTH_SPEC = {
+    "gen_pixel_scale": ("arcsec / pixel", "pixel scale of the generated stamp"),
+    "gen_hlr_conditioned": ("arcsec", "half-light radius the network was conditioned on "
+                                      "(smaller than hlr where gen_size_scaled)"),
+    "gen_size_scaled": ("", "galaxy drawn in units of its size (coarser pixel scale) "
+                            "because hlr / sqrt(q) > max_native_hlr"),
+    "gen_shape_applied": ("", "requested q and beta applied by an area-preserving "
+                              "transformation of the generated stamp"),
+    "gen_hlr": ("arcsec", "measured circularised half-light radius of the output stamp"),
+    "gen_q": ("", "measured axis ratio (HSM adaptive moments) of the output stamp"),
+    "gen_beta": ("deg", "measured position angle (HSM, from +x counter-clockwise) of the "
+                        "output stamp"),
+    "gen_ring_frac": ("", "fraction of the stamp's flux in its outer 2-pixel ring"),
+    "gen_taper_loss": ("", "fraction of the network stamp's flux removed by the edge "
+                           "taper (light at the border of the model's field)"),
+    "gen_cut": ("", f"gen_ring_frac > {RING_LIMIT}: the profile may run past the stamp"),
+}
+
+#: boolean columns of TRUTH_SPEC
+TRUTH_FLAGS = ("gen_size_scaled", "gen_shape_applied", "gen_cut")
+
+
 def truth_columns(cat, info: dict) -> None:
     """Write the ``gen_*`` columns of :func:`finish_generated` into the catalog ``cat``."""
-    spec = {
-        "gen_pixel_scale": ("arcsec / pixel", "pixel scale of the generated stamp"),
-        "gen_hlr_conditioned": ("arcsec", "half-light radius the network was conditioned on "
-                                          "(smaller than hlr where gen_size_scaled)"),
-        "gen_size_scaled": ("", "galaxy drawn in units of its size (coarser pixel scale) "
-                                "because hlr / sqrt(q) > max_native_hlr"),
-        "gen_shape_applied": ("", "requested q and beta applied by an area-preserving "
-                                  "transformation of the generated stamp"),
-        "gen_hlr": ("arcsec", "measured circularised half-light radius of the output stamp"),
-        "gen_q": ("", "measured axis ratio (HSM adaptive moments) of the output stamp"),
-        "gen_beta": ("deg", "measured position angle (HSM, from +x counter-clockwise) of the "
-                            "output stamp"),
-        "gen_ring_frac": ("", "fraction of the stamp's flux in its outer 2-pixel ring"),
-        "gen_taper_loss": ("", "fraction of the network stamp's flux removed by the edge "
-                               "taper (light at the border of the model's field)"),
-        "gen_cut": ("", f"gen_ring_frac > {RING_LIMIT}: the profile may run past the stamp"),
-    }
-    for name, (unit, desc) in spec.items():
+    for name, (unit, desc) in TRUTH_SPEC.items():
         cat[name] = info[name]
         if unit:
             cat[name].unit = unit
@@ -308,3 +321,136 @@ def finish_generated(images, native_scale: float, hlr_req, scale_factor, q_req, 
                     "ring (flagged gen_cut in the truth table), e.g. row_id %s", generator,
                     len(bad), 100 * RING_LIMIT, [int(row_ids[i]) for i in bad[:5]])
     return images, scales, info
+
+
+def star_mask(table) -> np.ndarray:
+    """Boolean ``is_star`` of each row, shape (n,) (all False when the column is absent)."""
+    if "is_star" not in table.colnames:
+        return np.zeros(len(table), bool)
+    return np.asarray(table["is_star"], bool)
+
+
+def output_side(native_side: int, shape_applied: bool) -> int:
+    """Side (pixels) of the stamps :func:`finish_generated` returns for a model field of
+    ``native_side`` pixels (grown by ``SHAPE_PAD`` when q and beta are applied)."""
+    n = int(native_side)
+    return int(2 * np.ceil(SHAPE_PAD * n / 2)) if shape_applied else n
+
+
+def point_stamps(fluxes, side: int) -> np.ndarray:
+    """Placeholder stamps of point sources, float32, shape (n, side, side).
+
+    Each holds its flux (any unit; non-finite or negative -> 0) at the stamp's true centre:
+    in the central 2 x 2 pixels (a quarter each) for an even ``side``, in the central pixel
+    for an odd one.
+    """
+    f = np.asarray(fluxes, np.float64)
+    f = np.where(np.isfinite(f) & (f > 0), f, 0.0)
+    out = np.zeros((len(f), side, side), np.float32)
+    c = side // 2
+    if side % 2:
+        out[:, c, c] = f
+    else:
+        out[:, c - 1:c + 1, c - 1:c + 1] = (f / 4.0)[:, None, None]
+    return out
+
+
+def _fill(dtype):
+    kind = np.dtype(dtype).kind
+    return {"f": np.nan, "b": False, "i": -1, "u": 0}.get(kind, "")
+
+
+#: values of the generator's truth columns for star rows (others: NaN / False / -1)
+_STAR_VALUES = {"gen_size_scaled": False, "gen_shape_applied": False, "gen_cut": False,
+                "gen_taper_loss": 0.0}
+
+
+def pass_stars_through(table, generate, side: int, native_scale: float, zero_point: float,
+                       flux_unit: str, band: str, meta: dict):
+    """Run ``generate`` on the galaxy rows of ``table`` only; stars get placeholder stamps.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        Catalog rows; ``is_star`` True marks stars (absent: all galaxies).
+    generate : callable
+        ``generate(galaxy_rows) -> StampBatch`` (the generator stage on galaxies alone, so
+        each galaxy keeps the per-row seed and image of a run without stars).
+    side : int
+        Stamp side (pixels) of the generator's output (:func:`output_side`), used when the
+        rows hold no galaxy.
+    native_scale : float
+        Pixel scale of the placeholder stamps, arcsec / pixel.
+    zero_point : float
+        AB magnitude of 1 ``flux_unit``: a star's stamp holds ``10**(-0.4 (mag - zp))``.
+    flux_unit, band, meta
+        Of the returned batch when the rows hold no galaxy.
+
+    Returns
+    -------
+    StampBatch
+        One stamp per row of ``table``, in its order. The galaxy rows' stamps, pixel scales
+        and truth columns are those ``generate`` gave; star rows have ``gen_mag`` = the
+        stamp's magnitude (``mag``), ``stamp_flux_frac`` 1, ``gen_pixel_scale`` =
+        ``native_scale``, ``gen_taper_loss`` 0, the flags False and the measured galaxy
+        properties (``gen_hlr``, ``gen_q``, ...) NaN.
+    """
+    from astrogen.batch import StampBatch
+
+    stars = star_mask(table)
+    if not stars.any():
+        return generate(table)
+    n = len(table)
+    gal = np.flatnonzero(~stars)
+    st = np.flatnonzero(stars)
+    mag = (np.asarray(table["mag"], np.float64)[st] if "mag" in table.colnames
+           else np.full(len(st), np.nan))
+    star_flux = 10.0 ** (-0.4 * (mag - float(zero_point)))
+    if len(gal):
+        gb = generate(table[gal])
+        side = int(gb.images.shape[-1])
+        flux_unit, band, meta = gb.flux_unit, gb.band, gb.meta
+        zero_point = gb.zero_point
+        gcat, gscales = gb.catalog, gb.pixel_scales
+    else:  # no galaxy: the columns the generator would have added, empty
+        from astropy.table import Table
+
+        gcat, gscales = Table(), np.zeros(0)
+        gcat["gen_mag"] = np.zeros(0)
+        gcat["gen_mag"].unit = "mag"
+        gcat["gen_mag"].description = "AB magnitude of the generated stamp's total flux"
+        gcat["stamp_flux_frac"] = np.zeros(0)
+        gcat["stamp_flux_frac"].description = "generated stamp flux / catalog flux"
+        truth_columns(gcat, {k: np.zeros(0, bool if k in TRUTH_FLAGS else np.float64)
+                             for k in TRUTH_SPEC})
+    images = np.zeros((n, side, side), np.float32)
+    if len(gal):
+        images[gal] = gb.images
+    images[st] = point_stamps(star_flux, side)
+    scales = np.full(n, float(native_scale))
+    scales[gal] = gscales
+    cat = table.copy(copy_data=False)
+    star_values = dict(_STAR_VALUES)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = images[st].reshape(len(st), -1).sum(axis=1, dtype=np.float64)
+        star_values["gen_mag"] = np.where(total > 0, zero_point - 2.5 * np.log10(
+            np.where(total > 0, total, 1.0)), np.inf)
+        star_values["stamp_flux_frac"] = np.where(star_flux > 0, total / star_flux, np.nan)
+    star_values["gen_pixel_scale"] = float(native_scale)
+    for name in gcat.colnames:
+        if name in table.colnames:
+            continue
+        src = gcat[name]
+        col = np.full(n, _fill(src.dtype), dtype=src.dtype)
+        col[gal] = np.asarray(src)
+        if name in star_values:
+            col[st] = star_values[name]
+        cat[name] = col
+        if src.unit is not None:
+            cat[name].unit = src.unit
+        if src.description:
+            cat[name].description = src.description
+    return StampBatch(images=images, pixel_scale=(float(native_scale) if np.all(
+                          scales == native_scale) else scales), catalog=cat,
+                      flux_unit=flux_unit, zero_point=zero_point, psf=None, band=band,
+                      meta=meta)
