@@ -9,6 +9,9 @@ Stages exchange three kinds of objects, chunk by chunk:
   and PSF state, so that any generator (parametric, FlowVAE, DDPM) can feed ``observe``,
   ``scene`` and the output stages. Stamps may have different sizes (each sized to hold its
   own galaxy) and different pixel scales;
+* a :class:`MultiBandStamps`: the observed stamps of the same rows in several bands (one
+  :class:`StampBatch` per band, same rows in the same order, same morphology), produced by
+  ``observe`` with ``bands:``;
 * a :class:`DensityField`: a periodic density box (or 2-D slice) with its size and redshift.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ from astropy.table import Table
 
 from astrogen.errors import ConfigError
 
-__all__ = ["StampBatch", "DensityField", "COSMOS_ZERO_POINT"]
+__all__ = ["StampBatch", "MultiBandStamps", "DensityField", "COSMOS_ZERO_POINT"]
 
 #: AB magnitude giving 1 count per second for HST/ACS F814W, the flux convention of the
 #: COSMOS RealGalaxyCatalog (GalSim's COSMOSCatalog docs; Sirianni et al. 2005).
@@ -186,6 +189,60 @@ class StampBatch:
 
     def replace(self, **changes) -> "StampBatch":
         return replace(self, **changes)
+
+
+@dataclass
+class MultiBandStamps:
+    """The stamps of the same catalog rows observed in several bands.
+
+    Parameters
+    ----------
+    batches : dict of str to StampBatch
+        One batch per band, keyed by the band name (``"lsst_r"``), in band order. Every batch
+        holds the same rows in the same order (same ``row_id`` sequence); each has its own
+        pixel scale, PSF, zero point, ``flux_unit`` and noise.
+    catalog : astropy.table.Table, optional
+        The rows with the columns of every band (``flux_<band>``, ``flux_frac_<band>``...);
+        default: the first band's catalog. Must have the same ``row_id`` sequence.
+
+    Notes
+    -----
+    Consumers loop over :attr:`bands` and read ``batches[band]``; ``output.stamps`` writes
+    one FITS file per band, ``output.catalog`` one table with per-band stamp fluxes,
+    ``output.preview`` one band.
+    """
+
+    batches: dict[str, StampBatch]
+    catalog: Table | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.batches, dict) or not self.batches:
+            raise ConfigError("MultiBandStamps needs a non-empty dict of band -> StampBatch.",
+                              received={"batches": type(self.batches).__name__})
+        first = next(iter(self.batches.values()))
+        if self.catalog is None:
+            self.catalog = first.catalog
+        ids = np.asarray(self.catalog["row_id"]) if "row_id" in self.catalog.colnames else None
+        for band, b in self.batches.items():
+            if not isinstance(b, StampBatch):
+                raise ConfigError("MultiBandStamps.batches values must be StampBatch.",
+                                  received={"band": band, "type": type(b).__name__})
+            if ids is None or len(b) != len(ids) or \
+                    not np.array_equal(np.asarray(b.catalog["row_id"]), ids):
+                raise ConfigError("every band of a MultiBandStamps must hold the same rows "
+                                  "(row_id) in the same order.",
+                                  received={"band": band, "n_rows": len(b)})
+
+    @property
+    def bands(self) -> list[str]:
+        """Band names, in order."""
+        return list(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    def __getitem__(self, band: str) -> StampBatch:
+        return self.batches[band]
 
 
 @dataclass

@@ -15,8 +15,19 @@
    A warm-up pass (render + observe, untimed in the comparison) first builds GalSim's
    per-Sersic-index tables, which any first run in a process pays once.
 
+3. Light in the stamp of the generative models (``flowvae.generate``; ``ddpm.generate`` with
+   DDIM-10 on ``--ddpm-rows`` rows only, ~5-10 stamps/s here) over ``--gen-rows`` rows
+   (default 10,000) of the same COSMOS sampler (``out_of_range: clip``). The network draws
+   each galaxy in a fixed 64 x 64 field; the stage tapers the field's border
+   (``edge_window``) and applies size, q and beta. Per row: ``gen_taper_loss``, the share of
+   the network's light removed by the taper (what the delivered stamp lacks of the generated
+   light: the light kept is ``1 - gen_taper_loss``); ``raw_ring_frac``, the light in the
+   outer 2-pixel ring of the network stamp *before* tapering (captured by wrapping
+   ``finish_generated``); ``gen_ring_frac``, the same ring of the delivered stamp.
+
 Usage:  python benchmarks/rendering.py [--rows 10000] [--check 300] [--mock-rows 300]
-                                       [--parts light,bands] [--out DIR]
+                                       [--gen-rows 10000] [--ddpm-rows 100]
+                                       [--parts light,bands,generators] [--out DIR]
 Writes ``DIR/rendering.json`` and prints the Markdown tables of the README.
 """
 from __future__ import annotations
@@ -119,6 +130,71 @@ def band_throughput(n: int, seed: int = 7) -> dict:
     return res
 
 
+def _stats(x) -> dict:
+    x = np.asarray(x, float)
+    return {"min": float(np.min(x)), "p0.1": float(np.percentile(x, 0.1)),
+            "median": float(np.median(x)), "p99.9": float(np.percentile(x, 99.9)),
+            "max": float(np.max(x))}
+
+
+def generator_light(gen_rows: int, ddpm_rows: int, seed: int = 2024) -> dict:
+    import astrogen.stages.ddpm as ddpm_mod
+    import astrogen.stages.flowvae as flowvae_mod
+    from astrogen.catalog.cosmos import CosmosSampler
+    from astrogen.stages.base import StageContext
+    from astrogen.stages.generated import ring_fraction
+
+    out = {}
+    runs = [("flowvae", flowvae_mod, gen_rows,
+             lambda: flowvae_mod.FlowVAEGenerate(out_of_range="clip", batch_size=64))]
+    if ddpm_rows > 0:
+        runs.append(("ddpm_ddim10", ddpm_mod, ddpm_rows,
+                     lambda: ddpm_mod.DDPMGenerate(out_of_range="clip", num_steps=10,
+                                                   sampler="ddim", batch_size=32)))
+    for name, mod, n, make in runs:
+        t = CosmosSampler().sample(seed, np.arange(n))
+        raw_ring = []
+        original = mod.finish_generated
+
+        def capture(images, *args, **kw):  # ring of the network's own stamps, before the taper
+            raw_ring.append(ring_fraction(np.asarray(images, np.float64)))
+            return original(images, *args, **kw)
+
+        mod.finish_generated = capture
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                stage = make()
+                stage.setup(StageContext(name=name, seed=seed, output_dir=Path(tmp),
+                                         work_dir=Path(tmp)))
+                t0 = time.perf_counter()
+                cats = [stage.process(t[k:k + 500]).catalog for k in range(0, n, 500)]
+                dt = time.perf_counter() - t0
+        finally:
+            mod.finish_generated = original
+        loss = np.concatenate([np.asarray(c["gen_taper_loss"], float) for c in cats])
+        ring = np.concatenate([np.asarray(c["gen_ring_frac"], float) for c in cats])
+        raw = np.concatenate(raw_ring)
+        mag = np.concatenate([np.asarray(c["mag"], float) for c in cats])
+        edges = [-np.inf, 22.0, 24.0, 26.0, np.inf]
+        by_mag = {f"{lo:g}..{hi:g}": {"rows": int(m.sum()),
+                                       "median_taper_loss": float(np.median(loss[m])),
+                                       "max_taper_loss": float(np.max(loss[m]))}
+                  for lo, hi in zip(edges[:-1], edges[1:])
+                  for m in [(mag >= lo) & (mag < hi)] if m.any()}
+        worst = int(np.argmax(loss))
+        out[name] = {"taper_loss_by_mag": by_mag,
+                     "worst_row": {"row_id": int(cats[worst // 500]["row_id"][worst % 500]),
+                                   "mag": float(mag[worst]), "hlr": float(t["hlr"][worst]),
+                                   "taper_loss": float(loss[worst])},
+"rows": n, "seconds": dt, "stamps_per_s": n / dt,
+                     "gen_taper_loss": _stats(loss), "kept_1_minus_taper_loss": _stats(1 - loss),
+                     "raw_ring_frac": _stats(raw), "gen_ring_frac": _stats(ring),
+                     "n_kept_below_0.995": int((1 - loss < 0.995).sum()),
+                     "n_raw_ring_above_0.005": int((raw > 0.005).sum()),
+                     "n_gen_cut": int(np.sum(ring > 0.005))}
+    return out
+
+
 def _merge(path: Path, res: dict) -> dict:
     old = json.loads(path.read_text()) if path.is_file() else {}
     old.update(res)
@@ -130,8 +206,10 @@ def main():
     ap.add_argument("--rows", type=int, default=10000)
     ap.add_argument("--check", type=int, default=300)
     ap.add_argument("--mock-rows", type=int, default=300)
-    ap.add_argument("--parts", default="light,bands",
-                    help="light and/or bands; a part not run keeps its previous results")
+    ap.add_argument("--gen-rows", type=int, default=10000)
+    ap.add_argument("--ddpm-rows", type=int, default=100)
+    ap.add_argument("--parts", default="light,bands,generators",
+                    help="light, bands, generators; a part not run keeps its previous results")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rendering"))
     a = ap.parse_args()
     out = Path(a.out)
@@ -142,6 +220,8 @@ def main():
         res["light_fraction"] = light_fractions(a.rows, a.check)
     if "bands" in parts:
         res["bands"] = band_throughput(a.mock_rows)
+    if "generators" in parts:
+        res["generators"] = generator_light(a.gen_rows, a.ddpm_rows)
     res = _merge(out / "rendering.json", res)
     (out / "rendering.json").write_text(json.dumps(res, indent=1))
     print("| profile | rows | min light in stamp | 0.1st pct | below 0.995 | checked (drawn) min "
@@ -160,6 +240,14 @@ def main():
     print(f"\n6 bands / 1 band time: {b['ratio_6_to_1']:.2f} "
           f"(excluding the shared render: {b['ratio_6_to_1_excl_render']:.2f}), {b['rows']} galaxies, "
           f"after a {b.get('warm_up_s', float('nan')):.1f} s warm-up")
+    if "generators" in res:
+        print("\n| generator | rows | kept after taper (1 - gen_taper_loss): min / 0.1st pct / "
+              "median | raw ring before taper: median / 99.9th pct / max | delivered ring max |"
+              "\n|---|---|---|---|---|")
+        for g, r in res["generators"].items():
+            k, w, d = r["kept_1_minus_taper_loss"], r["raw_ring_frac"], r["gen_ring_frac"]
+            print(f"| {g} | {r['rows']:,} | {k['min']:.4f} / {k['p0.1']:.4f} / {k['median']:.4f} "
+                  f"| {w['median']:.4f} / {w['p99.9']:.4f} / {w['max']:.4f} | {d['max']:.2g} |")
 
 
 if __name__ == "__main__":

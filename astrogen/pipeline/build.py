@@ -270,7 +270,7 @@ def _check_types(cfg: Config, nodes: list[StageNode]) -> None:
         for j, (inp, accepted) in enumerate(zip(n.inputs, cls.input_types)):
             prod = by_name[inp]
             accepted = accepted if isinstance(accepted, tuple) else (accepted,)
-            out = type(prod.stage).output_type
+            out = prod.stage.output_type  # an instance may narrow it (observe with bands)
             if prod.stage.kind == "sink" or out is None or not issubclass(out, accepted):
                 what = "nothing (it is an output stage)" if out is None else out.__name__
                 raise PipelineGraphError(

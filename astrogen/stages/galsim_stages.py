@@ -7,7 +7,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from astrogen.batch import COSMOS_ZERO_POINT, StampBatch
+from astrogen.batch import COSMOS_ZERO_POINT, MultiBandStamps, StampBatch
 from astrogen.catalog.columns import require_columns
 from astrogen.errors import ConfigError
 from astrogen.io.fits_out import set_card
@@ -297,43 +297,46 @@ class Observe(_SurveyStage):
         GalSim ``drawImage`` method (``auto`` integrates over the survey pixel).
     max_stamp_size : int
         Largest output stamp side in survey pixels.
+    bands : list of str, optional
+        Several bands, as in ``scene``: band presets (``[lsst_g, lsst_r]``), or filters of
+        a survey given as ``survey: lsst`` (all its bands when ``bands`` is omitted). The
+        output is then a :class:`~astrogen.batch.MultiBandStamps`: the same rows, the same
+        PSF-free profile (same morphology and lensing) drawn with each band's PSF, pixel
+        scale, zero point, sky and magnitude ``mag_<band>`` (required with ``flux_from:
+        catalog``), each band with its own noise stream; the catalog gets the per-band
+        columns of every band. ``output.stamps`` then writes one file per band.
     """
 
     input_types = (StampBatch,)
+    #: ``MultiBandStamps`` on an instance given several bands (set in ``__init__``).
     output_type = StampBatch
 
     def __init__(self, survey="lsst_i", stamp_size: int | None = None, add_noise: bool = True,
                  flux_from: str = "catalog", psf: dict | None = None, draw_method: str = "auto",
-                 max_stamp_size: int = 1024):
-        super().__init__(survey, stamp_size, add_noise, flux_from, psf, draw_method, None,
+                 max_stamp_size: int = 1024, bands: list | None = None):
+        super().__init__(survey, stamp_size, add_noise, flux_from, psf, draw_method, bands,
                          max_stamp_size)
+        if self.multi:
+            self.output_type = MultiBandStamps
 
-    def process(self, batch: StampBatch) -> StampBatch:
+    def _observe_band(self, batch: StampBatch, s, cat: Table, mu: np.ndarray) -> StampBatch:
+        """Observe ``batch`` in band ``s``; adds that band's columns to ``cat`` (in place)."""
         from astrogen.physics.observe import add_noise, draw_observed_objects
 
-        if batch.psf is not None:
-            raise ConfigError("observe needs PSF-free stamps; its input already has a PSF.",
-                              key="inputs", received={"psf": batch.psf})
-        s = self.survey
         flux = self._fluxes(batch, s)
-        stars, lens = _stars(batch.catalog), lensing_columns(batch.catalog)
         images, frac = draw_observed_objects(self.observed_objects(batch, s), s.pixel_scale,
                                              self.stamp_size, self.draw_method,
                                              self.max_stamp_size)
         sigma = None
         if self.add_noise:
-            seeds = row_seeds(self.ctx.seed, np.asarray(batch.catalog["row_id"]))
+            # single band: the stage seed as always; several bands: one stream per band
+            seed = (derive_seed(self.ctx.seed, "observe", s.name) if self.multi
+                    else self.ctx.seed)
+            seeds = row_seeds(seed, np.asarray(batch.catalog["row_id"]))
             for i in range(len(images)):
                 images[i] = add_noise(images[i], galsim_seed(seeds[i]), s.sky_level,
                                       s.read_noise, s.gain)
             sigma = np.full(len(images), s.noise_sigma)
-        cat = batch.catalog.copy(copy_data=False)
-        mu = np.where(stars, 1.0, magnification(*lens))
-        for c, v in zip(("g1", "g2", "kappa"), lens):
-            if c not in cat.colnames:
-                cat[c] = v
-        cat["mu"] = mu
-        cat["mu"].description = "lensing magnification (1 for stars)"
         cat[f"flux_{s.name}"] = flux * mu
         cat[f"flux_{s.name}"].description = (f"[electron] true total (lensed) flux in the "
                                              f"{s.name} exposure")
@@ -350,7 +353,26 @@ class Observe(_SurveyStage):
                           flux_unit="electron",
                           zero_point=s.zero_point + 2.5 * np.log10(s.exposure_time),
                           psf=describe_psf(self.psfs[s.name][0]), band=s.band,
-                          noise_sigma=sigma, meta={**batch.meta, "survey": s.name})
+                          noise_sigma=sigma,
+                          meta={**batch.meta, "survey": s.name,
+                                **({"band_name": s.band_name} if self.multi else {})})
+
+    def process(self, batch: StampBatch) -> StampBatch | MultiBandStamps:
+        if batch.psf is not None:
+            raise ConfigError("observe needs PSF-free stamps; its input already has a PSF.",
+                              key="inputs", received={"psf": batch.psf})
+        stars, lens = _stars(batch.catalog), lensing_columns(batch.catalog)
+        cat = batch.catalog.copy(copy_data=False)
+        mu = np.where(stars, 1.0, magnification(*lens))
+        for c, v in zip(("g1", "g2", "kappa"), lens):
+            if c not in cat.colnames:
+                cat[c] = v
+        cat["mu"] = mu
+        cat["mu"].description = "lensing magnification (1 for stars)"
+        out = {s.name: self._observe_band(batch, s, cat, mu) for s in self.bands}
+        if not self.multi:
+            return out[self.survey.name]
+        return MultiBandStamps(out, catalog=cat)
 
 
 @register_stage("scene")

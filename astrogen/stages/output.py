@@ -7,7 +7,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from astrogen.batch import StampBatch
+from astrogen.batch import MultiBandStamps, StampBatch
 from astrogen.io.fits_out import set_card
 from astrogen.registry import register_stage
 from astrogen.stages.base import Stage, check_file_name, check_int
@@ -21,6 +21,15 @@ def _part(stage: Stage, index: int, suffix: str):
 
 def _done_parts(stage: Stage, suffix: str):
     return sorted(stage.ctx.work_dir.glob(f"part_*{suffix}"))
+
+
+def band_file_name(template: str, band: str) -> str:
+    """File name of one band of a multi-band output: ``{band}`` in ``template`` replaced,
+    else ``_<band>`` put before the extension (``stamps.fits`` -> ``stamps_lsst_r.fits``)."""
+    if "{band}" in template:
+        return template.replace("{band}", band)
+    stem, _, suffix = template.rpartition(".")
+    return f"{stem}_{band}.{suffix}"
 
 
 @register_stage("output.stamps")
@@ -37,6 +46,12 @@ class StampsOutput(Stage):
     size by up to ~100. Both layouts are written part by part (memory independent of the
     number of stamps).
 
+    Several bands (``observe`` with ``bands:``, a :class:`~astrogen.batch.MultiBandStamps`):
+    one file per band, named ``file_name`` with ``_<band>`` before ``.fits``
+    (``stamps_lsst_r.fits``; or ``{band}`` in ``file_name`` replaced), each laid out as above
+    with the same rows in the same order, and cards ``BAND`` (``lsst_r``) and ``BANDS`` (all
+    bands of the set) besides ``FILTER`` and ``MAGZERO`` (that band's zero point).
+
     The header carries the pixel scale (0 when it varies: see ``ROWS``), flux unit, zero
     point, PSF, band, a linear WCS of offsets from the stamp centre in arcsec (cube layout)
     and the provenance cards.
@@ -48,12 +63,20 @@ class StampsOutput(Stage):
     """
 
     kind = "sink"
-    input_types = (StampBatch,)
+    input_types = ((StampBatch, MultiBandStamps),)
 
     def __init__(self, file_name: str = "stamps.fits"):
         self.file_name = check_file_name("file_name", file_name, (".fits",))
 
-    def consume(self, index: int, batch: StampBatch) -> None:
+    def consume(self, index: int, batch) -> None:
+        if isinstance(batch, MultiBandStamps):
+            for band in batch.bands:
+                self._save(index, batch[band], f".{band}.npz",
+                           {"band_name": band, "bands": ",".join(batch.bands)})
+            return
+        self._save(index, batch, ".npz", {})
+
+    def _save(self, index: int, batch: StampBatch, suffix: str, extra: dict) -> None:
         from astrogen.io.atomic import save_npz
 
         cols = {c: np.asarray(batch.catalog[c]) for c in ("row_id", "ra", "dec", "x", "y")
@@ -69,16 +92,26 @@ class StampsOutput(Stage):
                                               else float(np.median(batch.noise_sigma))),
                 "generator": str(batch.meta.get("generator", "")),
                 "model": str(batch.meta.get("model", "")),
-                "model_sha256": str(batch.meta.get("model_sha256", ""))}
+                "model_sha256": str(batch.meta.get("model_sha256", "")), **extra}
         flat = (np.concatenate([np.ravel(batch.stamp(i)) for i in range(len(batch))])
                 if len(batch) else np.zeros(0))
-        save_npz(_part(self, index, ".npz"), pixels=flat.astype(np.float32),
+        save_npz(_part(self, index, suffix), pixels=flat.astype(np.float32),
                  meta=np.array(json.dumps(meta)), **cols)
 
     def finalize(self):
+        groups: dict[str | None, list] = {}
+        for p in _done_parts(self, ".npz"):  # part_N.npz (one band) or part_N.<band>.npz
+            parts = p.name.split(".")
+            groups.setdefault(parts[1] if len(parts) == 3 else None, []).append(p)
+        out = []
+        for band, parts in groups.items():
+            name = self.file_name if band is None else band_file_name(self.file_name, band)
+            out += self._write(parts, name)
+        return out
+
+    def _write(self, parts, file_name: str):
         from astrogen.io.fits_out import provenance_cards, write_cube_stream, write_varlen_stream
 
-        parts = _done_parts(self, ".npz")
         if not parts:
             return []
         n, rows, scales = 0, [], set()
@@ -98,6 +131,9 @@ class StampsOutput(Stage):
         h["PIXSCALE"] = (pixscale, "[arcsec/pixel] 0: per stamp (ROWS)")
         h["MAGZERO"] = (m["zero_point"], "[mag] AB magnitude of a 1 BUNIT source")
         h["FILTER"] = (m["band"], "band")
+        if m.get("band_name"):  # one band of a multi-band set
+            set_card(h, "BAND", m["band_name"], "band <survey>_<filter>")
+            set_card(h, "BANDS", m["bands"][:68], "all bands of this set (one file each)")
         set_card(h, "PSF", str(m["psf"])[:68], "PSF applied ('none': PSF-free profiles)")
         h["NOISE"] = (m["noise"] if m["noise"] is not None else 0.0, "[BUNIT] noise sigma")
         if m.get("generator"):
@@ -110,7 +146,7 @@ class StampsOutput(Stage):
         set_card(h, "STAMPLAY", "cube" if uniform else "table",
                  "cube: primary (n,ny,nx); table: STAMPS rows")
         rows_hdu = fits.BinTableHDU(table, name="ROWS")
-        out = self.ctx.output_dir / self.file_name
+        out = self.ctx.output_dir / file_name
         if uniform:
             shape = shapes.pop()
             h["WCSAXES"] = 2
@@ -144,7 +180,8 @@ class CatalogOutput(Stage):
     """Write every catalog row (all drawn properties, positions and fluxes) as a FITS table.
 
     Accepts a catalog or stamps; for stamps, adds ``stamp_flux`` (sum of the stamp, in the
-    stamps' unit) and ``stamp_mag`` (mag).
+    stamps' unit) and ``stamp_mag`` (mag); for stamps in several bands
+    (:class:`~astrogen.batch.MultiBandStamps`), ``stamp_flux_<band>`` and ``stamp_mag_<band>``.
 
     For a table (e.g. ``nbody.fof`` haloes): columns in astropy's ``littleh`` units
     (``Msun / littleh``, ``Mpc / littleh``) are written in Msun and Mpc, converted with the
@@ -159,7 +196,7 @@ class CatalogOutput(Stage):
     """
 
     kind = "sink"
-    input_types = ((Table, StampBatch),)
+    input_types = ((Table, StampBatch, MultiBandStamps),)
 
     def __init__(self, file_name: str = "truth_catalog.fits"):
         self.file_name = check_file_name("file_name", file_name, (".fits",))
@@ -173,6 +210,15 @@ class CatalogOutput(Stage):
             t["stamp_flux"].description = f"[{data.flux_unit}] sum of the stamp"
             t["stamp_mag"] = data.magnitudes()
             t["stamp_mag"].unit = "mag"
+            t.meta.clear()
+        elif isinstance(data, MultiBandStamps):
+            t = data.catalog.copy()
+            for band in data.bands:
+                b = data[band]
+                t[f"stamp_flux_{band}"] = b.fluxes
+                t[f"stamp_flux_{band}"].description = f"[{b.flux_unit}] sum of the {band} stamp"
+                t[f"stamp_mag_{band}"] = b.magnitudes()
+                t[f"stamp_mag_{band}"].unit = "mag"
             t.meta.clear()
         else:
             t = _plain_units(data.copy())
@@ -278,19 +324,31 @@ class PreviewOutput(Stage):
         PNG file name in the output folder.
     n_max : int
         Number of stamps shown.
+    band : str, optional
+        For stamps in several bands (``observe`` with ``bands:``): the band shown (default:
+        the first).
     """
 
     kind = "sink"
-    input_types = (StampBatch,)
+    input_types = ((StampBatch, MultiBandStamps),)
 
-    def __init__(self, file_name: str = "preview.png", n_max: int = 36):
+    def __init__(self, file_name: str = "preview.png", n_max: int = 36, band: str | None = None):
         self.file_name = check_file_name("file_name", file_name, (".png",))
         self.n_max = check_int("n_max", n_max)
+        self.band = band
         self.stamps: list[np.ndarray] = []
         self.labels: list[str] = []
         self.title = ""
 
-    def consume(self, index: int, batch: StampBatch) -> None:
+    def consume(self, index: int, batch) -> None:
+        if isinstance(batch, MultiBandStamps):
+            band = batch.bands[0] if self.band is None else self.band
+            if band not in batch.bands:
+                from astrogen.errors import ConfigError
+
+                raise ConfigError(f"is not one of the input's bands {batch.bands}.",
+                                  key="band", received={"band": self.band})
+            batch = batch[band]
         scales = batch.pixel_scales
         scale = (f"{scales[0]:g}\"/pix" if batch.uniform_scale and len(batch)
                  else "pixel scale per stamp")
