@@ -8,17 +8,24 @@ Writes ``results.json`` and ``realism.png`` / ``conditional.png`` into ``--out``
 (default ``benchmarks/results/flowvae``). What is measured (issue 3):
 
 1. Conditional accuracy on ``--n`` (1000) galaxies whose (mag, hlr, z) are drawn from the
-   package's COSMOS sampler inside the model's training range: magnitude of the generated
-   stamp's total flux vs the requested one (median bias, 1.4826 x MAD scatter), and the
-   half-light radius measured on the stamp (circular aperture about the flux centroid holding
-   half of the stamp's flux) over the requested ``hlr`` (median ratio, relative 1.4826 x MAD
-   scatter). The same measurement on GalSim Sersic renderings of the same rows (the kind of
-   profile the model was trained on) is reported beside, because a circular-aperture radius of
+   package's COSMOS sampler inside the model's training range (``CosmosSampler(mag_range=...)``,
+   conditional truncation): magnitude of the generated stamp's total flux vs the requested one
+   (median bias, 1.4826 x MAD scatter), and the half-light radius measured on the stamp
+   (circular aperture about the flux centroid holding half of the stamp's flux, at the stamp's
+   own ``batch.pixel_scales[i]``) over the requested ``hlr`` (median ratio, relative
+   1.4826 x MAD scatter). What is measured is what ``flowvae.generate`` outputs: 96 x 96 stamps,
+   edge-tapered, large galaxies drawn in units of their size (per-stamp pixel scale), catalog
+   ``q`` and ``beta`` applied. The same measurement on GalSim Sersic renderings of the same rows (the kind of
+   profile the model was trained on) is reported beside, on the 64 x 64, 0.03" stamps of
+   ``galsim.parametric`` and on the FlowVAE stamps' own grids (96 x 96 at each stamp's pixel
+   scale, ``galsim_sersic_flowvae_grid``), because a circular-aperture radius of
    an elliptical, stamp-truncated profile is not exactly its ``hlr``.
 2. Realism against the 100 real HST/COSMOS I<26 galaxies shipped in the package. For each real
    galaxy, ``--realizations`` generated galaxies with its (mag, PSF-free hlr, z) are convolved
    with that galaxy's own PSF image and given its own correlated noise
-   (``galsim.RealGalaxyCatalog.getNoise``), exactly like the real stamp. Baselines treated the
+   (``galsim.RealGalaxyCatalog.getNoise``), exactly like the real stamp (generated stamps are
+   first drawn onto the real stamps' 64 x 64, 0.03" grid as the quintic InterpolatedImage
+   ``observe`` uses). Baselines treated the
    same way: ``galsim.parametric`` Sersic profiles with the same (mag, hlr) and Sersic index,
    axis ratio and angle from the COSMOS sampler (what ``flowvae.generate`` replaces in a
    pipeline). (The shipped I<26 sample has no Sersic fits of its own, so GalSim's
@@ -27,8 +34,8 @@ Writes ``results.json`` and ``realism.png`` / ``conditional.png`` into ``--out``
    (segmentation: the central object detected by sep at 1.5 sigma); the distance between the
    real and each simulated distribution is the two-sample Kolmogorov-Smirnov statistic.
 3. Speed in the same run: stamps per second of the ``flowvae.generate`` stage and of the
-   ``galsim.parametric`` stage drawing Sersic stamps of the same size (64 x 64 at 0.03"/pixel)
-   for the same rows (the peer the issue names), and of GalSim drawing real HST galaxies
+   ``galsim.parametric`` stage drawing Sersic stamps (64 x 64 at 0.03"/pixel; the FlowVAE
+   stage's own stamps are 96 x 96 and include its size/shape post-processing) for the same rows (the peer the issue names), and of GalSim drawing real HST galaxies
    (``galsim.RealGalaxy``, the classical way to get realistic morphologies) on the same grid.
 """
 from __future__ import annotations
@@ -135,6 +142,35 @@ def _ctx(name, seed, tmp):
     return StageContext(name=name, seed=seed, output_dir=tmp, work_dir=tmp)
 
 
+def _on_grid(batch, n_pix: int, scale: float) -> np.ndarray:
+    """A batch's PSF-free stamps on an ``n_pix`` x ``n_pix`` grid at ``scale`` arcsec/pixel.
+
+    Stamps already on that grid are returned as they are; any other stamp (``flowvae.generate``
+    now gives 96 x 96 stamps with per-stamp pixel scales, ``batch.pixel_scales``) is drawn as
+    the quintic InterpolatedImage of the stamp at its own scale, the object ``observe`` draws
+    (``method="no_pixel"``: the stamp is already pixel-integrated), so light beyond the grid is
+    cut exactly as it is for the real stamps and the Sersic baseline.
+    """
+    import galsim
+
+    scales = batch.pixel_scales
+    out = np.empty((len(batch), n_pix, n_pix), np.float32)
+    for i in range(len(batch)):
+        img = np.asarray(batch.images[i], np.float64)
+        if img.shape == (n_pix, n_pix) and abs(float(scales[i]) - scale) < 1e-12:
+            out[i] = img
+            continue
+        total = float(img.sum())
+        if not total > 0:
+            out[i] = 0.0
+            continue
+        ii = galsim.InterpolatedImage(galsim.Image(np.ascontiguousarray(img),
+                                                   scale=float(scales[i])),
+                                      flux=total, x_interpolant="quintic")
+        out[i] = ii.drawImage(nx=n_pix, ny=n_pix, scale=scale, method="no_pixel").array
+    return out
+
+
 def _observe_like_real(stamps, psf, cat, indices, seed):
     """Convolve PSF-free stamps with the real galaxies' PSFs and add their noise."""
     import galsim
@@ -229,7 +265,8 @@ def realism_scores(generators: dict, real: dict, indices, reps: int, seed: int,
     shape = CosmosSampler().sample(seed + 1, np.arange(len(idx)))
     for col in ("sersic_n", "q", "beta"):
         mt[col] = shape[col]
-    psf_free = {k: g.process(mt).images for k, g in generators.items()}
+    n_pix = real["psf"].shape[-1]
+    psf_free = {k: _on_grid(g.process(mt), n_pix, 0.03) for k, g in generators.items()}
     sims = {k: _observe_like_real(v, real["psf"], rgc, idx, seed) for k, v in psf_free.items()}
     sig_real = real["noise_sigma"]
     m_real = morphology(real["observed"][indices], sig_real[indices])
@@ -312,10 +349,32 @@ def main(argv=None):
     req_mag = np.asarray(cat["mag"], float)
     req_hlr = np.asarray(cat["hlr"], float)
     acc = {"n": int(len(cat)), "n_outside_training_range_dropped": int((~inside).sum())}
-    for label, batch in (("flowvae", g), ("galsim_sersic", p)):
-        flux = batch.images.reshape(len(cat), -1).sum(axis=1, dtype=np.float64)
+    gs = np.asarray(g.pixel_scales, float)
+    acc["flowvae_stage"] = {
+        "stamp_shape": list(np.shape(g.images[0])),
+        "pixel_scale_min_max": [float(gs.min()), float(gs.max())],
+        "frac_size_scaled": float(np.mean(np.asarray(g.catalog["gen_size_scaled"], bool))),
+        "frac_shape_applied": float(np.mean(np.asarray(g.catalog["gen_shape_applied"], bool))),
+        "taper_loss_median": float(np.median(np.asarray(g.catalog["gen_taper_loss"], float)))}
+    # Sersic peer on the FlowVAE stamps' own grids: the row's exact Sersic profile (what
+    # galsim.parametric stores) drawn on 96 x 96 pixels at the FlowVAE stamp's pixel scale, so
+    # the estimator's bias on elliptical, cut profiles is the same as for the FlowVAE stamps
+    # (sampled at pixel centres, "no_pixel": an FFT of the exact profile at 0.4"/pixel would
+    # need tens of GB)
+    from astrogen.batch import StampBatch
+
+    same_grid = StampBatch(
+        images=np.stack([p.profiles[i].drawImage(
+            nx=np.shape(g.images[i])[1], ny=np.shape(g.images[i])[0],
+            scale=float(g.pixel_scales[i]), method="no_pixel").array.astype(np.float32)
+            for i in range(len(cat))]),
+        pixel_scale=np.asarray(g.pixel_scales, float), catalog=cat)
+    for label, batch in (("flowvae", g), ("galsim_sersic", p),
+                         ("galsim_sersic_flowvae_grid", same_grid)):
+        flux = np.array([np.sum(batch.images[i], dtype=np.float64) for i in range(len(cat))])
         mag = 25.94 - 2.5 * np.log10(np.clip(flux, 1e-30, None))
-        r50 = np.array([half_light_radius(im, scale) for im in batch.images])
+        r50 = np.array([half_light_radius(batch.images[i], float(batch.pixel_scales[i]))
+                        for i in range(len(cat))])
         b, s = robust(mag - req_mag)
         ratio = r50 / req_hlr
         mr, sr = robust(ratio)
@@ -324,8 +383,13 @@ def main(argv=None):
         acc[label + "_arrays"] = {"mag": mag, "r50": r50}
     acc["size_ratio_flowvae_over_sersic"] = (acc["flowvae"]["r50_over_hlr_median"]
                                              / acc["galsim_sersic"]["r50_over_hlr_median"])
+    acc["size_ratio_flowvae_over_sersic_flowvae_grid"] = (
+        acc["flowvae"]["r50_over_hlr_median"]
+        / acc["galsim_sersic_flowvae_grid"]["r50_over_hlr_median"])
     results["conditional_accuracy"] = {k: v for k, v in acc.items() if not k.endswith("_arrays")}
     results["speed"] = {"n_stamps": int(len(cat)), "stamp_size": n_pix,
+                        "flowvae_output_stamp_shape": list(np.shape(g.images[0])),
+                        "galsim_sersic_output_stamp_shape": list(np.shape(p.images[0])),
                         "flowvae_stamps_per_s": len(cat) / t_gen,
                         "galsim_sersic_stamps_per_s": len(cat) / t_par,
                         "ratio_flowvae_over_galsim": t_par / t_gen,
@@ -370,7 +434,8 @@ def _write_conditional_png(path, req_mag, req_hlr, acc):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(8, 3.4))
-    for label, color in (("galsim_sersic", "tab:gray"), ("flowvae", "tab:blue")):
+    for label, color in (("galsim_sersic", "tab:gray"),
+                         ("galsim_sersic_flowvae_grid", "tab:orange"), ("flowvae", "tab:blue")):
         a = acc[label + "_arrays"]
         ax[0].scatter(req_mag, a["mag"] - req_mag, s=3, alpha=0.5, color=color, label=label)
         ax[1].scatter(req_hlr, a["r50"] / req_hlr, s=3, alpha=0.5, color=color, label=label)
