@@ -30,7 +30,7 @@ from astrogen.errors import CatalogError, ConfigError, ModelError
 from astrogen.registry import register_stage
 from astrogen.seeds import row_seeds
 from astrogen.stages.base import Stage, check_choice, check_int
-from astrogen.stages.flowvae import check_max_native_hlr, requested_shape, stamp_batch_scale
+from astrogen.stages.flowvae import check_generated_options, requested_shape, stamp_batch_scale
 from astrogen.stages.generated import (finish_generated, output_side, pass_stars_through,
                                        size_scale_factors, truth_columns)
 
@@ -159,12 +159,7 @@ class DDPMGenerate(Stage):
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.out_of_range = check_choice("out_of_range", out_of_range, ("error", "clip", "allow"))
         self.flux = check_choice("flux", flux, ("model", "catalog"))
-        self.max_native_hlr = check_max_native_hlr(max_native_hlr)
-        self.shape = check_choice("shape", shape, ("apply", "measure"))
-        if not isinstance(edge_taper, bool):
-            raise ConfigError("must be true or false.", key="edge_taper",
-                              received={"edge_taper": edge_taper})
-        self.edge_taper = edge_taper
+        check_generated_options(self, max_native_hlr, shape, edge_taper)
         self.model = None
 
     def setup(self, ctx) -> None:

@@ -58,6 +58,17 @@ def check_max_native_hlr(value):
     return check_positive("max_native_hlr", value, unit="arcsec")
 
 
+def check_generated_options(stage, max_native_hlr, shape, edge_taper) -> None:
+    """Check and set the options every generative stage shares (``max_native_hlr`` [arcsec],
+    ``shape``, ``edge_taper``) on ``stage``."""
+    stage.max_native_hlr = check_max_native_hlr(max_native_hlr)
+    stage.shape = check_choice("shape", shape, ("apply", "measure"))
+    if not isinstance(edge_taper, bool):
+        raise ConfigError("must be true or false.", key="edge_taper",
+                          received={"edge_taper": edge_taper})
+    stage.edge_taper = edge_taper
+
+
 def apply_condition_range(cond: np.ndarray, names, condition_range, policy: str,
                           row_ids=None) -> np.ndarray:
     """Check conditions against a model's training range.
@@ -150,12 +161,7 @@ class FlowVAEGenerate(Stage):
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.out_of_range = check_choice("out_of_range", out_of_range, ("error", "clip", "allow"))
         self.flux = check_choice("flux", flux, ("model", "catalog"))
-        self.max_native_hlr = check_max_native_hlr(max_native_hlr)
-        self.shape = check_choice("shape", shape, ("apply", "measure"))
-        if not isinstance(edge_taper, bool):
-            raise ConfigError("must be true or false.", key="edge_taper",
-                              received={"edge_taper": edge_taper})
-        self.edge_taper = edge_taper
+        check_generated_options(self, max_native_hlr, shape, edge_taper)
         self.model = None
 
     def setup(self, ctx) -> None:
