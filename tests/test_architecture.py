@@ -280,10 +280,12 @@ def _layout_violations(tests_root: Path, pkg_root: Path) -> list[str]:
         folders = rel.parts[:-1]
         if not folders:
             stem = path.stem[len("test_"):]
-            if path.name not in LAYOUT_EXEMPT and not (
-                    (pkg_root / f"{stem}.py").is_file() or (pkg_root / stem / "__init__.py").is_file()):
-                bad.append(f"{rel}: no module astrogen/{stem}.py or subpackage astrogen/{stem}/")
-        elif folders[0] != INTEGRATION and not (pkg_root.joinpath(*folders) / "__init__.py").is_file():
+            exists = ((pkg_root / f"{stem}.py").is_file()
+                      or (pkg_root / stem / "__init__.py").is_file())
+            if path.name not in LAYOUT_EXEMPT and not exists:
+                bad.append(f"{rel}: no module astrogen/{stem}.py nor subpackage astrogen/{stem}/")
+        elif (folders[0] != INTEGRATION
+              and not (pkg_root.joinpath(*folders) / "__init__.py").is_file()):
             bad.append(f"{rel}: no subpackage astrogen/{'/'.join(folders)}/")
     bad += [f"{name}: one base name for {paths}" for name, paths in seen.items() if len(paths) > 1]
     return bad
