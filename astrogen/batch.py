@@ -22,13 +22,10 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from astrogen.constants import COSMOS_ZERO_POINT  # defined there once; re-exported here
 from astrogen.errors import ConfigError
 
 __all__ = ["StampBatch", "MultiBandStamps", "DensityField", "COSMOS_ZERO_POINT"]
-
-#: AB magnitude giving 1 count per second for HST/ACS F814W, the flux convention of the
-#: COSMOS RealGalaxyCatalog (GalSim's COSMOSCatalog docs; Sirianni et al. 2005).
-COSMOS_ZERO_POINT = 25.94
 
 
 @dataclass

@@ -49,6 +49,7 @@ import sys
 import galsim
 import numpy as np
 
+from astrogen.constants import COSMOS_PIXEL_SCALE
 from astrogen.models.pretrained import resolve_model_path
 
 __all__ = ["FlowVAEInput", "build_flowvae_galaxy"]
@@ -156,7 +157,7 @@ class FlowVAEInput:
             cfg = json.loads(self.path.with_suffix(".json").read_text())["config"]
             self._names = list(cfg.get("condition_names") or [])
             self._latent_dim = int(cfg["latent_dim"])
-            self._pixel_scale = float(cfg.get("pixel_scale", 0.03))
+            self._pixel_scale = float(cfg.get("pixel_scale", COSMOS_PIXEL_SCALE))
         except (OSError, ValueError, KeyError, TypeError):
             m = self.model
             self._names, self._latent_dim = list(m.condition_names), int(m.latent_dim)

@@ -2,7 +2,7 @@
 
 Measures, in one run:
 
-* the bad-input corpus (``tests/pipeline/test_bad_inputs.py``): number of cases per family,
+* the bad-input corpus (``tests/integration/test_bad_inputs.py``): number of cases per family,
   how many pass (exit status, one line, no traceback, key/column named, nothing left on
   disk) and its wall time;
 * the 8-level x 10-alias "billion laughs" YAML of the issue (about 500 bytes): the time
@@ -84,7 +84,7 @@ def yaml_figures() -> dict:
 
 
 def corpus_figures() -> dict:
-    test = ROOT / "tests" / "pipeline" / "test_bad_inputs.py"
+    test = ROOT / "tests" / "integration" / "test_bad_inputs.py"
     sys.path.insert(0, str(test.parent))
     import test_bad_inputs  # noqa: E402  (the case list itself)
 

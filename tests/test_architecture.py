@@ -8,6 +8,8 @@
   ``physics/``, ``cosmology/`` and ``nbody/`` import no model, trainer or stage, and
   ``physics/`` imports no TensorFlow at module level; no module imports another module's
   private (``_name``) names; reading a training YAML loads no stage and no TensorFlow.
+* Test layout (``tests/README.md``): the tests mirror the package, so every test file sits
+  where the module it tests sits; cross-cutting end-to-end tests are in ``tests/integration``.
 """
 from __future__ import annotations
 
@@ -255,3 +257,55 @@ def test_the_checks_catch_a_violation(tmp_path, rule, monkeypatch):
     else:
         with pytest.raises(AssertionError, match="_private"):
             test_no_module_imports_another_modules_private_names()
+
+
+#: test files that test no one module: this file (the package's architecture)
+LAYOUT_EXEMPT = {"test_architecture.py"}
+#: the folder of cross-cutting end-to-end tests (shipped pipelines, bad-input corpus)
+INTEGRATION = "integration"
+
+
+def _layout_violations(tests_root: Path, pkg_root: Path) -> list[str]:
+    """Test files (``test_*.py``) of ``tests_root`` whose place mirrors no part of ``pkg_root``.
+
+    ``tests/test_<m>.py`` needs a module ``<m>.py`` or subpackage ``<m>/`` of the package;
+    ``tests/<sub>/.../test_*.py`` needs the subpackage ``<sub>/...`` (or ``<sub>`` is
+    ``integration``). Two test files of one base name are refused too: the test folders have
+    no ``__init__.py``, so pytest imports test files by base name.
+    """
+    bad, seen = [], {}
+    for path in sorted(tests_root.rglob("test_*.py")):
+        rel = path.relative_to(tests_root)
+        seen.setdefault(path.name, []).append(str(rel))
+        folders = rel.parts[:-1]
+        if not folders:
+            stem = path.stem[len("test_"):]
+            exists = ((pkg_root / f"{stem}.py").is_file()
+                      or (pkg_root / stem / "__init__.py").is_file())
+            if path.name not in LAYOUT_EXEMPT and not exists:
+                bad.append(f"{rel}: no module astrogen/{stem}.py nor subpackage astrogen/{stem}/")
+        elif (folders[0] != INTEGRATION
+              and not (pkg_root.joinpath(*folders) / "__init__.py").is_file()):
+            bad.append(f"{rel}: no subpackage astrogen/{'/'.join(folders)}/")
+    bad += [f"{name}: one base name for {paths}" for name, paths in seen.items() if len(paths) > 1]
+    return bad
+
+
+def test_tests_mirror_the_package_modules():
+    """Every test file's place names an existing module or subpackage (or is integration)."""
+    assert _layout_violations(ROOT / "tests", PKG) == []
+
+
+@pytest.mark.parametrize("planted", ["tests/test_nosuchmodule.py", "tests/foundation/test_x.py",
+                                     "tests/physics/deep/test_y.py", "tests/models/test_seeds.py"])
+def test_the_layout_check_catches_a_misplaced_test(tmp_path, planted):
+    """A test file placed by anything but its module is found (copy of the real layout)."""
+    import shutil
+
+    tests = tmp_path / "tests"
+    shutil.copytree(ROOT / "tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
+    assert _layout_violations(tests, PKG) == []
+    (tmp_path / planted).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / planted).write_text("def test_nothing():\n    pass\n")
+    found = _layout_violations(tests, PKG)
+    assert len(found) == 1 and Path(planted).name in found[0], found

@@ -60,6 +60,7 @@ from astropy.table import Table
 from scipy.special import expit, logit, ndtr, ndtri
 
 from astrogen.catalog.columns import column_spec
+from astrogen.constants import COSMOS_PIXEL_SCALE  # arcsec / pixel of the COSMOS stamps and fits
 from astrogen.data import cosmos_dir
 from astrogen.errors import ConfigError
 from astrogen.seeds import normals, row_seeds, uniforms
@@ -70,7 +71,6 @@ __all__ = ["CosmosSampler", "load_cosmos_properties", "VARIABLES"]
 VARIABLES = ("mag", "hlr", "z", "sersic_n", "q", "bulge_frac",
              "hsc_i_minus_mag", "hsc_g_r", "hsc_r_i", "hsc_i_z", "hsc_z_y")
 HSC_BANDS = ("hsc_g", "hsc_r", "hsc_i", "hsc_z", "hsc_y")
-COSMOS_PIXEL_SCALE = 0.03  # arcsec / pixel of the COSMOS stamps and fits (Koekemoer+07)
 _BRIGHT = 23.5
 #: measured only in the I < 23.5 sample
 _BRIGHT_ONLY = ("sersic_n", "q", "bulge_frac")

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from astrogen.batch import COSMOS_ZERO_POINT
+from astrogen.constants import COSMOS_PIXEL_SCALE
 from astrogen.errors import CatalogError, ConfigError, ModelError
 
 __all__ = ["DDPMGalaxyModel", "load_ddpm", "condition_features", "SAMPLERS",
@@ -115,7 +116,7 @@ class DDPMGalaxyModel:
                           "divisor": float(intensity["divisor"])}
         self.meta = dict(meta or {})
         self.stamp_size = int(network.image_size)
-        self.pixel_scale = float(self.meta.get("pixel_scale", 0.03))
+        self.pixel_scale = float(self.meta.get("pixel_scale", COSMOS_PIXEL_SCALE))
         self.flux_unit = str(self.meta.get("flux_unit", "count/s"))
         self.zero_point = float(self.meta.get("zero_point", COSMOS_ZERO_POINT))
         self._fns: dict = {}

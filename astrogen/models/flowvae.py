@@ -47,6 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from astrogen.constants import COSMOS_PIXEL_SCALE
 from astrogen.errors import CatalogError, ConfigError, ModelError
 from astrogen.models.flowvae_flow import ConditionalMAF
 from astrogen.models.flowvae_layers import (build_decoder, build_encoder,
@@ -130,7 +131,7 @@ class FlowVAE(keras.Model):
                  flux_scale=1.0, min_posterior_std=1e-4, condition_names=DEFAULT_CONDITIONS,
                  flow_num_bijectors=4, flow_hidden_units=(128, 128), flow_activation="elu",
                  flow_permutation="random", flow_seed=0, beta=1.0, free_bits=0.0,
-                 kl_warmup_steps=0, pad_psf=True, pixel_scale=0.03, flux_unit="count/s",
+                 kl_warmup_steps=0, pad_psf=True, pixel_scale=COSMOS_PIXEL_SCALE, flux_unit="count/s",
                  condition_range=None, **kwargs):
         super().__init__(**kwargs)
         check_architecture(stamp_size, latent_dim, channels, blocks_per_level,

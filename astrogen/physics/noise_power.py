@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from astrogen.constants import COSMOS_PIXEL_SCALE  # arcsec / pixel of the COSMOS stamps
+
 __all__ = ["psf_stamp", "noise_power_from_correlation", "estimate_noise_power",
            "POWER_FLOOR", "COSMOS_PIXEL_SCALE"]
 
-#: arcsec / pixel of the COSMOS HST/ACS stamps
-COSMOS_PIXEL_SCALE = 0.03
 #: relative floor of a noise power spectrum computed from a correlation function (keeps it > 0)
 POWER_FLOOR = 1e-6
 

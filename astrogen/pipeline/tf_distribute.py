@@ -13,7 +13,7 @@ their sum by the **global** batch size (:func:`tf.nn.compute_average_loss`); the
 of the replicas are then summed by the all-reduce, which gives the gradient of the mean loss
 over the global batch. With ``MirroredStrategy`` the variables stay identical on every
 replica; only the order of floating-point additions changes, so losses agree with the
-default strategy to rounding (tested: ``tests/pipeline_dask/test_tf_distribute.py``, and
+default strategy to rounding (tested: ``tests/pipeline/test_tf_distribute.py``, and
 for the FlowVAE trainer ``tests/training/test_flowvae_distributed.py``).
 
 Keras 3 clips gradients (``clipnorm``, ``global_clipnorm``) per replica, *before* summing

@@ -8,6 +8,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from astrogen.batch import COSMOS_ZERO_POINT, MultiBandStamps, StampBatch
+from astrogen.constants import COSMOS_PIXEL_SCALE
 from astrogen.catalog.columns import require_columns
 from astrogen.errors import ConfigError
 from astrogen.io.fits_out import set_card
@@ -77,7 +78,7 @@ class ParametricGalaxies(Stage):
         return ("mag", "hlr", "q", "beta", shape)
 
     def __init__(self, profile: str = "sersic", stamp_size: int | None = None,
-                 pixel_scale: float = 0.03, zero_point: float = COSMOS_ZERO_POINT,
+                 pixel_scale: float = COSMOS_PIXEL_SCALE, zero_point: float = COSMOS_ZERO_POINT,
                  max_stamp_size: int = 512, resample_large: bool = True):
         self.profile = check_choice("profile", profile, PROFILES)
         self.stamp_size = None if stamp_size is None else check_int("stamp_size", stamp_size,

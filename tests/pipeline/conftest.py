@@ -1,4 +1,5 @@
-"""Fixtures of the Dask executor tests: a loopback LocalCluster shared by the module."""
+"""Fixtures of the pipeline tests: small pipelines as YAML files (``small_yaml`` for the runner,
+``write_pipeline`` for the executors) and a loopback Dask LocalCluster shared by the session."""
 import logging
 import sys
 from pathlib import Path
@@ -8,6 +9,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # before any worker is spawned: workers inherit sys.path
     sys.path.insert(0, str(HERE))
+
+from pipeline_text import small_pipeline  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -42,5 +45,16 @@ def write_pipeline(tmp_path):
         out = kw.pop("output", tmp_path / f"out_{name}")
         path = tmp_path / f"{name}.yaml"
         path.write_text(pipeline_text(out, **kw))
+        return path, out
+    return make
+
+
+@pytest.fixture
+def small_yaml(tmp_path):
+    """``small_yaml(**kw)`` -> (yaml path, output folder) of ``pipeline_text.small_pipeline``."""
+    def make(**kw):
+        out = kw.pop("output", tmp_path / "out")
+        path = tmp_path / "pipe.yaml"
+        path.write_text(small_pipeline(out, **kw))
         return path, out
     return make
