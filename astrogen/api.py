@@ -506,24 +506,23 @@ def galsim_objects(batch, zero_point: float | None = None) -> list:
     ModelError
         A stamp with no positive flux (named by its ``row_id``).
     """
-    import galsim
     import numpy as np
+
+    from astrogen.physics.observe import intrinsic_profile
 
     factor = 1.0 if zero_point is None else 10.0 ** (0.4 * (float(zero_point)
                                                            - float(batch.zero_point)))
     out = []
     profiles = batch.profiles or [None] * len(batch)
     for i, scale in enumerate(batch.pixel_scales):
-        if profiles[i] is not None:  # exact profile: nothing to interpolate
-            out.append(profiles[i] * factor if factor != 1.0 else profiles[i])
-            continue
-        stamp = np.ascontiguousarray(batch.images[i], dtype=np.float64)
-        total = float(stamp.sum())
-        if not (np.isfinite(total) and total > 0):
+        stamp = batch.images[i]
+        total = (profiles[i].flux if profiles[i] is not None
+                 else float(np.sum(stamp, dtype=np.float64)))
+        obj = intrinsic_profile(stamp, float(scale), total * factor, profile=profiles[i])
+        if obj is None:
             raise ModelError("generated an empty stamp (no positive flux).", key="model",
                              received={"row_id": int(batch.catalog["row_id"][i])})
-        out.append(galsim.InterpolatedImage(galsim.Image(stamp, scale=float(scale)),
-                                            flux=total * factor, x_interpolant="quintic"))
+        out.append(obj)
     return out
 
 

@@ -22,9 +22,9 @@ __all__ = ["main"]
 def _silence_tensorflow(verbosity: int) -> None:
     """TensorFlow's start-up noise is shown only with ``-v 3``.
 
-    The C++ log level hides the oneDNN notice; oneDNN itself stays on (setting
-    ``TF_ENABLE_ONEDNN_OPTS=0`` to hide the notice made every CLI run and training up to
-    2.6x slower than the same code from Python).
+    The C++ log level hides the oneDNN notice; the oneDNN kernels themselves stay on
+    (turning them off to hide the notice made every CLI run and training up to 2.6x slower
+    than the same code from Python).
     """
     if verbosity < 3:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -151,7 +151,7 @@ def _on_grid(batch, n_pix: int, scale: float) -> np.ndarray:
     (``method="no_pixel"``: the stamp is already pixel-integrated), so light beyond the grid is
     cut exactly as it is for the real stamps and the Sersic baseline.
     """
-    import galsim
+    from astrogen.physics.observe import intrinsic_profile
 
     scales = batch.pixel_scales
     out = np.empty((len(batch), n_pix, n_pix), np.float32)
@@ -160,13 +160,10 @@ def _on_grid(batch, n_pix: int, scale: float) -> np.ndarray:
         if img.shape == (n_pix, n_pix) and abs(float(scales[i]) - scale) < 1e-12:
             out[i] = img
             continue
-        total = float(img.sum())
-        if not total > 0:
+        ii = intrinsic_profile(img, float(scales[i]), float(img.sum()))  # what observe draws
+        if ii is None:
             out[i] = 0.0
             continue
-        ii = galsim.InterpolatedImage(galsim.Image(np.ascontiguousarray(img),
-                                                   scale=float(scales[i])),
-                                      flux=total, x_interpolant="quintic")
         out[i] = ii.drawImage(nx=n_pix, ny=n_pix, scale=scale, method="no_pixel").array
     return out
 

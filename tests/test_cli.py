@@ -22,3 +22,17 @@ def test_cli_leaves_onednn_on_and_quiet():
     last = out.stdout.strip().splitlines()[-1]
     assert last == "ONEDNN=None RC=0", last
     assert "oneDNN" not in out.stderr
+
+
+def test_no_module_turns_onednn_off():
+    """Nothing in the package sets TF_ENABLE_ONEDNN_OPTS (it would slow every run)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "astrogen"
+    hits = []
+    for f in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Constant) and node.value == "TF_ENABLE_ONEDNN_OPTS":
+                hits.append(str(f))
+    assert hits == []

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.table import Table
 
+from astrogen.catalog.bands import BAND_FILTERS, REFERENCE_BAND, effective_wavelength
 from astrogen.errors import ConfigError
 from astrogen.seeds import derive_seed, row_seeds, uniforms
 
@@ -50,40 +51,20 @@ __all__ = ["StarModel", "BAND_FILTERS", "STAR_ROW_ID_OFFSET", "band_wavelength",
 #: First row id of stars (2**62): galaxy row ids must stay below it.
 STAR_ROW_ID_OFFSET = 2 ** 62
 #: Reference band of ``mag`` (what the galaxy catalogs and generative models use).
-REFERENCE_BAND = "hst_f814w"
-
-#: astrogen band name -> (surveycodex survey, surveycodex filter)
-BAND_FILTERS: dict[str, tuple[str, str]] = {
-    **{f"lsst_{b}": ("LSST", b) for b in "ugrizy"},
-    **{f"hsc_{b}": ("HSC", b) for b in "grizy"},
-    **{f"des_{b}": ("DES", b) for b in "griz"}, "des_y": ("DES", "Y"),
-    "euclid_vis": ("Euclid_VIS", "IE"), "euclid_y": ("Euclid_NISP", "YE"),
-    "euclid_j": ("Euclid_NISP", "JE"), "euclid_h": ("Euclid_NISP", "HE"),
-    "hst_f814w": ("COSMOS", "f814w"),
-}
 
 _H_OVER_K = 6.62607015e-34 / 1.380649e-23  # s K
 _C = 2.99792458e8  # m / s
 
 
 def band_wavelength(band: str, key: str = "bands") -> float:
-    """Effective wavelength (nm) of an astrogen band from ``surveycodex``.
+    """Effective wavelength (nm) of a band (:func:`astrogen.catalog.bands.effective_wavelength`).
 
     Raises
     ------
     ConfigError
         Unknown band, naming ``key`` and the known bands.
     """
-    from astrogen.errors import suggest
-
-    if band not in BAND_FILTERS:
-        raise ConfigError(f"unknown band.{suggest(band, BAND_FILTERS)} Known bands: "
-                          f"{', '.join(BAND_FILTERS)}.", key=key, received={"band": band})
-    import surveycodex as sc
-
-    survey, filt = BAND_FILTERS[band]
-    wl = sc.get_survey(survey).get_filter(filt).effective_wavelength
-    return float(wl.to_value("nm"))
+    return float(effective_wavelength(band, key=key).to_value("nm"))
 
 
 def blackbody_colour(teff, band: str, reference: str = REFERENCE_BAND) -> np.ndarray:

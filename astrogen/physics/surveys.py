@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from astrogen.catalog.bands import BAND_FILTERS
 from astrogen.errors import ConfigError, UnknownKeyError, suggest
 
 __all__ = ["Survey", "SURVEYS", "SURVEY_BANDS", "get_survey", "get_bands"]
@@ -111,15 +112,6 @@ class Survey:
 # hand-set values below for space.
 # Images are in electrons (gain 1), whatever the camera's gain.
 # ---------------------------------------------------------------------------------------------
-#: astrogen survey prefix -> (surveycodex survey, {surveycodex filter: astrogen filter})
-SURVEYCODEX_BANDS = {
-    "lsst": ("LSST", {f: f for f in "ugrizy"}),
-    "hsc": ("HSC", {f: f for f in "grizy"}),
-    "des": ("DES", {"g": "g", "r": "r", "i": "i", "z": "z", "Y": "y"}),
-    "euclid": ("Euclid_VIS", {"IE": "vis"}),
-    "euclid_nisp": ("Euclid_NISP", {"YE": "y", "JE": "j", "HE": "h"}),
-    "hst": ("COSMOS", {"f814w": "f814w"}),
-}
 _SPACE = {"Euclid_VIS", "Euclid_NISP", "COSMOS"}
 #: effective read noise in e- per pixel of the final image (not in surveycodex; assumed)
 _READ_NOISE = {
@@ -162,27 +154,25 @@ def _surveycodex_presets() -> dict[str, Survey]:
     import surveycodex as sc
 
     out = {}
-    for prefix, (sname, filters) in SURVEYCODEX_BANDS.items():
+    for name, (sname, fname) in BAND_FILTERS.items():  # the contract's bands
         sv = sc.get_survey(sname)
         scale = float(sv.pixel_scale.to_value("arcsec"))
         diam = float(sv.mirror_diameter.to_value("m"))
-        for fname, ours in filters.items():
-            f = sv.get_filter(fname)
-            fwhm = float(f.psf_fwhm.to_value("arcsec"))
-            lam = float(f.effective_wavelength.to_value("nm"))
-            name = f"{prefix.split('_')[0]}_{ours}"
-            psf = (_space_psf(lam, diam, float(sv.obscuration), fwhm) if sname in _SPACE
-                   else {"type": "Kolmogorov", "fwhm": fwhm})
-            out[name] = Survey(
-                name=name, band=name, pixel_scale=scale,
-                zero_point=float(f.zeropoint.to_value("mag")),
-                exposure_time=float(f.full_exposure_time.to_value("s")),
-                sky_brightness=float(f.sky_brightness.value),
-                read_noise=_READ_NOISE.get(sname, 0.0), gain=1.0, psf=psf,
-                source=f"surveycodex {sc.__version__ if hasattr(sc, '__version__') else ''} "
-                       f"{sname}/{fname}"
-                       + (f"; exposure: {_NOTE_EXPOSURE[sname]}" if sname in _NOTE_EXPOSURE
-                          else ""))
+        f = sv.get_filter(fname)
+        fwhm = float(f.psf_fwhm.to_value("arcsec"))
+        lam = float(f.effective_wavelength.to_value("nm"))
+        psf = (_space_psf(lam, diam, float(sv.obscuration), fwhm) if sname in _SPACE
+               else {"type": "Kolmogorov", "fwhm": fwhm})
+        out[name] = Survey(
+            name=name, band=name, pixel_scale=scale,
+            zero_point=float(f.zeropoint.to_value("mag")),
+            exposure_time=float(f.full_exposure_time.to_value("s")),
+            sky_brightness=float(f.sky_brightness.value),
+            read_noise=_READ_NOISE.get(sname, 0.0), gain=1.0, psf=psf,
+            source=f"surveycodex {sc.__version__ if hasattr(sc, '__version__') else ''} "
+                   f"{sname}/{fname}"
+                   + (f"; exposure: {_NOTE_EXPOSURE[sname]}" if sname in _NOTE_EXPOSURE
+                      else ""))
     return out
 
 

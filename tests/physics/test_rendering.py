@@ -297,14 +297,10 @@ def test_every_band_preset_matches_surveycodex(name):
     import surveycodex as sc
 
     from astrogen.physics.psf import build_psf, psf_fwhm
-    from astrogen.physics.surveys import SURVEYCODEX_BANDS
+    from astrogen.catalog.bands import BAND_FILTERS
 
     s = SURVEYS[name]
-    band = s.band_name
-    prefix = {"vis": "euclid", "y": "euclid_nisp", "j": "euclid_nisp", "h": "euclid_nisp"}.get(
-        band.split("_")[1], band.split("_")[0]) if band.startswith("euclid") else band.split("_")[0]
-    survey, filters = SURVEYCODEX_BANDS[prefix]
-    filt = next(f for f, ours in filters.items() if f"{band.split('_')[0]}_{ours}" == band)
+    survey, filt = BAND_FILTERS[s.band_name]
     sv = sc.get_survey(survey)
     f = sv.get_filter(filt)
     assert s.pixel_scale == sv.pixel_scale.to_value("arcsec")
