@@ -588,7 +588,7 @@ def _override_strings(overrides) -> list[str]:
 
 
 def run(pipeline, overrides=None, resume: bool = False, *, progress: bool = False,
-        executor=None):
+        executor=None, existing: str = "overwrite"):
     """Run a pipeline from a YAML file, YAML text or a dict, as ``astrogen run`` does.
 
     Parameters
@@ -606,6 +606,9 @@ def run(pipeline, overrides=None, resume: bool = False, *, progress: bool = Fals
     executor : str or dict, optional
         Replaces the pipeline's ``executor:`` key (``"dask"``, ``{"type": "dask",
         "scheduler_file": "scheduler.json"}``, ``{"type": "slurm", ...}``).
+    existing : {"overwrite", "error", "skip"}
+        When the output folder holds a finished run: replace it, refuse (as ``astrogen
+        run`` does by default), or return without running (``--skip-existing``).
 
     Returns
     -------
@@ -640,4 +643,4 @@ def run(pipeline, overrides=None, resume: bool = False, *, progress: bool = Fals
         from astrogen.tf_quiet import import_tensorflow_quietly
 
         import_tensorflow_quietly()
-    return run_pipeline(p, resume=resume, progress=progress)
+    return run_pipeline(p, resume=resume, progress=progress, existing=existing)

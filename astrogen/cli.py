@@ -31,23 +31,41 @@ def _silence_tensorflow(verbosity: int) -> None:
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
+def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
+    """The options accepted before and after the subcommand (``astrogen -v 2 run x.yaml`` and
+    ``astrogen run x.yaml -v 2``): after it, defaults are suppressed so that a value given
+    before the subcommand is not reset."""
+    default = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    p.add_argument("-v", "--verbosity", type=int, default=default(1), choices=range(4),
+                   metavar="N", help="0: errors only, 1: progress (default), 2: debug, 3: "
+                                     "debug + TensorFlow logs")
+    p.add_argument("--log-file", default=default(None), metavar="FILE",
+                   help="also write the log (with times, at least -v 1 detail) to FILE")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="astrogen",
         description="Deep generative models as stages of astronomical image-simulation "
                     "pipelines.")
     p.add_argument("--version", action="version", version=f"astrogen {__version__}")
-    p.add_argument("-v", "--verbosity", type=int, default=1, choices=range(4), metavar="N",
-                   help="0: errors only, 1: progress (default), 2: debug, 3: debug + "
-                        "TensorFlow logs")
+    _global_options(p, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run a pipeline YAML")
+    r = sub.add_parser("run", help="run a pipeline YAML", parents=[common])
     r.add_argument("file", help="pipeline YAML file")
     r.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="override config values, e.g. seed=3 stages.render.stamp_size=96")
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in the same output folder")
-    r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on a terminal, no progress lines in a log")
+    clobber = r.add_mutually_exclusive_group()
+    clobber.add_argument("--overwrite", action="store_true",
+                         help="replace a finished run in the output folder (refused by default)")
+    clobber.add_argument("--skip-existing", action="store_true",
+                         help="do nothing if the output folder holds a finished run")
     r.add_argument("--allow-eval", action="store_true",
                    help="let GalSim evaluate '$' expressions, '@' references and type: Eval "
                         "in the pipeline: they run Python code from the file (off by default)")
@@ -62,18 +80,24 @@ def _parser() -> argparse.ArgumentParser:
                    help="dask: address of a running scheduler, e.g. tcp://host:8786 "
                         "(dask-jobqueue, SLURM, Kubernetes; implies --executor dask)")
     r.add_argument("--scheduler-file", default=None, metavar="FILE", help="dask: JSON file of a running scheduler (dask scheduler --scheduler-file, dask-mpi; implies --executor dask)")  # noqa: E501
-    v = sub.add_parser("validate", help="check a pipeline without running it")
+    v = sub.add_parser("validate", help="check a pipeline without running it", parents=[common])
     v.add_argument("file")
     v.add_argument("--allow-eval", action="store_true",
                    help="accept GalSim '$' / '@' evaluation (runs code from the file)")
     v.add_argument("overrides", nargs="*", metavar="key.sub=value")
-    t = sub.add_parser("train", help="train a model from a training YAML (configs/*.yaml)")
+    t = sub.add_parser("train", help="train a model from a training YAML (configs/*.yaml)",
+                       parents=[common])
     t.add_argument("file", help="training YAML file")
     t.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="override config values, e.g. training.vae_steps=100")
     t.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint in the run folder")
-    s = sub.add_parser("stages", help="list the registered stage types and their parameters")
+                   help="continue from the last checkpoint in the run folder (the step "
+                        "counts may grow: a finished run is trained longer)")
+    s = sub.add_parser("stages", help="list the registered stage types, or describe some",
+                       parents=[common])
+    s.add_argument("types", nargs="*", metavar="TYPE",
+                   help="stage types to describe in full (parameters, units, defaults, "
+                        "allowed values), e.g. 'astrogen stages observe'")
     s.add_argument("--modules", nargs="*", default=[], help="plug-in modules to import first")
     return p
 
@@ -96,14 +120,24 @@ def _cmd_run(args) -> int:
     p.executor = executor_with(p.executor, type=args.executor, n_workers=args.workers,
                                threads_per_worker=args.threads_per_worker,
                                address=args.scheduler, scheduler_file=args.scheduler_file)
+    existing = "overwrite" if args.overwrite else ("skip" if args.skip_existing else "error")
+    log = logging.getLogger("astrogen")
+    log.info("%s: %d stage(s), %s item(s) in %d chunk(s) -> %s", p.name, len(p.nodes),
+             p.n_rows(), p.n_chunks(), p.output)
     if args.verbosity < 3 and any(type(n.stage).uses_tensorflow for n in p.nodes):
-        from astrogen.tf_quiet import import_tensorflow_quietly
+        from astrogen.pipeline.runner import finished_run
 
-        import_tensorflow_quietly()
+        if args.resume or existing != "skip" or finished_run(p.output) is None:
+            log.info("loading TensorFlow (takes a few seconds)")
+            from astrogen.tf_quiet import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
     progress = False if args.no_progress or args.verbosity == 0 else None
     args.started = True  # from here on a failure may leave half-written library objects
-    res = run_pipeline(p, resume=args.resume, progress=progress)
+    res = run_pipeline(p, resume=args.resume, progress=progress, existing=existing)
     if args.verbosity >= 1:
+        if res.extra.get("skipped"):
+            return 0  # the runner logged it
         print(f"astrogen: {p.name}: {res.n_rows} item(s) (rows or boxes) in {res.n_chunks} chunk(s), "
               f"{res.wall_time:.1f} s -> {res.output}")
         for f in res.files:
@@ -115,6 +149,7 @@ def _cmd_train(args) -> int:
     from astrogen.training import run_training
 
     if args.verbosity < 3:
+        logging.getLogger("astrogen").info("loading TensorFlow (takes a few seconds)")
         from astrogen.tf_quiet import import_tensorflow_quietly
 
         import_tensorflow_quietly()
@@ -122,6 +157,10 @@ def _cmd_train(args) -> int:
     if args.verbosity >= 1:
         print(f"astrogen: trained {res.get('output')} (steps {res.get('steps_done')}, "
               f"run folder {res.get('run_dir')})")
+        last = res.get("last") or {}
+        numbers = {k: v for k, v in last.items() if isinstance(v, (int, float))}
+        if numbers:
+            print("  last step: " + ", ".join(f"{k} {v:.5g}" for k, v in numbers.items()))
     return 0
 
 
@@ -138,6 +177,7 @@ def _cmd_validate(args) -> int:
 def _cmd_stages(args) -> int:
     import importlib
     import inspect
+    import textwrap
 
     import astrogen.stages  # noqa: F401
     from astrogen.registry import STAGES
@@ -150,16 +190,36 @@ def _cmd_stages(args) -> int:
 
             raise ConfigError(f"cannot import plug-in module ({type(exc).__name__}: {exc}).",
                               key="--modules", received={"module": m}) from None
-    for name, cls in STAGES.items():
+    names = list(dict(STAGES.items()))
+    for t in args.types:
+        if t not in names:
+            from astrogen.errors import UnknownKeyError, suggest
+
+            raise UnknownKeyError(f"is not a registered stage type.{suggest(t, names)} "
+                                  "'astrogen stages' lists them all.", key="TYPE",
+                                  received={"TYPE": t})
+    for name in args.types or names:
+        cls = STAGES.get(name)
         ins = ", ".join(" | ".join(t.__name__ for t in (a if isinstance(a, tuple) else (a,)))
                         for a in cls.input_types)
         out = cls.output_type.__name__ if cls.output_type else "files"
         print(f"{name}  [{cls.kind}]  ({ins or '-'}) -> {out}")
         print(f"    {cls.summary()}")
+        docs = cls.parameter_docs() if args.types else {}
         for k, prm in cls.parameters().items():
             default = "required" if prm.default is inspect.Parameter.empty else f"= {prm.default!r}"
             unit = f"  [{cls.units[k]}]" if k in cls.units else ""
-            print(f"    {k} {default}{unit}")
+            kind, text = docs.get(k, ("", ""))
+            print(f"    {k} {default}{unit}" + (f"  ({kind})" if kind else ""))
+            if text:
+                for line in textwrap.wrap(text, 84):
+                    print(f"        {line}")
+        if args.types:
+            doc = inspect.getdoc(cls) or ""
+            body = doc.split("\nParameters\n", 1)[0].splitlines()[1:]
+            if any(x.strip() for x in body):
+                print("    " + "\n    ".join(x for x in body).strip())
+            print()
     return 0
 
 
@@ -207,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     # Always set: an earlier in-process call (tests, notebooks) may have lowered it.
     logging.getLogger("astrogen").setLevel({0: logging.ERROR, 1: logging.INFO}.get(
         args.verbosity, logging.DEBUG))
+    if args.log_file:
+        args.log_handler = _add_log_file(parser, args.log_file, level[args.verbosity], argv)
     import warnings
 
     hook = sys.unraisablehook
@@ -222,6 +284,31 @@ def main(argv: list[str] | None = None) -> int:
         return status
     finally:
         sys.unraisablehook = hook
+
+
+def _add_log_file(parser, path: str, level: int, argv) -> logging.Handler:
+    """Also log to ``path`` (appended; times in UTC; at least ``-v 1`` detail); returns the
+    handler."""
+    import time
+
+    try:
+        handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    except OSError as exc:
+        parser.error(f"--log-file: cannot open {path!r} ({exc.strerror or exc})")
+    fmt = logging.Formatter("%(asctime)sZ %(levelname)s %(name)s: %(message)s",
+                            "%Y-%m-%dT%H:%M:%S")
+    fmt.converter = time.gmtime
+    handler.setFormatter(fmt)
+    handler.setLevel(min(level, logging.INFO))
+    root = logging.getLogger()
+    for h in root.handlers:  # the terminal keeps the -v level of astrogen's messages
+        h.setLevel(logging.ERROR if level >= logging.ERROR else min(level, logging.INFO))
+    root.addHandler(handler)
+    root.setLevel(min(root.level, logging.INFO))
+    ours = logging.getLogger("astrogen")
+    ours.setLevel(min(ours.level, logging.INFO))
+    ours.info("astrogen %s: %s", __version__, " ".join(sys.argv[1:] if argv is None else argv))
+    return handler
 
 
 def _quiet_unraisable(unraisable) -> None:
@@ -254,6 +341,11 @@ def _main(args) -> int:
                 _show_warnings(caught)
                 logging.getLogger("astrogen").debug("traceback", exc_info=exc)
             print(f"astrogen: error: {type(err).__name__}: {err}", file=sys.stderr)
+            handler = getattr(args, "log_handler", None)
+            if handler is not None:  # the log file gets the error too (the terminal has it)
+                handler.handle(logging.LogRecord("astrogen", logging.ERROR, __file__, 0,
+                                                 f"error: {type(err).__name__}: {err}",
+                                                 None, None))
             return getattr(err, "exit_status", 2)
     if args.verbosity >= 1:
         _show_warnings(caught)

@@ -10,6 +10,7 @@ is refused in milliseconds, with the line of the alias). Nesting deeper than
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import yaml
 
 from astrogen.errors import ConfigError, UnknownKeyError, suggest
 
-__all__ = ["Config", "load_config", "apply_overrides", "key_path", "MAX_NODES", "MAX_DEPTH",
+__all__ = ["Config", "load_config", "apply_overrides", "override_key", "key_path", "MAX_NODES", "MAX_DEPTH",
            "MAX_BYTES"]
 
 #: most YAML nodes (values, keys and items, aliases counted as often as they are used) a
@@ -222,10 +223,32 @@ def load_config(source) -> Config:
     return Config(data, lines, name)
 
 
+_KEY_TOKEN = re.compile(r"([^.\[\]]+)|\[([^\[\]]+)\]")
+
+
+def override_key(key: str) -> list:
+    """Parts of an override key: ``stages.render.stamp_size`` -> ``["stages", "render",
+    "stamp_size"]``; ``stages[2].psf.fwhm`` (the form errors print, :func:`key_path`) ->
+    ``["stages", 2, "psf", "fwhm"]``; ``stages[render]`` names a stage. ``None`` when the key
+    is not such a path."""
+    parts, pos, text = [], 0, key.strip()
+    for m in _KEY_TOKEN.finditer(text):
+        sep = text[pos:m.start()]
+        if sep not in (("" if not parts or m.group(2) is not None else "."),) \
+                or (not parts and m.group(2) is not None):
+            return None
+        name, index = m.group(1), m.group(2)
+        parts.append(name if index is None else (int(index) if index.strip().isdigit()
+                                                  else index.strip()))
+        pos = m.end()
+    return parts if parts and pos == len(text) else None
+
+
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``key.sub=value`` overrides (values parsed as YAML).
 
-    In ``stages.<name>.<param>=value`` the second part is a stage name (or index).
+    In ``stages.<name>.<param>=value`` the second part is a stage name (or index); the key
+    paths printed by errors, ``stages[2].stamp_size=96``, are accepted too.
     """
     data = copy.deepcopy(cfg.data)
     for item in overrides:
@@ -237,31 +260,41 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             value = parse_yaml(raw, "override")[0] if raw != "" else None
         except ConfigError:
             value = raw
-        parts = key.strip().split(".")
-        if not all(parts):
+        parts = override_key(key)
+        if parts is None:
             raise ConfigError("an override key must be dotted names such as "
-                              "stages.render.stamp_size.", key="override",
+                              "stages.render.stamp_size or a key path such as "
+                              "stages[2].stamp_size.", key="override",
                               received={"override": item})
         node = data
         for depth, part in enumerate(parts[:-1]):
+            where = key_path(tuple(parts[:depth + 1]))
             if isinstance(node, list):
                 names = [s.get("name") for s in node if isinstance(s, dict)]
-                if part in names:
-                    node = node[names.index(part)]
-                elif part.isdigit() and int(part) < len(node):
+                if isinstance(part, int) or (isinstance(part, str) and part.isdigit()
+                                             and part not in names):
+                    if int(part) >= len(node):
+                        raise UnknownKeyError(f"index {int(part)} is out of range: there are "
+                                              f"{len(node)} item(s).", key=where,
+                                              received={"override": item})
                     node = node[int(part)]
+                elif part in names:
+                    node = node[names.index(part)]
                 else:
                     raise UnknownKeyError(f"no stage named '{part}'.{suggest(part, names)}",
-                                          key=".".join(parts[:depth + 1]),
-                                          received={"override": item})
+                                          key=where, received={"override": item})
             elif isinstance(node, dict):
+                if isinstance(part, int):
+                    raise ConfigError("is a mapping, not a list: use .name, not [index].",
+                                      key=key_path(tuple(parts[:depth])) or "override",
+                                      received={"override": item})
                 if part not in node:
                     node[part] = {}
                 node = node[part]
             else:
-                raise ConfigError("cannot descend into a scalar.",
-                                  key=".".join(parts[:depth + 1]), received={"override": item})
-        if not isinstance(node, dict):
+                raise ConfigError("cannot descend into a scalar.", key=where,
+                                  received={"override": item})
+        if not isinstance(node, dict) or isinstance(parts[-1], int):
             raise ConfigError("the override's target is not a mapping.", key=key,
                               received={"override": item})
         node[parts[-1]] = value

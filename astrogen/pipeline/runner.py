@@ -37,7 +37,7 @@ from astrogen.seeds import derive_seed
 from astrogen.stages.base import StageContext
 from astrogen.version import __version__
 
-__all__ = ["run_pipeline", "RunResult", "WORK_DIR", "stage_provenance_cards", "config_history"]
+__all__ = ["run_pipeline", "finished_run", "RunResult", "EXISTING", "WORK_DIR", "stage_provenance_cards", "config_history"]
 
 WORK_DIR = ".astrogen-work"
 log = logging.getLogger("astrogen")
@@ -95,8 +95,30 @@ def _versions() -> dict:
     return v
 
 
+#: in a batch log (stderr not a terminal), a progress line at most this often (s), plus the
+#: first and the last chunk
+PROGRESS_LOG_SECONDS = 30.0
+
+#: what a run does when its output folder already holds a finished run
+EXISTING = ("error", "overwrite", "skip")
+
+
+def finished_run(out) -> dict | None:
+    """The provenance of the finished run in folder ``out`` (its ``provenance.json``), or
+    ``None`` when there is none."""
+    path = Path(out) / "provenance.json"
+    if not path.is_file():
+        return None
+    try:
+        prov = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return prov if isinstance(prov, dict) else {}
+
+
 def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None,
-                 executor: ExecutorSpec | None = None) -> RunResult:
+                 executor: ExecutorSpec | None = None, existing: str = "overwrite"
+                 ) -> RunResult:
     """Run ``p`` (see the module docstring).
 
     Parameters
@@ -110,9 +132,15 @@ def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None
     executor : ExecutorSpec, optional
         Where the map stages run; default ``p.executor`` (the ``executor:`` key, local if
         absent). See :mod:`astrogen.pipeline.executors`.
+    existing : {"overwrite", "error", "skip"}
+        When the output folder holds a finished run (its ``provenance.json``): run again and
+        replace it, refuse (GalSim's ``noclobber``; what the CLI does unless told), or return
+        that run's result without running.
 
     Raises
     ------
+    OutputError
+        ``existing="error"`` and the output folder holds a finished run.
     ResumeError
         ``resume`` on a folder written by a different pipeline configuration.
     AstrogenError
@@ -122,6 +150,22 @@ def run_pipeline(p: Pipeline, resume: bool = False, progress: bool | None = None
         committed is kept and ``--resume`` continues.
     """
     t_start = time.time()
+    if existing not in EXISTING:
+        raise ValueError(f"existing must be one of {EXISTING}; got {existing!r}.")
+    done = None if resume else finished_run(p.output)
+    if done is not None and existing == "error":
+        raise OutputError("holds a finished run"
+                          + (f" (finished {done['finished_utc']})" if "finished_utc" in done
+                             else "")
+                          + "; use --overwrite to replace it or --skip-existing to keep it, "
+                            "or choose another output.", key="output",
+                          received={"output": str(p.output)})
+    if done is not None and existing == "skip":
+        log.info("%s: %s holds a finished run; skipped", p.name, p.output)
+        files = [p.output / f for f in done.get("files", [])] + [p.output / "provenance.json"]
+        return RunResult(p.output, files, dict(done.get("timing_s", {})),
+                         int(done.get("n_chunks", 0)), done.get("n_rows"),
+                         wall_time=time.time() - t_start, extra={"skipped": True})
     try:
         executor = make_executor(executor or p.executor)
         executor.start()  # a cluster that cannot be reached fails the run before any write
@@ -260,6 +304,9 @@ def _run_body(p: Pipeline, executor, resume: bool, progress, t_start: float, out
     state["step"] = "reading the sources"
     bar = tqdm(total=n_chunks, initial=start, unit="chunk", desc=p.name,
                disable=(not sys.stderr.isatty()) if progress is None else not progress)
+    # no bar in a batch log (stderr not a terminal): progress lines instead
+    lines = progress is None and bar.disable
+    t_line = t_loop = time.time()
     # sources and map stages: by the executor (here or on workers), in chunk order
     for i, results, chunk_timings in executor.chunks(range(start, n_chunks)):
         for name, dt in chunk_timings.items():
@@ -284,6 +331,13 @@ def _run_body(p: Pipeline, executor, resume: bool, progress, t_start: float, out
                 (n.stage.ctx.work_dir / f"state_{i - 1:06d}.npz").unlink()
         bar.update(1)
         log.debug("chunk %d / %d done", i + 1, n_chunks)
+        now = time.time()
+        if lines and (i == start or i + 1 == n_chunks or now - t_line >= PROGRESS_LOG_SECONDS):
+            t_line = now
+            rate = (i + 1 - start) / max(now - t_loop, 1e-9)
+            eta = (n_chunks - i - 1) / rate
+            log.info("%s: chunk %d / %d done (%.0f %%), %.1f s elapsed, about %.0f s left",
+                     p.name, i + 1, n_chunks, 100.0 * (i + 1) / n_chunks, now - t_start, eta)
     bar.close()
     executor_info = executor.describe()
     executor.close()

@@ -125,8 +125,45 @@ class Stage:
 
     @classmethod
     def summary(cls) -> str:
+        """The first line of the stage's docstring."""
         doc = inspect.getdoc(cls) or ""
         return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def parameter_docs(cls) -> dict[str, tuple[str, str]]:
+        """``name -> (type, description)`` from the ``Parameters`` section of the stage's
+        numpydoc docstring (``"a, b : int"`` documents both; the type line holds the allowed
+        values, ``{"x", "y"}``). Parameters without an entry are absent."""
+        lines = (inspect.getdoc(cls) or "").splitlines()
+
+        def underlined(k: int) -> bool:
+            return (k + 1 < len(lines) and bool(lines[k].strip())
+                    and not lines[k].startswith(" ") and bool(lines[k + 1].strip())
+                    and set(lines[k + 1].strip()) == {"-"})
+
+        start = next((k + 2 for k in range(len(lines))
+                      if underlined(k) and lines[k].strip() == "Parameters"), None)
+        if start is None:
+            return {}
+        end = next((k for k in range(start, len(lines)) if underlined(k)), len(lines))
+        out: dict[str, tuple[str, str]] = {}
+        entry: list = []  # [names, type, description lines]
+        open_list = False
+        for line in lines[start:end]:
+            if line.strip() and not line.startswith(" "):
+                head, _, kind = line.partition(" : ")
+                names = [n.strip() for n in head.split(",") if n.strip()]
+                if entry and not entry[2] and not entry[1] and open_list:
+                    entry[0] += names  # "a, b,\nc" names three parameters
+                    entry[1] = kind.strip()
+                else:
+                    entry = [names, kind.strip(), []]
+                open_list = not kind and head.rstrip().endswith(",")
+                for n in names:
+                    out[n] = entry  # filled in below as the description grows
+            elif line.strip() and entry:
+                entry[2].append(line.strip())
+        return {n: (e[1], " ".join(e[2])) for n, e in out.items()}
 
     # ---- what validate checks without running ---------------------------------------------
     def required_columns(self) -> tuple[str, ...]:

@@ -119,7 +119,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def resume_checkpoint(run_dir, resume: bool, comparable) -> Path | None:
+def resume_checkpoint(run_dir, resume: bool, comparable, growable=()) -> Path | None:
     """The latest checkpoint of ``run_dir`` if the run may continue from it, else ``None``.
 
     Parameters
@@ -132,6 +132,9 @@ def resume_checkpoint(run_dir, resume: bool, comparable) -> Path | None:
         ``comparable(config_dict) -> dict``: the flat view of a configuration (the run's
         stored ``config.json`` and, with ``None``, the current one) in which any difference
         forbids resuming.
+    growable : iterable of str
+        Dotted keys (step counts) that may differ if the new value is a larger integer:
+        resuming a finished run with more steps trains it longer.
 
     Raises
     ------
@@ -151,7 +154,15 @@ def resume_checkpoint(run_dir, resume: bool, comparable) -> Path | None:
         a = json.loads(json.dumps(comparable(json.loads(config_file.read_text()))))
         b = json.loads(json.dumps(comparable(None)))
         diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+        grown = {k for k, (old, new) in diff.items() if k in set(growable)
+                 and isinstance(old, int) and isinstance(new, int) and new > old}
+        diff = {k: v for k, v in diff.items() if k not in grown}
         if diff:
+            shrunk = [k for k in diff if k in set(growable)]
+            if shrunk:
+                raise ResumeError("--resume may only increase the step counts "
+                                  f"({', '.join(sorted(set(growable)))}).", key=shrunk[0],
+                                  received={"differences (run, now)": diff})
             raise ResumeError("--resume with a configuration that differs from the run's.",
                               key="run_dir", received={"differences (run, now)": diff})
     return ckpt

@@ -20,8 +20,10 @@ Typical use (see :mod:`astrogen.training.halo_trainer`, the smallest trainer)::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -33,7 +35,14 @@ from astrogen.io.atomic import write_json
 from astrogen.training.checkpoint import (flatten, restore_run, resume_checkpoint,
                                           save_checkpoint)
 
-__all__ = ["Run", "take_lock", "adam", "learning_rate", "current_lr", "checkpoint_of_run"]
+__all__ = ["Run", "take_lock", "adam", "learning_rate", "current_lr", "checkpoint_of_run",
+           "LOSS_LOG_SECONDS"]
+
+log = logging.getLogger("astrogen")
+
+#: without a progress bar on a terminal (a batch log), a loss line at most this often (s),
+#: plus the first and the last logged step
+LOSS_LOG_SECONDS = 30.0
 
 
 def take_lock(run_dir: Path) -> Path:
@@ -120,7 +129,8 @@ class Run:
         Its ``training`` section has the :func:`~astrogen.training.schema.loop_keys`.
     resume : bool
         ``--resume``: continue from the newest checkpoint (the configuration may differ only
-        in ``cfg.resume_mutable``).
+        in ``cfg.resume_mutable``, and the step counts ``cfg.resume_growable`` may grow: a
+        finished run is trained longer).
 
     Raises
     ------
@@ -136,13 +146,14 @@ class Run:
         self.log_path = self.run_dir / "losses.jsonl"
         self.output = Path(cfg["output"])
         mutable = cfg.resume_mutable
+        growable = cfg.resume_growable
 
         def comparable(old):
             from astrogen.training.schema import without_keys
 
             return flatten(without_keys(old if old is not None else cfg, mutable))
 
-        self.ckpt = resume_checkpoint(self.run_dir, resume, comparable)
+        self.ckpt = resume_checkpoint(self.run_dir, resume, comparable, growable=growable)
         self.groups: dict = {}
         self.state: dict = {}
         self._lock: Path | None = None
@@ -168,7 +179,10 @@ class Run:
         values stored in every checkpoint. Returns the step to continue from."""
         self.groups = groups
         self.state = state
-        return restore_run(self.ckpt, groups, self.log_path)
+        step = restore_run(self.ckpt, groups, self.log_path)
+        if self.ckpt is not None:
+            log.info("resuming from step %d (%s)", step, self.ckpt)
+        return step
 
     def checkpoint(self, step: int, **state) -> None:
         """Save every registered variable at ``step`` (atomic; the ``keep_checkpoints``
@@ -225,6 +239,9 @@ class Run:
         every, log_every = int(self.t["checkpoint_every"]), int(self.t["log_every"])
         bar = tqdm(total=total, initial=step, desc=name, unit="step",
                    disable=not self.t["progress"], dynamic_ncols=True)
+        # no bar on a terminal (a batch log, or progress off): loss lines in the log instead
+        lines = bar.disable or not sys.stderr.isatty()
+        t_line = None
         timing: dict[str, list] = {}
         last: dict = {}
         t_start = time.perf_counter()
@@ -258,6 +275,13 @@ class Run:
                         self.write(rec)
                         if "loss" in out:
                             bar.set_postfix(**tag, loss=f"{out['loss']:.4g}")
+                        now = time.perf_counter()
+                        if lines and (t_line is None or step == stop
+                                      or now - t_line >= LOSS_LOG_SECONDS):
+                            t_line = now
+                            log.info("%s: step %d / %d%s: %s", name, step, total,
+                                     f" ({phase})" if phase else "",
+                                     ", ".join(f"{k} {v:.5g}" for k, v in out.items()))
                     bar.update(1)
                     if after is not None:
                         after(step, out, stop)

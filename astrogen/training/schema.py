@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from astrogen.errors import AstrogenError, ConfigError, UnknownKeyError, suggest
 
-__all__ = ["REQUIRED", "check_int", "check_float", "check_choice", "check_bool", "check_str",
+__all__ = ["REQUIRED", "RESUME_GROWABLE_KEYS", "check_int", "check_float", "check_choice", "check_bool", "check_str",
            "check_optional_str", "check_int_list", "check_any", "check_devices",
            "top_level", "loop_keys", "RESUME_MUTABLE_KEYS", "TrainingConfig", "without_keys",
            "check_mapping", "check_dataset", "check_output", "check_sections"]
@@ -163,6 +163,11 @@ RESUME_MUTABLE_KEYS = frozenset({
 })
 
 
+#: Step counts a ``--resume`` may increase (a finished run trained longer); a trainer whose
+#: phases make a count unsafe to grow leaves it out.
+RESUME_GROWABLE_KEYS = frozenset({"training.steps", "training.flow_steps"})
+
+
 class TrainingConfig(dict):
     """The checked configuration, defaults filled in (a plain nested ``dict``).
 
@@ -171,6 +176,7 @@ class TrainingConfig(dict):
 
     source: str = "<string>"
     resume_mutable: frozenset = RESUME_MUTABLE_KEYS
+    resume_growable: frozenset = RESUME_GROWABLE_KEYS
 
     @property
     def run_dir(self) -> Path:

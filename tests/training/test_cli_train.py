@@ -20,3 +20,30 @@ def test_astrogen_train_tiny_config(tmp_path, capsys):
     # a typo'd key is one clear line, exit 2
     assert main(["train", TINY, "training.vae_step=3"]) == 2
     assert "vae_step" in capsys.readouterr().err
+
+
+def test_train_logs_losses_resumes_and_extends_a_finished_run(tmp_path, capsys, caplog):
+    """Without a terminal the losses go to the log; ``--resume`` says where it continues;
+    a finished run is trained longer by raising a step count; lowering one is refused."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="astrogen")
+    base = ["train", TINY, f"output={tmp_path / 'm.keras'}", f"run_dir={tmp_path / 'run'}",
+            f"dataset.path={tmp_path / 'data'}", "training.progress=false"]
+    assert main(base) == 0
+    text = caplog.text
+    assert "flowvae" in text and "step 30 / 30" in text and "loss" in text
+    out = capsys.readouterr().out
+    assert "last step:" in out
+    caplog.clear()
+    assert main([*base, "--resume", "training.flow_steps=14"]) == 0
+    assert "resuming from step 30" in caplog.text
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["complete"] is True and result["steps_done"] == 34
+    capsys.readouterr()
+    assert main([*base, "--resume", "training.flow_steps=12"]) == 2
+    err = capsys.readouterr().err
+    assert "training.flow_steps" in err and "may only increase" in err
+    # a step count that is not growable stays fixed
+    assert main([*base, "--resume", "training.vae_steps=40"]) == 2
+    assert "differs" in capsys.readouterr().err
