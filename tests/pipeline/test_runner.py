@@ -189,12 +189,18 @@ def test_cli_validate_and_stages(small_yaml, capsys):
 
 
 def test_cli_is_quick_and_does_not_import_tensorflow():
+    """``astrogen stages`` loads no TensorFlow and takes well under the time of importing it
+    (a peer timed in the same run: the machine may be loaded)."""
     code = ("import sys, time; t=time.time(); from astrogen.cli import main; "
             "main(['stages']); print(time.time()-t, 'tensorflow' in sys.modules, file=sys.stderr)")
+    peer = ("import time; t=time.time(); import tensorflow; import sys; "
+            "print(time.time()-t, file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     seconds, tf_loaded = r.stderr.split()[-2:]
+    tf = subprocess.run([sys.executable, "-c", peer], capture_output=True, text=True,
+                        check=True)
     assert tf_loaded == "False"
-    assert float(seconds) < 5.0
+    assert float(seconds) < 0.6 * float(tf.stderr.split()[-1])
 
 
 def test_tensorflow_start_up_noise_is_silenced(tmp_path):
