@@ -13,6 +13,7 @@ from astrogen.catalog.columns import require_columns
 from astrogen.errors import ConfigError
 from astrogen.io.fits_out import set_card
 from astrogen.physics.lensing import lensing_columns, magnification
+from astrogen.physics.photometry import flux_from_mag, image_zero_point
 from astrogen.physics.psf import build_psf, describe_psf
 from astrogen.physics.render import MIN_FLUX_FRAC, PROFILES, draw_intrinsic, galaxy_profile
 from astrogen.physics.scene import Field, SceneCanvas
@@ -96,7 +97,7 @@ class ParametricGalaxies(Stage):
         if not stars.all():
             need += ["hlr", "q", "beta", "sersic_n" if self.profile == "sersic" else "bulge_frac"]
         require_columns(table, need, f"galsim.parametric (profile: {self.profile})")
-        flux = 10.0 ** (-0.4 * (np.asarray(table["mag"], float) - self.zero_point))
+        flux = flux_from_mag(np.asarray(table["mag"], float), self.zero_point)
         stamps, scales, fracs, profiles = draw_intrinsic(
             table, flux, self.stamp_size, self.pixel_scale, self.profile,
             self.max_stamp_size, self.resample_large)
@@ -352,7 +353,7 @@ class Observe(_SurveyStage):
                                float(frac.min()), self.stamp_size, self.max_stamp_size, s.name)
         return StampBatch(images=images, pixel_scale=s.pixel_scale, catalog=cat,
                           flux_unit="electron",
-                          zero_point=s.zero_point + 2.5 * np.log10(s.exposure_time),
+                          zero_point=image_zero_point(s.zero_point, s.exposure_time),
                           psf=describe_psf(self.psfs[s.name][0]), band=s.band,
                           noise_sigma=sigma,
                           meta={**batch.meta, "survey": s.name,
@@ -543,7 +544,7 @@ class Scene(_SurveyStage):
             header["PIXSCALE"] = (s.pixel_scale, "[arcsec/pixel]")
             header["EXPTIME"] = (s.exposure_time, "[s] exposure time")
             header["ZP1ES"] = (s.zero_point, "[mag] AB magnitude giving 1 e-/s")
-            header["MAGZERO"] = (s.zero_point + 2.5 * np.log10(s.exposure_time),
+            header["MAGZERO"] = (image_zero_point(s.zero_point, s.exposure_time),
                                  "[mag] AB magnitude of 1 e- in this image")
             header["SKYLEVEL"] = (s.sky_level, "[e-/pixel] subtracted sky level")
             header["NOISE"] = (s.noise_sigma if self.add_noise else 0.0,
