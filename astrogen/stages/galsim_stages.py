@@ -412,6 +412,7 @@ class Scene(_SurveyStage):
 
     kind = "sink"
     input_types = (StampBatch,)
+    needs_field = True
 
     def required_columns(self):  # checked by validate through the graph
         return ("x", "y") + (("mag",) if self.flux_from == "catalog" else ())
@@ -451,7 +452,7 @@ class Scene(_SurveyStage):
         return f"{stem}_{band}.{suffix}"
 
     def _field(self, batch: StampBatch, survey):
-        field = Field.from_meta(batch.catalog.meta.get("scene", {}))
+        field = self.require_field()
         xs, ys = np.asarray(batch.catalog["x"], float), np.asarray(batch.catalog["y"], float)
         if abs(field.pixel_scale - survey.pixel_scale) > 1e-12:
             # Positions made for another survey: same sky footprint and centre, this survey's
@@ -462,9 +463,7 @@ class Scene(_SurveyStage):
                                   key="survey",
                                   received={"positions_pixel_scale": field.pixel_scale,
                                             "survey_pixel_scale": survey.pixel_scale})
-            ratio = field.pixel_scale / survey.pixel_scale
-            field = Field(nx=int(round(field.nx * ratio)), ny=int(round(field.ny * ratio)),
-                          pixel_scale=survey.pixel_scale, ra=field.ra, dec=field.dec)
+            field = field.with_pixel_scale(survey.pixel_scale, survey.name)
             xs, ys = field.wcs().all_world2pix(np.asarray(batch.catalog["ra"], float),
                                                np.asarray(batch.catalog["dec"], float), 1)
         return field, xs, ys
@@ -597,6 +596,7 @@ class LensingField(Stage):
     input_types = (Table,)
     output_type = Table
     units = {"smoothing": "arcmin"}
+    needs_field = True
 
     def __init__(self, model: str = "constant", g1: float = 0.0, g2: float = 0.0,
                  kappa: float = 0.0, sigma_kappa: float = 0.02, smoothing: float = 1.0):
@@ -614,7 +614,7 @@ class LensingField(Stage):
         from astrogen.physics.shear_field import lensing_at
 
         require_columns(table, ["x", "y"], "lensing.field (add a catalog.positions stage)")
-        field = Field.from_meta(table.meta.get("scene", {}))
+        field = self.require_field()
         to_arcmin = field.pixel_scale / 60.0
         x = (np.asarray(table["x"], float) - (field.nx + 1) / 2) * to_arcmin
         y = (np.asarray(table["y"], float) - (field.ny + 1) / 2) * to_arcmin
