@@ -8,7 +8,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from astrogen.batch import COSMOS_ZERO_POINT, MultiBandStamps, StampBatch
-from astrogen.constants import COSMOS_PIXEL_SCALE
+from astrogen.constants import COSMOS_PIXEL_SCALE, NANOMAGGY_ZERO_POINT
 from astrogen.catalog.columns import require_columns
 from astrogen.errors import ConfigError
 from astrogen.io.fits_out import set_card
@@ -561,11 +561,12 @@ class Scene(_SurveyStage):
                                         noisy, title=f"{self.ctx.name}: {self.n_objects} "
                                                      f"objects, {s.name}"))
         if self.color_preview and self.color_bands:
-            # in AB flux units (nanomaggies: e- of a 22.5 mag source), so colours are true
-            # flux ratios whatever each band's zero point and exposure
+            # in AB flux units (nanomaggies: e- of a source at NANOMAGGY_ZERO_POINT), so
+            # colours are true flux ratios whatever each band's zero point and exposure
+            nmgy = {b: self.band_surveys[b].electrons(NANOMAGGY_ZERO_POINT)
+                    for b in self.color_bands}
             paths.append(save_color(self.ctx.output_dir / self.color_preview,
-                                    [noisy_by_band[b] / self.band_surveys[b].electrons(22.5)
-                                     for b in self.color_bands],
+                                    [noisy_by_band[b] / nmgy[b] for b in self.color_bands],
                                     title=f"{self.ctx.name}: {' '.join(self.color_bands)} "
                                           "(R G B)"))
         return paths

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import textwrap
+from pathlib import Path
 
 import cloudpickle
 import numpy as np
@@ -107,9 +108,12 @@ def test_field_repeated_in_a_stage_is_an_error(tmp_path):
 
 
 def test_a_stage_that_needs_a_field_without_one_upstream_fails_validate(tmp_path):
-    cfg = _yaml(tmp_path, "", GALAXIES + """\
-    - {name: render, type: galsim.parametric, inputs: [galaxies], stamp_size: 16}
-    - {name: scene, type: scene, inputs: [render], survey: lsst_i}
+    # rows with pixel positions (x, y) but no stage that says in which field they are
+    cat = Path(__file__).resolve().parents[2] / "examples" / "catsim" / "catsim_example.fits"
+    cfg = _yaml(tmp_path, "", f"""\
+    - {{name: galaxies, type: catalog.read, file_name: {cat}, preset: catsim, max_rows: 4, defaults: {{x: 10.0, y: 10.0}}}}
+    - {{name: render, type: galsim.parametric, inputs: [galaxies], profile: bulge_disk, stamp_size: 16}}
+    - {{name: scene, type: scene, inputs: [render], survey: lsst_i}}
     """)
     with pytest.raises(PipelineGraphError, match=r"stage 'scene' \(scene\) needs the scene "
                                                  r"field.*render.*galaxies.*catalog.positions"):
