@@ -54,7 +54,8 @@ def test_end_to_end_products(small_yaml):
     truth = Table.read(out / "truth_catalog.fits")
     assert len(truth) == 24 and truth["hlr"].unit == "arcsec"
     # the scene field declared by catalog.positions, in the truth header (not in the rows)
-    assert (truth.meta["SCENE_NX"], truth.meta["SCENE_NY"]) == (128, 128)
+    head = fits.getheader(out / "truth_catalog.fits", 0)
+    assert (head["SCENE_NX"], head["SCENE_NY"], head["SCENE_RA"]) == (128, 128, 150.1)
     np.testing.assert_array_equal(truth["row_id"], np.arange(24))
     # scene: a TAN WCS that maps the catalog ra/dec to its x/y, and the noiseless truth holds
     # the total flux of the galaxies inside the image
