@@ -23,12 +23,20 @@ from astrogen.stages.galsim_stages import LensingField, Scene
 
 
 def _yaml(tmp_path, head: str, stages: str) -> str:
+    """A pipeline of ``stages`` (one flow mapping per ``- `` item, continued on the lines
+    below it) after the top-level keys ``head``."""
+    items: list[str] = []
+    for line in stages.splitlines():
+        t = line.strip()
+        if t.startswith("- ") or (t and not items):
+            items.append(t)
+        elif t:
+            items[-1] += " " + t
     text = textwrap.dedent(f"""\
     name: fields
     seed: 3
     output: {tmp_path / 'out'}
-    """) + head + "stages:\n" + "".join(f"  {line.strip()}\n" for line in stages.splitlines()
-                                        if line.strip())
+    """) + head + "stages:\n" + "".join(f"  {t}\n" for t in items)
     path = tmp_path / "p.yaml"
     path.write_text(text)
     return load_config(path)
@@ -47,7 +55,8 @@ DOWNSTREAM = """\
 
 def test_field_declared_once_reaches_every_stage_downstream(tmp_path):
     p = build_pipeline(_yaml(tmp_path, "", GALAXIES + """\
-    - {name: catalog, type: catalog.positions, inputs: [galaxies], survey: lsst_i, size: 96, ra: 10.0, dec: -5.0}
+    - {name: catalog, type: catalog.positions, inputs: [galaxies], survey: lsst_i, size: 96,
+       ra: 10.0, dec: -5.0}
     """ + DOWNSTREAM))
     field = p.node("catalog").stage.output_field()
     assert field == Field(96, 96, 0.2, 10.0, -5.0) and field.survey == "lsst_i"
@@ -111,8 +120,10 @@ def test_a_stage_that_needs_a_field_without_one_upstream_fails_validate(tmp_path
     # rows with pixel positions (x, y) but no stage that says in which field they are
     cat = Path(__file__).resolve().parents[2] / "examples" / "catsim" / "catsim_example.fits"
     cfg = _yaml(tmp_path, "", f"""\
-    - {{name: galaxies, type: catalog.read, file_name: {cat}, preset: catsim, max_rows: 4, defaults: {{x: 10.0, y: 10.0}}}}
-    - {{name: render, type: galsim.parametric, inputs: [galaxies], profile: bulge_disk, stamp_size: 16}}
+    - {{name: galaxies, type: catalog.read, file_name: {cat}, preset: catsim, max_rows: 4,
+       defaults: {{x: 10.0, y: 10.0}}}}
+    - {{name: render, type: galsim.parametric, inputs: [galaxies], profile: bulge_disk,
+       stamp_size: 16}}
     - {{name: scene, type: scene, inputs: [render], survey: lsst_i}}
     """)
     with pytest.raises(PipelineGraphError, match=r"stage 'scene' \(scene\) needs the scene "
@@ -152,3 +163,29 @@ def test_stages_used_from_python_take_the_field_by_bind_field(tmp_path):
     assert np.all(out["g1"] == 0.02)
     with pytest.raises(ConfigError, match="Field"):
         Scene(preview=None).bind_field({"nx": 100})
+
+
+def test_field_reaches_map_stages_on_dask_workers(tmp_path, dask_address):
+    """lensing.field (a map stage, so run by a Dask worker from the pickled stage) reads the
+    field the builder gave it: the same shear as a local run, and a field that depends on it
+    (grf on the field's extent)."""
+    from astropy.table import Table
+
+    from astrogen.pipeline.executors import ExecutorSpec
+    from astrogen.pipeline.runner import run_pipeline
+
+    stages = GALAXIES + """\
+    - {name: catalog, type: catalog.positions, inputs: [galaxies]}
+    - {name: lensing, type: lensing.field, inputs: [catalog], model: grf, sigma_kappa: 0.03,
+       smoothing: 0.3}
+    - {name: truth, type: output.catalog, inputs: [lensing]}
+    """
+    cfg = _yaml(tmp_path, "field: {survey: lsst_i, size: 200}\n", stages)
+    run_pipeline(build_pipeline(cfg), progress=False)
+    local = Table.read(tmp_path / "out" / "truth_catalog.fits")
+    run_pipeline(build_pipeline(cfg), progress=False,
+                 executor=ExecutorSpec(type="dask", address=dask_address))
+    remote = Table.read(tmp_path / "out" / "truth_catalog.fits")
+    for c in ("x", "y", "g1", "g2", "kappa"):
+        np.testing.assert_array_equal(remote[c], local[c])
+    assert np.std(local["kappa"]) > 0
