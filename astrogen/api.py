@@ -510,8 +510,11 @@ def galsim_objects(batch, zero_point: float | None = None) -> list:
 
     from astrogen.physics.observe import intrinsic_profile
 
-    factor = 1.0 if zero_point is None else 10.0 ** (0.4 * (float(zero_point)
-                                                           - float(batch.zero_point)))
+    from astrogen.physics.photometry import flux_from_mag
+
+    # the flux at ``zero_point`` of 1 unit at the batch's zero point
+    factor = 1.0 if zero_point is None else flux_from_mag(float(batch.zero_point),
+                                                          float(zero_point))
     out = []
     profiles = batch.profiles or [None] * len(batch)
     for i, scale in enumerate(batch.pixel_scales):

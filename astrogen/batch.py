@@ -180,9 +180,9 @@ class StampBatch:
 
     def magnitudes(self) -> np.ndarray:
         """AB magnitude of each stamp's total flux (``nan`` where the flux is not positive)."""
-        f = self.fluxes
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(f > 0, self.zero_point - 2.5 * np.log10(f), np.nan)
+        from astrogen.physics.photometry import mag_from_flux
+
+        return mag_from_flux(self.fluxes, self.zero_point)
 
     def replace(self, **changes) -> "StampBatch":
         return replace(self, **changes)

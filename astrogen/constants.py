@@ -7,7 +7,7 @@ imports). This module imports nothing, so every layer (``models/``, ``physics/``
 it; ``tests/test_constants.py`` checks that no other module writes the values as literals.
 """
 
-__all__ = ["COSMOS_ZERO_POINT", "COSMOS_PIXEL_SCALE"]
+__all__ = ["COSMOS_ZERO_POINT", "COSMOS_PIXEL_SCALE", "NANOMAGGY_ZERO_POINT"]
 
 #: AB magnitude giving 1 count per second for HST/ACS F814W, the flux convention of the
 #: COSMOS RealGalaxyCatalog (GalSim's COSMOSCatalog docs; Sirianni et al. 2005) [mag AB].
@@ -16,3 +16,7 @@ COSMOS_ZERO_POINT = 25.94
 #: pixel scale of the COSMOS HST/ACS drizzled stamps and of the SExtractor fits
 #: (Koekemoer et al. 2007) [arcsec / pixel].
 COSMOS_PIXEL_SCALE = 0.03
+
+#: AB magnitude of 1 nanomaggy (3.631e-6 Jy; the SDSS / Legacy Survey flux unit), the common
+#: flux unit the scene's colour composites are scaled to [mag AB].
+NANOMAGGY_ZERO_POINT = 22.5

@@ -99,7 +99,7 @@ def band_throughput(n: int, seed: int = 7) -> dict:
         t[f"mag_lsst_{b}"] = t["mag"] + c
     side = int(np.sqrt(n / 40.0) * 60 / 0.2)  # ~40 galaxies / arcmin^2 at 0.2"/pix
     t["x"], t["y"] = rng.uniform(1, side, n), rng.uniform(1, side, n)
-    t.meta["scene"] = Field(side, side, 0.2).to_meta()
+    field = Field(side, side, 0.2)  # what catalog.positions hands the scene stage
     res = {"rows": n, "scene_pixels": side}
     with tempfile.TemporaryDirectory() as tmp:
         def ctx(stage, name):
@@ -119,7 +119,8 @@ def band_throughput(n: int, seed: int = 7) -> dict:
             for b in bands:
                 Observe(survey=f"lsst_{b}", add_noise=False).process(batch)
             t2 = time.perf_counter()
-            sc = ctx(Scene(survey="lsst", bands=bands, add_noise=False, preview=None), label)
+            sc = ctx(Scene(survey="lsst", bands=bands, add_noise=False,
+                           preview=None).bind_field(field), label)
             sc.consume(0, batch)
             t3 = time.perf_counter()
             res[label] = {"render_s": t1 - t0, "observe_s": t2 - t1, "scene_s": t3 - t2,

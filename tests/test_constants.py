@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from astrogen.constants import COSMOS_PIXEL_SCALE, COSMOS_ZERO_POINT
+from astrogen.constants import COSMOS_PIXEL_SCALE, COSMOS_ZERO_POINT, NANOMAGGY_ZERO_POINT
 from astrogen.data import cosmos_dir
 
 PKG = Path(__file__).resolve().parents[1] / "astrogen"
@@ -28,7 +28,7 @@ def _literals(value: float, pkg: Path = PKG) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("value", [COSMOS_ZERO_POINT, COSMOS_PIXEL_SCALE])
+@pytest.mark.parametrize("value", [COSMOS_ZERO_POINT, COSMOS_PIXEL_SCALE, NANOMAGGY_ZERO_POINT])
 def test_constant_is_written_once(value):
     """Every module takes the value from astrogen.constants, none repeats it as a literal."""
     assert _literals(value) == []

@@ -37,6 +37,7 @@ import numpy as np
 from astrogen.datasets.base import DatasetConfig, is_complete, manifest_path, select_rows
 from astrogen.errors import ConfigError, suggest
 from astrogen.io.atomic import save_npz, write_json
+from astrogen.physics.photometry import image_zero_point
 from astrogen.seeds import derive_seed, galsim_seed, row_seeds, uniforms
 
 __all__ = ["BlendDatasetConfig", "build_blend_dataset", "blend_dataset_is_complete",
@@ -238,7 +239,7 @@ def build_blend_dataset(path, cfg: BlendDatasetConfig | dict, progress: bool = F
             "status": "building", "n_scenes": cfg.n_scenes, "stamp_size": cfg.stamp_size,
             "max_objects": cfg.max_objects, "pixel_scale": survey.pixel_scale,
             "noise_sigma": survey.noise_sigma, "survey": survey.to_dict(),
-            "zero_point_image": survey.zero_point + 2.5 * np.log10(survey.exposure_time),
+            "zero_point_image": image_zero_point(survey.zero_point, survey.exposure_time),
             "flux_unit": "electron",
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "python": platform.python_version(), "library": [], "shards": []}

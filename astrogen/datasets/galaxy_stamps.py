@@ -7,7 +7,7 @@ Galaxy ``i`` (row id ``i`` = 0 .. n-1) is a pure function of ``(seed, i)``:
 * properties (``mag``, ``hlr``, ``z``, ``sersic_n``, ``q``, ``beta``, ``bulge_frac``) from
   :class:`~astrogen.catalog.cosmos.CosmosSampler` with the row's counter-based seed;
 * profile: :func:`astrogen.physics.render.galaxy_profile` (``sersic`` or ``bulge_disk``) of
-  total flux ``10 ** (-0.4 * (mag - zero_point))`` in ``count/s`` (COSMOS F814W zero point
+  total flux ``flux_from_mag(mag, zero_point)`` in ``count/s`` (COSMOS F814W zero point
   25.94, the unit of the real COSMOS stamps: their ``stamp_flux`` matches ``MAG`` with it);
 * PSF: one of the real HST/ACS PSF images shipped in ``astrogen/data/cosmos`` (by default
   the 100 + 100 of ``real_galaxy_PSF_images_extension.fits`` and
@@ -91,6 +91,7 @@ from astrogen.batch import COSMOS_ZERO_POINT  # AB mag of 1 count/s, ACS/WFC F81
 from astrogen.datasets.base import DatasetConfig, select_rows
 from astrogen.errors import ConfigError, UnknownKeyError, suggest
 from astrogen.io.atomic import atomic_path, save_npz, write_json
+from astrogen.physics.photometry import flux_from_mag
 from astrogen.physics.noise_power import (  # noqa: F401 (re-exported)
     COSMOS_PIXEL_SCALE, noise_power_from_correlation, psf_stamp)
 from astrogen.seeds import derive_seed, galsim_seed, row_seeds, uniforms
@@ -355,7 +356,7 @@ def _render_shard(cfg: StampDatasetConfig, rows: np.ndarray, sampler, psf_lib: d
         variance = np.full(n, float(cfg.noise_variance))
     noise_seeds = row_seeds(derive_seed(cfg.seed, "noise"), rows)
     mag = np.asarray(props["mag"], dtype=np.float64)
-    flux = 10.0 ** (-0.4 * (mag - cfg.zero_point))
+    flux = flux_from_mag(mag, cfg.zero_point)
 
     observed = np.empty((n, npix, npix), np.float32)
     truth = np.empty((n, npix, npix), np.float32)

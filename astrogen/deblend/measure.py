@@ -26,6 +26,7 @@ from astropy import units as u
 from astropy.table import Column, Table
 
 from astrogen.errors import ConfigError
+from astrogen.physics.photometry import mag_from_flux
 
 __all__ = [
     "order_by_flux",
@@ -86,9 +87,7 @@ def _flux_unit(flux_unit: Any):
 
 
 def _magnitudes(flux: np.ndarray, zero_point: float) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(flux > 0, zero_point - 2.5 * np.log10(np.where(flux > 0, flux, 1.0)),
-                        np.nan)
+    return mag_from_flux(flux, zero_point)
 
 
 def _flux_desc(unit) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 from astropy.table import Table
 
 from astrogen.errors import ConfigError
+from astrogen.physics.photometry import mag_from_flux
 
 __all__ = [
     "iou",
@@ -299,7 +300,7 @@ def flux_error_stats(flux_true: Any, flux_measured: Any,
                 "dmag_nmad": nan, "dmag_std": nan, "mape": nan, "frac_bias_median": nan,
                 "outlier_fraction": nan}
     pos = fm > 0
-    dmag = -2.5 * np.log10(fm[pos] / ft[pos])
+    dmag = mag_from_flux(fm[pos] / ft[pos], 0.0)  # -2.5 log10(measured / true)
     rel = fm / ft - 1.0
     have = dmag.size > 0
     med = float(np.median(dmag)) if have else nan

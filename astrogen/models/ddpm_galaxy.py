@@ -46,6 +46,7 @@ import numpy as np
 from astrogen.batch import COSMOS_ZERO_POINT
 from astrogen.constants import COSMOS_PIXEL_SCALE
 from astrogen.errors import CatalogError, ConfigError, ModelError
+from astrogen.physics.photometry import flux_from_mag
 
 __all__ = ["DDPMGalaxyModel", "load_ddpm", "condition_features", "SAMPLERS",
            "SIDECAR_FORMAT", "CONDITION_COLUMNS", "shipped_model_path", "inpaint_stamps"]
@@ -127,7 +128,7 @@ class DDPMGalaxyModel:
         mag = np.asarray(mag, dtype=np.float64)
         if not self.intensity["flux_normalize"]:
             return np.ones_like(mag)
-        return 10.0 ** (-0.4 * (mag - self.zero_point))
+        return flux_from_mag(mag, self.zero_point)
 
     def encode(self, images, mag) -> np.ndarray:
         """PSF-free stamps ``(B, N, N)`` (``flux_unit``) -> network space ``(B, N, N, 1)``."""

@@ -39,6 +39,7 @@ import numpy as np
 from astropy.table import Table
 
 from astrogen.errors import ConfigError
+from astrogen.physics.photometry import image_zero_point
 from astrogen.seeds import derive_seed, galsim_seed, row_seeds, uniforms
 
 __all__ = ["BlendGeometry", "BlendBatch", "draw_isolated", "place", "scene_positions",
@@ -455,7 +456,7 @@ def make_blends(rows: Table, geometry: BlendGeometry, survey, psf: galsim.GSObje
     obj["sep_nearest"].description = "distance to the nearest other object of the scene"
     return BlendBatch(images=images_out, models=models, objects=obj, scene_ids=scene_ids,
                       pixel_scale=survey.pixel_scale,
-                      zero_point=survey.zero_point + 2.5 * np.log10(survey.exposure_time),
+                      zero_point=image_zero_point(survey.zero_point, survey.exposure_time),
                       noise_sigma=noise, psf=psf_name, band=survey.band,
                       meta={"geometry": g.to_dict(), "survey": survey.name,
                             "profile": profile if images is None else "generator"})

@@ -1,20 +1,25 @@
 """Scene geometry (a TAN WCS) and a canvas that adds galaxies at sub-pixel positions."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import galsim
 import numpy as np
 from astropy.wcs import WCS
-
-from astrogen.errors import ConfigError
 
 __all__ = ["Field", "SceneCanvas"]
 
 
 @dataclass(frozen=True)
 class Field:
-    """A rectangular field of view with a gnomonic (TAN) projection.
+    """A rectangular field of view with a gnomonic (TAN) projection: the scene geometry.
+
+    Declared once in a pipeline (by ``catalog.positions``, ``catalog.stars`` or the
+    pipeline's ``field:`` key) and handed by the pipeline builder to every stage downstream
+    that needs it (:attr:`astrogen.stages.base.Stage.input_field`); it never travels in the
+    rows' metadata. Frozen and made of plain numbers, so it pickles (Dask) and is rebuilt
+    identically from the configuration on ``--resume``.
 
     Parameters
     ----------
@@ -24,6 +29,9 @@ class Field:
         arcsec / pixel.
     ra, dec : float
         Sky position of the image centre in deg.
+    survey : str
+        Name of the survey preset whose pixel scale was used (``"lsst_i"``; ``""`` when
+        none). Informative only: two fields are equal when their geometry is.
     """
 
     nx: int
@@ -31,6 +39,7 @@ class Field:
     pixel_scale: float
     ra: float = 150.1
     dec: float = 2.2
+    survey: str = dataclass_field(default="", compare=False)
 
     def wcs(self) -> WCS:
         w = WCS(naxis=2)
@@ -46,16 +55,17 @@ class Field:
     def area_arcmin2(self) -> float:
         return self.nx * self.ny * (self.pixel_scale / 60.0) ** 2
 
-    def to_meta(self) -> dict:
-        return asdict(self)
+    def describe(self) -> str:
+        """One line for error messages: size, pixel scale, centre and survey."""
+        who = f" ({self.survey})" if self.survey else ""
+        return (f"{self.nx} x {self.ny} pix at {self.pixel_scale:g} arcsec/pix centred on "
+                f"ra={self.ra:g}, dec={self.dec:g} deg{who}")
 
-    @classmethod
-    def from_meta(cls, meta) -> "Field":
-        try:
-            return cls(**{k: meta[k] for k in ("nx", "ny", "pixel_scale", "ra", "dec")})
-        except (KeyError, TypeError):
-            raise ConfigError("the catalog carries no scene geometry: add a 'catalog.positions' "
-                              "stage upstream.", key="inputs") from None
+    def with_pixel_scale(self, pixel_scale: float, survey: str = "") -> "Field":
+        """The same sky footprint and centre sampled with ``pixel_scale`` (arcsec / pixel)."""
+        ratio = self.pixel_scale / pixel_scale
+        return Field(nx=int(round(self.nx * ratio)), ny=int(round(self.ny * ratio)),
+                     pixel_scale=pixel_scale, ra=self.ra, dec=self.dec, survey=survey)
 
 
 class SceneCanvas:

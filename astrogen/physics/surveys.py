@@ -20,6 +20,7 @@ import numpy as np
 
 from astrogen.catalog.bands import BAND_FILTERS
 from astrogen.errors import ConfigError, UnknownKeyError, suggest
+from astrogen.physics.photometry import flux_from_mag, mag_from_flux, sky_level_per_pixel
 
 __all__ = ["Survey", "SURVEYS", "SURVEY_BANDS", "get_survey", "get_bands"]
 
@@ -76,17 +77,17 @@ class Survey:
 
     def electrons(self, mag) -> np.ndarray:
         """Electrons collected from a source of AB magnitude ``mag`` (mag)."""
-        return 10.0 ** (-0.4 * (np.asarray(mag, dtype=float) - self.zero_point)) * self.exposure_time
+        return flux_from_mag(np.asarray(mag, dtype=float), self.zero_point, self.exposure_time)
 
     def magnitude(self, electrons) -> np.ndarray:
         """AB magnitude of a source giving ``electrons`` (e-) in the exposure."""
-        return self.zero_point - 2.5 * np.log10(np.asarray(electrons, float) / self.exposure_time)
+        return mag_from_flux(np.asarray(electrons, float), self.zero_point, self.exposure_time)
 
     @property
     def sky_level(self) -> float:
         """Sky background in e- / pixel over the exposure."""
-        return float(10.0 ** (-0.4 * (self.sky_brightness - self.zero_point))
-                     * self.exposure_time * self.pixel_scale ** 2)
+        return sky_level_per_pixel(self.sky_brightness, self.zero_point, self.exposure_time,
+                                   self.pixel_scale)
 
     @property
     def noise_sigma(self) -> float:

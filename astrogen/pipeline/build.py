@@ -7,7 +7,9 @@ become file names: ``[A-Za-z0-9_.-]``, no ``..``), GalSim evaluation strings (``
 bounds (:func:`astrogen.stages.base.check_parameters`), the files the stages read (model
 files opened and checked, catalogs read), the catalog columns each stage needs through the
 whole graph, that no two sinks write the same file, the memory a chunk of stamps or a scene
-needs, and every FITS header value the run will write.
+needs, the scene field every stage that needs one receives (declared once upstream; two
+inputs placed in different fields are an error), and every FITS header value the run will
+write.
 """
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ TOP_LEVEL_KEYS: dict[str, tuple[bool, tuple, str]] = {
     "output": (True, (str,), "output folder"),
     "modules": (False, (list,), "plug-in modules to import (they register stage types)"),
     "stages": (True, (list,), "ordered list of stages"),
+    "field": (False, (dict,), "the scene field, declared once: {survey, size, ra, dec} for "
+                              "every catalog.positions / catalog.stars stage"),
     "executor": (False, (dict, str), "where map stages run: local (default) or dask; "
                                      "not part of the configuration hash"),
 }
@@ -365,6 +369,7 @@ def _build(cfg: Config) -> Pipeline:
     _check_no_eval(cfg, data)
     modules = list(data.get("modules") or [])
     _import_modules(cfg, modules)
+    field_spec = _check_field_key(cfg, data.get("field"))
     if not data["stages"]:
         raise ConfigError("the pipeline has no stages.", key="stages", line=cfg.line(("stages",)))
 
@@ -395,6 +400,15 @@ def _build(cfg: Config) -> Pipeline:
             raise ConfigError("must be a list of stage names.", key=key_path(path + ("inputs",)),
                               line=cfg.line(path + ("inputs",)), received={"inputs": inputs})
         params = {k: v for k, v in entry.items() if k not in _RESERVED}
+        if field_spec is not None and cls.field_keys:
+            own = [k for k in cls.field_keys if k in params]
+            if own:
+                raise ConfigError(
+                    f"the scene field is declared once, by the pipeline's 'field:' key (line "
+                    f"{cfg.line(('field',))}); remove '{own[0]}' from this stage, or the "
+                    "'field:' key.", key=key_path(path + (own[0],)),
+                    line=cfg.line(path + (own[0],)), received={own[0]: params[own[0]]})
+            params = {**params, **field_spec}
         stage = _construct(cfg, i, cls, params)
         node = StageNode(i, name, entry["type"], inputs, params, stage, cfg.line(path))
         nodes.append(node)
@@ -418,7 +432,7 @@ def _build(cfg: Config) -> Pipeline:
         raise PipelineGraphError("all source stages must give the same number of chunks.",
                                  key="stages", line=cfg.line(("stages",)), received=counts)
 
-    resolved = {k: data[k] for k in ("name", "description", "seed", "output", "modules")
+    resolved = {k: data[k] for k in ("name", "description", "seed", "output", "modules", "field")
                 if k in data}
     resolved["stages"] = []
     full_params = {}
@@ -427,6 +441,7 @@ def _build(cfg: Config) -> Pipeline:
         full_params[n.name] = full
         resolved["stages"].append({"name": n.name, "type": n.type, "inputs": n.inputs, **full})
     _check_columns(cfg, ordered)
+    _bind_fields(cfg, ordered)
     _check_output_files(cfg, ordered, full_params)
     _check_memory(cfg, ordered, full_params)
     output = _check_output(cfg, data["output"])
@@ -434,6 +449,30 @@ def _build(cfg: Config) -> Pipeline:
                  resolved=resolved, source=cfg.source, modules=modules, executor=executor)
     _check_headers(cfg, p)
     return p
+
+
+#: keys of the pipeline's ``field:`` (those of ``catalog.positions``' field)
+FIELD_KEYS = ("survey", "size", "ra", "dec")
+
+
+def _check_field_key(cfg: Config, spec) -> dict | None:
+    """The pipeline's ``field:`` (``{survey, size, ra, dec}``), checked as
+    ``catalog.positions`` checks them, errors named ``field.<key>``; ``None`` if absent."""
+    if spec is None:
+        return None
+    for k in spec:
+        if k not in FIELD_KEYS:
+            raise UnknownKeyError(f"is not a key of the scene field.{suggest(str(k), FIELD_KEYS)} "
+                                  f"Valid keys: {', '.join(FIELD_KEYS)}.", key=f"field.{k}",
+                                  line=cfg.line(("field", k)), received={k: spec[k]})
+    cls = STAGES.get("catalog.positions")
+    try:
+        check_parameters(cls, dict(spec))
+        cls(**spec)
+    except AstrogenError as exc:
+        sub = tuple(exc.key.split(".")) if exc.key else ()
+        raise exc.at("field", cfg.line(("field",) + sub)) from None
+    return dict(spec)
 
 
 def _full_params(stage: Stage, params: dict) -> dict[str, Any]:
@@ -505,6 +544,39 @@ def _check_columns(cfg: Config, ordered: list[StageNode]) -> None:
                         f"{', '.join(sorted(upstream))}. '{c}' comes from {_providers(c)}.",
                         key=key_path(path), line=cfg.line(path), received={"column": c})
         cols[n.name] = None if upstream is None or provided is None else upstream | set(provided)
+
+
+def _bind_fields(cfg: Config, ordered: list[StageNode]) -> None:
+    """The scene field, declared once (``catalog.positions``, ``catalog.stars``), follows the
+    graph: every stage downstream receives it in ``input_field``; a stage that needs one
+    (``needs_field``: ``scene``, ``lensing.field``) without one upstream, or a stage whose
+    inputs were placed in different fields, is an error naming the stages."""
+    fields: dict[str, Any] = {}
+    for n in ordered:
+        path = ("stages", n.index)
+        known = [(m, fields[m]) for m in n.inputs if fields.get(m) is not None]
+        for m, f in known[1:]:
+            m0, f0 = known[0]
+            if f != f0:
+                raise PipelineGraphError(
+                    f"stage '{n.name}' ({n.type}) joins rows placed in two different scene "
+                    f"fields: input '{m0}' has {f0.describe()}, input '{m}' has "
+                    f"{f.describe()}; give both the same size, survey, ra and dec.",
+                    key=key_path(path + ("inputs",)), line=cfg.line(path + ("inputs",)),
+                    received={m0: f0.describe(), m: f.describe()})
+        upstream = known[0][1] if known else None
+        if upstream is not None:
+            n.stage.input_field = upstream
+        elif n.stage.needs_field:
+            chain = _input_chain({x.name: x for x in ordered}, n)
+            raise PipelineGraphError(
+                f"stage '{n.name}' ({n.type}) needs the scene field (pixel grid and WCS of "
+                f"the rows' x, y), and no stage of its input chain "
+                f"({' <- '.join(f'{m.name} ({m.type})' for m in chain) or 'none'}) declares "
+                "one: add a catalog.positions stage upstream.",
+                key=key_path(path), line=cfg.line(path), received={"inputs": n.inputs})
+        own = _stage_call(cfg, n, n.stage.output_field)
+        fields[n.name] = own if own is not None else upstream
 
 
 def _check_output_files(cfg: Config, ordered: list[StageNode], full: dict) -> None:

@@ -24,9 +24,12 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from astrogen.errors import ConfigError
+
+if TYPE_CHECKING:  # the scene geometry (physics.scene loads GalSim: not at import)
+    from astrogen.physics.scene import Field
 
 __all__ = ["Stage", "StageContext", "check_positive", "check_choice", "check_int",
            "check_file_name", "check_parameters", "check_model_file", "PARAM_LIMITS",
@@ -85,8 +88,19 @@ class Stage:
     #: produces (``None``, the default: not known before running, which turns the column
     #: check off downstream; ``()``: passes its input's columns on and adds none).
     provides_columns: ClassVar[tuple[str, ...] | None] = None
+    #: Whether the stage reads the scene field (pixel grid and TAN WCS of the rows' ``x``,
+    #: ``y``): ``astrogen validate`` then checks that a stage upstream declares one, and the
+    #: pipeline builder hands it over in :attr:`input_field`.
+    needs_field: ClassVar[bool] = False
+    #: Constructor keys that declare the scene field (``catalog.positions``,
+    #: ``catalog.stars``): filled from the pipeline's ``field:`` key, which they may not repeat.
+    field_keys: ClassVar[tuple[str, ...]] = ()
 
     ctx: StageContext | None = None
+    #: The :class:`~astrogen.physics.scene.Field` of the rows this stage receives, set by the
+    #: pipeline builder from the stage upstream that declares it (:meth:`output_field`), or
+    #: by :meth:`bind_field` in Python; ``None`` when no stage upstream places rows.
+    input_field: "Field | None" = None
 
     def __init_subclass__(cls, **kwargs):
         """Every stage constructor checks its arguments with :func:`check_parameters` (types
@@ -176,6 +190,31 @@ class Stage:
         they are not known before running (default :attr:`provides_columns`)."""
         p = self.provides_columns
         return None if p is None else tuple(p)
+
+    def output_field(self) -> "Field | None":
+        """The scene field this stage places its rows in (``catalog.positions``,
+        ``catalog.stars``), or ``None`` (default): its rows keep their inputs' field."""
+        return None
+
+    def bind_field(self, field: "Field") -> "Stage":
+        """Give the stage the scene field of its input rows (what the pipeline builder does
+        for every stage downstream of the one that declares it); returns the stage."""
+        from astrogen.physics.scene import Field
+
+        if not isinstance(field, Field):
+            raise ConfigError("must be an astrogen.physics.scene.Field.", key="field",
+                              received={"field": type(field).__name__})
+        self.input_field = field
+        return self
+
+    def require_field(self) -> "Field":
+        """:attr:`input_field`, or a :class:`~astrogen.errors.ConfigError` saying where one
+        comes from (a stage with :attr:`needs_field` run outside a pipeline, unbound)."""
+        if self.input_field is None:
+            raise ConfigError(f"{self.type_name or type(self).__name__} needs the scene field "
+                              "of its rows: add a 'catalog.positions' stage upstream (or "
+                              "call bind_field(field) in Python).", key="inputs")
+        return self.input_field
 
     def output_files(self, params: dict[str, Any]) -> list[str]:
         """Files (relative to the output folder) this sink writes, for the check that no two

@@ -178,6 +178,10 @@ class Positions(Stage):
         Keep random positions this many pixels from the edges.
     from_sky : bool
         Use the catalog's ``ra``/``dec`` columns instead of random positions.
+
+    The field (size, pixel scale, centre) is declared here once: every stage downstream
+    that needs it (``scene``, ``lensing.field``) receives it from the pipeline builder,
+    checked by ``astrogen validate`` (see :meth:`output_field`).
     """
 
     kind = "map"
@@ -185,6 +189,7 @@ class Positions(Stage):
     output_type = Table
     units = {"size": "pix", "ra": "deg", "dec": "deg", "margin": "pix"}
     provides_columns = ("x", "y", "ra", "dec")
+    field_keys = ("size", "survey", "ra", "dec")  # or the pipeline's ``field:``
 
     def required_columns(self):
         return ("ra", "dec") if self.from_sky else ()
@@ -201,8 +206,13 @@ class Positions(Stage):
         if not (-90 <= float(dec) <= 90):
             raise ConfigError("must be in [-90, 90] deg.", key="dec", received={"dec": dec})
         self.field = Field(nx=nx, ny=ny, pixel_scale=self.survey.pixel_scale,
-                           ra=float(ra) % 360.0, dec=float(dec))
+                           ra=float(ra) % 360.0, dec=float(dec), survey=self.survey.name)
         self.from_sky = bool(from_sky)
+
+    def output_field(self) -> Field:
+        """The field the rows are placed in: stages downstream get it from the pipeline
+        builder (:attr:`~astrogen.stages.base.Stage.input_field`), not from the rows."""
+        return self.field
 
     def process(self, table: Table) -> Table:
         out = table.copy(copy_data=False)
@@ -221,5 +231,4 @@ class Positions(Stage):
         for name in ("ra", "dec", "x", "y"):
             out[name].unit = CANONICAL[name].unit
             out[name].description = CANONICAL[name].description
-        out.meta["scene"] = self.field.to_meta()
         return out

@@ -27,6 +27,7 @@ from astropy.table import Table
 from astrogen.batch import StampBatch
 from astrogen.catalog.columns import require_columns
 from astrogen.errors import CatalogError, ConfigError, ModelError
+from astrogen.physics.photometry import flux_from_mag, mag_from_flux
 from astrogen.registry import register_stage
 from astrogen.seeds import row_seeds
 from astrogen.stages.base import Stage, check_choice, check_int
@@ -228,15 +229,13 @@ class DDPMGenerate(Stage):
                                                 taper=self.edge_taper)
         zp = model.zero_point
         total = images.reshape(len(images), -1).sum(axis=1, dtype=np.float64)
-        want = 10.0 ** (-0.4 * (np.asarray(table["mag"], np.float64) - zp))
+        want = flux_from_mag(np.asarray(table["mag"], np.float64), zp)
         if self.flux == "catalog":
             scale = np.where(total > 0, want / np.where(total > 0, total, 1.0), 0.0)
             images = (images * scale[:, None, None]).astype(np.float32)
             total = total * scale
         cat = table.copy(copy_data=False)
-        with np.errstate(divide="ignore"):
-            cat["gen_mag"] = np.where(total > 0, zp - 2.5 * np.log10(np.where(total > 0, total,
-                                                                              1.0)), np.inf)
+        cat["gen_mag"] = mag_from_flux(total, zp, nonpositive=np.inf)
         cat["gen_mag"].unit = "mag"
         cat["gen_mag"].description = "AB magnitude of the generated stamp's total flux"
         cat["stamp_flux_frac"] = total / want

@@ -22,6 +22,7 @@ from astrogen.batch import COSMOS_ZERO_POINT, StampBatch
 from astrogen.catalog.columns import require_columns
 from astrogen.errors import CatalogError, ConfigError
 from astrogen.models.pretrained import resolve_model_path
+from astrogen.physics.photometry import flux_from_mag, mag_from_flux
 from astrogen.registry import register_stage
 from astrogen.seeds import row_seeds
 from astrogen.stages.base import Stage, check_choice, check_int, check_positive
@@ -215,16 +216,14 @@ class FlowVAEGenerate(Stage):
         total = images.reshape(len(images), -1).sum(axis=1, dtype=np.float64)
         zp = COSMOS_ZERO_POINT
         cat = table.copy(copy_data=False)
-        want = (10.0 ** (-0.4 * (np.asarray(table["mag"], float) - zp))
+        want = (flux_from_mag(np.asarray(table["mag"], float), zp)
                 if "mag" in table.colnames else None)
         if self.flux == "catalog":
             require_columns(table, ["mag"], "flowvae.generate (flux: catalog)")
             scale = np.where(total > 0, want / np.where(total > 0, total, 1.0), 0.0)
             images = (images * scale[:, None, None]).astype(np.float32)
             total = total * scale
-        with np.errstate(divide="ignore"):
-            cat["gen_mag"] = np.where(total > 0, zp - 2.5 * np.log10(np.where(total > 0, total, 1)),
-                                      np.inf)
+        cat["gen_mag"] = mag_from_flux(total, zp, nonpositive=np.inf)
         cat["gen_mag"].unit = "mag"
         cat["gen_mag"].description = "AB magnitude of the generated stamp's total flux"
         if want is not None:

@@ -8,11 +8,12 @@ from astropy.io import fits
 from astropy.table import Table
 
 from astrogen.batch import COSMOS_ZERO_POINT, MultiBandStamps, StampBatch
-from astrogen.constants import COSMOS_PIXEL_SCALE
+from astrogen.constants import COSMOS_PIXEL_SCALE, NANOMAGGY_ZERO_POINT
 from astrogen.catalog.columns import require_columns
 from astrogen.errors import ConfigError
 from astrogen.io.fits_out import set_card
 from astrogen.physics.lensing import lensing_columns, magnification
+from astrogen.physics.photometry import flux_from_mag, image_zero_point
 from astrogen.physics.psf import build_psf, describe_psf
 from astrogen.physics.render import MIN_FLUX_FRAC, PROFILES, draw_intrinsic, galaxy_profile
 from astrogen.physics.scene import Field, SceneCanvas
@@ -96,7 +97,7 @@ class ParametricGalaxies(Stage):
         if not stars.all():
             need += ["hlr", "q", "beta", "sersic_n" if self.profile == "sersic" else "bulge_frac"]
         require_columns(table, need, f"galsim.parametric (profile: {self.profile})")
-        flux = 10.0 ** (-0.4 * (np.asarray(table["mag"], float) - self.zero_point))
+        flux = flux_from_mag(np.asarray(table["mag"], float), self.zero_point)
         stamps, scales, fracs, profiles = draw_intrinsic(
             table, flux, self.stamp_size, self.pixel_scale, self.profile,
             self.max_stamp_size, self.resample_large)
@@ -352,7 +353,7 @@ class Observe(_SurveyStage):
                                float(frac.min()), self.stamp_size, self.max_stamp_size, s.name)
         return StampBatch(images=images, pixel_scale=s.pixel_scale, catalog=cat,
                           flux_unit="electron",
-                          zero_point=s.zero_point + 2.5 * np.log10(s.exposure_time),
+                          zero_point=image_zero_point(s.zero_point, s.exposure_time),
                           psf=describe_psf(self.psfs[s.name][0]), band=s.band,
                           noise_sigma=sigma,
                           meta={**batch.meta, "survey": s.name,
@@ -411,6 +412,7 @@ class Scene(_SurveyStage):
 
     kind = "sink"
     input_types = (StampBatch,)
+    needs_field = True
 
     def required_columns(self):  # checked by validate through the graph
         return ("x", "y") + (("mag",) if self.flux_from == "catalog" else ())
@@ -450,7 +452,7 @@ class Scene(_SurveyStage):
         return f"{stem}_{band}.{suffix}"
 
     def _field(self, batch: StampBatch, survey):
-        field = Field.from_meta(batch.catalog.meta.get("scene", {}))
+        field = self.require_field()
         xs, ys = np.asarray(batch.catalog["x"], float), np.asarray(batch.catalog["y"], float)
         if abs(field.pixel_scale - survey.pixel_scale) > 1e-12:
             # Positions made for another survey: same sky footprint and centre, this survey's
@@ -461,9 +463,7 @@ class Scene(_SurveyStage):
                                   key="survey",
                                   received={"positions_pixel_scale": field.pixel_scale,
                                             "survey_pixel_scale": survey.pixel_scale})
-            ratio = field.pixel_scale / survey.pixel_scale
-            field = Field(nx=int(round(field.nx * ratio)), ny=int(round(field.ny * ratio)),
-                          pixel_scale=survey.pixel_scale, ra=field.ra, dec=field.dec)
+            field = field.with_pixel_scale(survey.pixel_scale, survey.name)
             xs, ys = field.wcs().all_world2pix(np.asarray(batch.catalog["ra"], float),
                                                np.asarray(batch.catalog["dec"], float), 1)
         return field, xs, ys
@@ -543,7 +543,7 @@ class Scene(_SurveyStage):
             header["PIXSCALE"] = (s.pixel_scale, "[arcsec/pixel]")
             header["EXPTIME"] = (s.exposure_time, "[s] exposure time")
             header["ZP1ES"] = (s.zero_point, "[mag] AB magnitude giving 1 e-/s")
-            header["MAGZERO"] = (s.zero_point + 2.5 * np.log10(s.exposure_time),
+            header["MAGZERO"] = (image_zero_point(s.zero_point, s.exposure_time),
                                  "[mag] AB magnitude of 1 e- in this image")
             header["SKYLEVEL"] = (s.sky_level, "[e-/pixel] subtracted sky level")
             header["NOISE"] = (s.noise_sigma if self.add_noise else 0.0,
@@ -561,11 +561,12 @@ class Scene(_SurveyStage):
                                         noisy, title=f"{self.ctx.name}: {self.n_objects} "
                                                      f"objects, {s.name}"))
         if self.color_preview and self.color_bands:
-            # in AB flux units (nanomaggies: e- of a 22.5 mag source), so colours are true
-            # flux ratios whatever each band's zero point and exposure
+            # in AB flux units (nanomaggies: e- of a source at NANOMAGGY_ZERO_POINT), so
+            # colours are true flux ratios whatever each band's zero point and exposure
+            nmgy = {b: self.band_surveys[b].electrons(NANOMAGGY_ZERO_POINT)
+                    for b in self.color_bands}
             paths.append(save_color(self.ctx.output_dir / self.color_preview,
-                                    [noisy_by_band[b] / self.band_surveys[b].electrons(22.5)
-                                     for b in self.color_bands],
+                                    [noisy_by_band[b] / nmgy[b] for b in self.color_bands],
                                     title=f"{self.ctx.name}: {' '.join(self.color_bands)} "
                                           "(R G B)"))
         return paths
@@ -596,6 +597,7 @@ class LensingField(Stage):
     input_types = (Table,)
     output_type = Table
     units = {"smoothing": "arcmin"}
+    needs_field = True
 
     def __init__(self, model: str = "constant", g1: float = 0.0, g2: float = 0.0,
                  kappa: float = 0.0, sigma_kappa: float = 0.02, smoothing: float = 1.0):
@@ -613,7 +615,7 @@ class LensingField(Stage):
         from astrogen.physics.shear_field import lensing_at
 
         require_columns(table, ["x", "y"], "lensing.field (add a catalog.positions stage)")
-        field = Field.from_meta(table.meta.get("scene", {}))
+        field = self.require_field()
         to_arcmin = field.pixel_scale / 60.0
         x = (np.asarray(table["x"], float) - (field.nx + 1) / 2) * to_arcmin
         y = (np.asarray(table["y"], float) - (field.ny + 1) / 2) * to_arcmin

@@ -42,6 +42,8 @@ import galsim
 import numpy as np
 from scipy import ndimage
 
+from astrogen.physics.photometry import flux_from_mag, mag_from_flux
+
 __all__ = ["measure_stamps", "shear_matrix", "reshape_stamps", "size_scale_factors",
            "ring_fraction", "edge_window", "truth_columns", "finish_generated",
            "star_mask", "output_side", "point_stamps", "pass_stars_through"]
@@ -382,7 +384,7 @@ def pass_stars_through(table, generate, side: int, native_scale: float, zero_poi
     native_scale : float
         Pixel scale of the placeholder stamps, arcsec / pixel.
     zero_point : float
-        AB magnitude of 1 ``flux_unit``: a star's stamp holds ``10**(-0.4 (mag - zp))``.
+        AB magnitude of 1 ``flux_unit``: a star's stamp holds ``flux_from_mag(mag, zp)``.
     flux_unit, band, meta
         Of the returned batch when the rows hold no galaxy.
 
@@ -405,7 +407,7 @@ def pass_stars_through(table, generate, side: int, native_scale: float, zero_poi
     st = np.flatnonzero(stars)
     mag = (np.asarray(table["mag"], np.float64)[st] if "mag" in table.colnames
            else np.full(len(st), np.nan))
-    star_flux = 10.0 ** (-0.4 * (mag - float(zero_point)))
+    star_flux = flux_from_mag(mag, float(zero_point))
     if len(gal):
         gb = generate(table[gal])
         side = int(gb.images.shape[-1])
@@ -433,8 +435,7 @@ def pass_stars_through(table, generate, side: int, native_scale: float, zero_poi
     star_values = dict(_STAR_VALUES)
     with np.errstate(divide="ignore", invalid="ignore"):
         total = images[st].reshape(len(st), -1).sum(axis=1, dtype=np.float64)
-        star_values["gen_mag"] = np.where(total > 0, zero_point - 2.5 * np.log10(
-            np.where(total > 0, total, 1.0)), np.inf)
+        star_values["gen_mag"] = mag_from_flux(total, zero_point, nonpositive=np.inf)
         star_values["stamp_flux_frac"] = np.where(star_flux > 0, total / star_flux, np.nan)
     star_values["gen_pixel_scale"] = float(native_scale)
     for name in gcat.colnames:

@@ -237,6 +237,7 @@ class CatalogOutput(Stage):
             return []
         h = provenance_cards(fits.Header(), self.ctx.provenance, self.ctx.history)
         _common_meta_cards(h, [p.with_suffix(".meta.json") for p in parts])
+        _field_cards(h, self.input_field)
         return [write_table_stream(self.ctx.output_dir / self.file_name, parts, h)]
 
 
@@ -305,11 +306,24 @@ def _common_meta_cards(header: fits.Header, paths) -> None:
         return
     common = {k: v for k, v in metas[0].items() if all(m.get(k) == v for m in metas[1:])}
     for k, v in common.items():
-        key = k.upper() if len(k) <= 8 and k.replace("_", "").isalnum() else f"HIERARCH {k}"
-        try:
-            header[key] = v
-        except ValueError:  # a HIERARCH card too long for 80 columns
-            header.add_comment(f"{k} = {v}")
+        _meta_card(header, k, v)
+
+
+def _meta_card(header: fits.Header, k: str, v) -> None:
+    """``header[K] = v`` (``HIERARCH k`` for a long name; a comment if it cannot fit)."""
+    key = k.upper() if len(k) <= 8 and k.replace("_", "").isalnum() else f"HIERARCH {k}"
+    try:
+        header[key] = v
+    except ValueError:  # a HIERARCH card too long for 80 columns
+        header.add_comment(f"{k} = {v}")
+
+
+def _field_cards(header: fits.Header, field) -> None:
+    """The scene field of the rows (``SCENE_NX``, ``SCENE_NY``, ``scene_pixel_scale``
+    [arcsec/pix], ``SCENE_RA``, ``scene_dec`` [deg]), when a stage upstream declares one."""
+    if field is not None:
+        for k in ("nx", "ny", "pixel_scale", "ra", "dec"):
+            _meta_card(header, f"scene_{k}", getattr(field, k))
 
 
 @register_stage("output.preview")

@@ -60,6 +60,7 @@ class StarCatalog(Stage):
     output_type = Table
     units = {"density": "1/arcmin^2", "mag_range": "mag (AB, F814W)", "slope": "1/mag",
              "size": "pix", "ra": "deg", "dec": "deg", "margin": "pix"}
+    field_keys = ("size", "survey", "ra", "dec")  # or the pipeline's ``field:``
 
     def __init__(self, n_chunks: int = 1, density: float = 2.0, mag_range: list | None = None,
                  slope: float = 0.15, g_fraction: float = 0.5, bands: list | None = None,
@@ -91,6 +92,10 @@ class StarCatalog(Stage):
         f, m = self.positions.field, self.positions.margin
         self.area_arcmin2 = (f.nx - 2 * m) * (f.ny - 2 * m) * (f.pixel_scale / 60.0) ** 2
         self.n_stars: int | None = None
+
+    def output_field(self):
+        """The field the stars are placed in (joined galaxies must share it)."""
+        return self.positions.field
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
@@ -139,7 +144,8 @@ class Concat(Stage):
     columns ``g1``, ``g2``, ``kappa`` 0, other float columns NaN (a star has no ``hlr``),
     booleans False, integers -1, strings empty. Row ids must be unique within the chunk (stars
     of ``catalog.stars`` start at 2**62; a user star catalog needs ids that differ from the
-    galaxies'). The scene geometry (``catalog.positions`` metadata) must agree.
+    galaxies'). The two inputs' scene fields must agree (checked by ``astrogen validate``,
+    which names both).
     """
 
     input_types = (Table, Table)
@@ -180,10 +186,6 @@ class Concat(Stage):
                 "row ids of the two inputs collide; stars of catalog.stars use ids from "
                 f"{STAR_ROW_ID_OFFSET} (2**62), a user star catalog needs its own ids.",
                 key="column 'row_id'", received={"duplicate row_id": int(uniq[counts > 1][0])})
-        s1, s2 = first.meta.get("scene"), second.meta.get("scene")
-        if s1 is not None and s2 is not None and s1 != s2:
-            raise ConfigError("the two inputs were placed in different scene fields.",
-                              key="inputs", received={"first": s1, "second": s2})
         out.meta.update(second.meta)
         out.meta.update(first.meta)
         return out

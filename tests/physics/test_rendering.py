@@ -34,10 +34,9 @@ def _galaxies(**cols):
     return Table(base)
 
 
-def _with_scene(t, nx=400, scale=0.2):
-    field = Field(nx, nx, scale)
-    t.meta["scene"] = field.to_meta()
-    return t
+def _field(nx=400, scale=0.2):
+    """The scene field a ``catalog.positions`` stage would hand the stages downstream."""
+    return Field(nx, nx, scale)
 
 
 # ----------------------------------------------------------------------------- whole galaxies
@@ -82,12 +81,12 @@ def test_fixed_stamp_size_cuts_are_flagged_and_logged(caplog):
 def test_scene_shows_no_stamp_edge_and_holds_the_catalog_flux(tmp_path):
     """A big bright galaxy (hlr 1.5", n=4): the scene equals GalSim's direct drawing of the
     whole profile, so no stamp border shows, and holds its flux to 0.5 %."""
-    rows = _with_scene(_galaxies(mag=np.array([17.0]), hlr=np.array([1.5]),
-                                 sersic_n=np.array([4.0]), q=np.array([0.6]),
-                                 beta=np.array([20.0]), x=np.array([600.5]), y=np.array([600.5])),
-                       nx=1200)
+    rows = _galaxies(mag=np.array([17.0]), hlr=np.array([1.5]), sersic_n=np.array([4.0]),
+                     q=np.array([0.6]), beta=np.array([20.0]), x=np.array([600.5]),
+                     y=np.array([600.5]))
     batch = ParametricGalaxies().process(rows)
-    scene = _ctx(Scene(survey="lsst_i", add_noise=False, preview=None), tmp_path)
+    scene = _ctx(Scene(survey="lsst_i", add_noise=False, preview=None).bind_field(_field(1200)),
+                 tmp_path)
     scene.consume(0, batch)
     img = scene.canvases["lsst_i"].image.array
     s = SURVEYS["lsst_i"]
@@ -128,14 +127,15 @@ def test_band_fluxes_match_magnitudes_and_surveycodex_zero_points(band):
 
 
 def test_multiband_scene_writes_one_image_per_band_and_needs_each_magnitude(tmp_path):
-    rows = _with_scene(_galaxies(mag=np.array([22.0, 22.0]), x=np.array([100.0, 300.0]),
-                                 y=np.array([200.0, 150.0])))
+    rows = _galaxies(mag=np.array([22.0, 22.0]), x=np.array([100.0, 300.0]),
+                     y=np.array([200.0, 150.0]))
     rows["mag_lsst_g"] = [21.0, 23.0]
     rows["mag_lsst_r"] = [22.0, 22.0]
     rows["mag_lsst_i"] = [23.0, 21.0]
     batch = ParametricGalaxies().process(rows)
     scene = _ctx(Scene(survey="lsst", bands=["g", "r", "i"], add_noise=False, preview=None,
-                       file_name="sc.fits", color_preview="gri.png"), tmp_path)
+                       file_name="sc.fits", color_preview="gri.png").bind_field(_field()),
+                 tmp_path)
     scene.consume(0, batch)
     files = scene.finalize()
     assert {p.name for p in files} == {"sc_lsst_g.fits", "sc_lsst_r.fits", "sc_lsst_i.fits",
@@ -149,8 +149,8 @@ def test_multiband_scene_writes_one_image_per_band_and_needs_each_magnitude(tmp_
             total = hl["NOISELESS"].data.sum()
         assert total == pytest.approx(s.electrons(rows[f"mag_lsst_{b}"]).sum(), rel=5e-3)
     del rows["mag_lsst_r"]
-    scene2 = _ctx(Scene(survey="lsst", bands=["g", "r"], add_noise=False, preview=None), tmp_path,
-                  "s2")
+    scene2 = _ctx(Scene(survey="lsst", bands=["g", "r"], add_noise=False,
+                        preview=None).bind_field(_field()), tmp_path, "s2")
     with pytest.raises(CatalogError, match="mag_lsst_r"):
         scene2.consume(0, ParametricGalaxies().process(rows))
 
@@ -221,11 +221,10 @@ def test_observe_shears_a_round_gaussian_to_the_analytic_moments(use_profile):
 
 # ----------------------------------------------------------------------------------- stars
 def test_stars_are_drawn_as_the_psf_in_observe_and_scene(tmp_path):
-    rows = _with_scene(Table({"row_id": [0, 1], "is_star": [True, False], "mag": [19.0, 21.0],
-                              "mag_lsst_r": [18.5, 21.0], "hlr": [np.nan, 0.4],
-                              "q": [np.nan, 0.7], "beta": [np.nan, 0.0],
-                              "sersic_n": [np.nan, 1.0], "x": [100.3, 300.0],
-                              "y": [120.7, 250.0], "g1": [0.1, 0.1]}))
+    rows = Table({"row_id": [0, 1], "is_star": [True, False], "mag": [19.0, 21.0],
+                  "mag_lsst_r": [18.5, 21.0], "hlr": [np.nan, 0.4], "q": [np.nan, 0.7],
+                  "beta": [np.nan, 0.0], "sersic_n": [np.nan, 1.0], "x": [100.3, 300.0],
+                  "y": [120.7, 250.0], "g1": [0.1, 0.1]})
     batch = ParametricGalaxies().process(rows)
     s = SURVEYS["lsst_r"]
     psf = galsim.Kolmogorov(fwhm=s.psf["fwhm"])
@@ -235,7 +234,8 @@ def test_stars_are_drawn_as_the_psf_in_observe_and_scene(tmp_path):
                                                        scale=0.2).array
     np.testing.assert_allclose(star, direct, rtol=1e-4, atol=1e-6 * direct.max())
     assert obs.catalog["mu"][0] == 1.0  # stars are not lensed
-    scene = _ctx(Scene(survey="lsst_r", add_noise=False, preview=None), tmp_path)
+    scene = _ctx(Scene(survey="lsst_r", add_noise=False, preview=None).bind_field(_field()),
+                 tmp_path)
     scene.consume(0, batch)
     img = scene.canvases["lsst_r"].image.array
     cut = img[120 - 20:120 + 21, 99 - 20:99 + 21]
@@ -269,13 +269,14 @@ def test_lensing_field_constant_and_grf(tmp_path):
     from astrogen.stages.galsim_stages import LensingField
 
     rng = np.random.default_rng(3)
-    rows = _with_scene(Table({"row_id": np.arange(400), "x": rng.uniform(1, 1400, 400),
-                              "y": rng.uniform(1, 1400, 400),
-                              "is_star": np.arange(400) % 10 == 0}), nx=1400)
-    const = _ctx(LensingField(model="constant", g1=0.02, g2=-0.01, kappa=0.005), tmp_path, "c")
+    rows = Table({"row_id": np.arange(400), "x": rng.uniform(1, 1400, 400),
+                  "y": rng.uniform(1, 1400, 400), "is_star": np.arange(400) % 10 == 0})
+    const = _ctx(LensingField(model="constant", g1=0.02, g2=-0.01,
+                              kappa=0.005).bind_field(_field(1400)), tmp_path, "c")
     t = const.process(rows)
     assert np.all(t["g1"][~t["is_star"]] == 0.02) and np.all(t["g1"][t["is_star"]] == 0.0)
-    grf = _ctx(LensingField(model="grf", sigma_kappa=0.03, smoothing=0.5), tmp_path, "g")
+    grf = _ctx(LensingField(model="grf", sigma_kappa=0.03,
+                            smoothing=0.5).bind_field(_field(1400)), tmp_path, "g")
     whole = grf.process(rows)
     halves = [grf.process(rows[:150]), grf.process(rows[150:])]
     for c in ("g1", "g2", "kappa"):  # a row's shear does not depend on the chunking

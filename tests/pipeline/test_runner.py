@@ -53,6 +53,9 @@ def test_end_to_end_products(small_yaml):
         np.testing.assert_array_equal(hl["ROWS"].data["row_id"], np.arange(24))
     truth = Table.read(out / "truth_catalog.fits")
     assert len(truth) == 24 and truth["hlr"].unit == "arcsec"
+    # the scene field declared by catalog.positions, in the truth header (not in the rows)
+    head = fits.getheader(out / "truth_catalog.fits", 0)
+    assert (head["SCENE_NX"], head["SCENE_NY"], head["SCENE_RA"]) == (128, 128, 150.1)
     np.testing.assert_array_equal(truth["row_id"], np.arange(24))
     # scene: a TAN WCS that maps the catalog ra/dec to its x/y, and the noiseless truth holds
     # the total flux of the galaxies inside the image
@@ -159,7 +162,8 @@ def test_config_equals_direct_construction(small_yaml):
     path, _ = small_yaml()
     p = build_pipeline(load_config(path))
     from_yaml = p.node("render").stage
-    direct = ParametricGalaxies(stamp_size=32)
+    # the builder hands every stage downstream of catalog.positions its field
+    direct = ParametricGalaxies(stamp_size=32).bind_field(p.node("positions").stage.output_field())
     assert vars(from_yaml) == vars(direct)
     t = p.node("catalog").stage
     t.setup(type("C", (), {"seed": 3})())

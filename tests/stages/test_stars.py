@@ -107,7 +107,9 @@ def test_contract_columns_and_positions_like_catalog_positions(tmp_path):
     x, y = wcs.all_world2pix(np.asarray(t["ra"]), np.asarray(t["dec"]), 1)
     np.testing.assert_allclose(x, t["x"], atol=1e-6)
     np.testing.assert_allclose(y, t["y"], atol=1e-6)
-    assert t.meta["scene"]["nx"] == 800
+    assert stage.output_field() == stage.positions.field  # the field, declared once
+    assert (stage.output_field().nx, stage.output_field().ny) == (800, 600)
+    assert "scene" not in t.meta  # it travels with the pipeline graph, not in the rows
     # number of stars: Poisson around density x area
     area = (800 - 40) * (600 - 40) * (0.2 / 60) ** 2
     assert abs(stage.n_rows() - 2.0 * area) < 5 * np.sqrt(2.0 * area)
@@ -138,7 +140,7 @@ def test_concat_joins_galaxies_and_stars(tmp_path):
     assert not is_star[:5].any() and is_star[5:].all()
     assert np.all(np.asarray(out["g1"])[5:] == 0) and np.all(np.asarray(out["g1"])[:5] == 0.01)
     assert np.isnan(np.asarray(out["hlr"])[5:]).all() and np.isnan(out["mag_lsst_i"][:5]).all()
-    assert out["hlr"].unit == u.arcsec and out.meta["scene"] == st.meta["scene"]
+    assert out["hlr"].unit == u.arcsec
     with pytest.raises(CatalogError, match="row_id"):
         Concat().process(gal, gal)
 
