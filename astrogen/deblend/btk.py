@@ -430,7 +430,9 @@ def btk_metrics(blend_batch: Any, deblend_batch: Any, max_sep: float = 5.0,
         out["iou_values"] = iou_metric.all_data[-1]["iou"]
     if deblend_batch.deblended_images is not None:
         iso_m = matching.match_true_arrays(blend_batch.isolated_images[:, :, band])
-        deb_m = matching.match_pred_arrays(deblend_batch.deblended_images[:, :, band])
+        deb = deblend_batch.deblended_images
+        # BTK's single-band deblenders return one band (the one they ran on)
+        deb_m = matching.match_pred_arrays(deb[:, :, band if deb.shape[2] > band else 0])
         for key, cls in (("rmse", btk.metrics.reconstruction.MSE),
                          ("psnr", btk.metrics.reconstruction.PSNR),
                          ("ssim", btk.metrics.reconstruction.StructSim)):
