@@ -17,9 +17,13 @@ stamps, six bands, BTK's Poisson noise) every deblender runs through the BTK ada
    reports no fluxes; here on the i band) and, when installed, scarlet2
    (:mod:`astrogen.deblend.external`).
 
-Writes ``benchmarks/results/btk/metrics_agreement.json`` and ``.md``::
+Writes ``benchmarks/results/btk/<tag>.json`` and ``.md``; the committed results are::
 
-    python benchmarks/btk_metrics_agreement.py --n-scenes 400
+    python benchmarks/btk_metrics_agreement.py --n-scenes 200 --batch-size 50
+    python benchmarks/btk_metrics_agreement.py --n-scenes 16 --batch-size 8 \
+        --methods sep_scene,scarlet2,btk_sep --tag sep_vs_scarlet2     # scarlet2: ~37 s / scene
+
+Needs the ``btk`` extra (and ``scarlet2`` for that method).
 """
 from __future__ import annotations
 

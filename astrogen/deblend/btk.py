@@ -1,8 +1,8 @@
 """BlendingToolKit (BTK) interoperability: our scene deblenders as BTK ``Deblender`` s, BTK
 blend batches read as our scene inputs, and BTK's metrics next to ours on the same inputs.
 
-BTK (``pip install 'astrogen[btk]'``, ``blending-toolkit`` 1.0.x, Mendoza et al. 2024,
-LSST DESC) is imported lazily: this module imports without it, and every function that needs
+BTK (``pip install 'astrogen[btk]'``, ``blending-toolkit`` 1.0.x, LSST DESC) is imported
+lazily: this module imports without it, and every function that needs
 it raises an ``ImportError`` naming the extra.
 
 A *scene deblender* is any callable
@@ -370,8 +370,8 @@ def truth_segmentation(blend_batch: Any, band: int | None = None,
     """BTK's truth segmentation ``(batch, max_n_sources, H, W)`` bool.
 
     ``btk.metrics.utils.get_segmentation``: pixels where an object's noiseless isolated image
-    exceeds ``nsigma * sqrt(sky_level)`` in one band (``band``; default the band with the
-    lowest sky noise relative to the flux, BTK takes one band), empty masks for empty slots.
+    exceeds ``nsigma * sqrt(sky_level)`` in one band (BTK takes one band: ``band``, an index
+    into the survey's filters; default ``i``, else the first), empty masks for empty slots.
     """
     btk = import_btk()
     from surveycodex.utilities import mean_sky_level
