@@ -113,9 +113,12 @@ def main(argv=None) -> dict:
 
     t_start = time.time()
     ds, _ = prepare_stamp_dataset({"path": args.holdout, **HOLDOUT})
-    data = read_stamps(ds, fields=("conditions", "sersic_n", "q", "beta"),
-                       rows=slice(0, args.n))
-    cond = data["conditions"].astype(np.float64)
+    cond = read_stamps(ds, fields=("conditions",),
+                       rows=slice(0, args.n))["conditions"].astype(np.float64)
+    if args.n > HOLDOUT["shard_size"]:
+        raise SystemExit(f"--n must be <= {HOLDOUT['shard_size']} (one shard's profiles)")
+    with np.load(Path(ds) / "shard_00000.npz") as z:  # the rows' drawn Sersic parameters
+        data = {k: z[k][:args.n] for k in ("sersic_n", "q", "beta")}
     seeds = row_seeds(20, np.arange(args.n))
     teacher = load_ddpm()
     students = {k: load_ddpm(shipped_model_path().with_name(f"ddpm_cosmos64_distilled_{k}step"
@@ -125,11 +128,16 @@ def main(argv=None) -> dict:
     # ---- FLOP per network call (one stamp) --------------------------------------------------
     net = teacher.network
     size = teacher.stamp_size
-    unet_flops = graph_flops(lambda x, t, c: net((x, t, c), training=False),
+    def unet_call(x, t, c):
+        return net((x, t, c), training=False)
+
+    def decoder_call(z):
+        return flow.decoder(z, training=False)
+
+    unet_flops = graph_flops(unet_call,
                              tf.TensorSpec((1, size, size, 1), tf.float32),
                              tf.TensorSpec((1,), tf.int32), tf.TensorSpec((1, 3), tf.float32))
-    dec = flow.decoder
-    dec_flops = graph_flops(lambda z: dec(z, training=False),
+    dec_flops = graph_flops(decoder_call,
                             tf.TensorSpec((1, int(flow.latent_dim)), tf.float32))
 
     rows = [{"sersic_n": float(data["sersic_n"][i]), "q": float(data["q"][i]),

@@ -58,7 +58,7 @@ def test_tiny_two_round_run_writes_students_that_sample(tiny_teacher, tmp_path):
 
     over = [f"teacher={tiny_teacher}", f"dataset.path={tmp_path / 'stamps'}",
             "dataset.n_galaxies=32", "dataset.shard_size=32", "dataset.stamp_size=16",
-            "dataset.pixel_scale=0.1", "dataset.noise=gaussian", "dataset.noise_variance=1e-4",
+            "dataset.pixel_scale=0.1", "dataset.noise=gaussian", "dataset.noise_variance=0.0001",
             "dataset.seed=1", "distill.base_steps=4", "training.steps_per_round=1", "training.log_every=1",
             "training.checkpoint_every=1", f"output={tmp_path / 'student.keras'}",
             f"run_dir={tmp_path / 'run'}"]
