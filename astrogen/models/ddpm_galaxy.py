@@ -58,7 +58,7 @@ CONDITION_COLUMNS = ("mag", "hlr", "z")
 CONDITION_UNITS = ("mag(AB)", "arcsec", "")
 #: Network condition features derived from them.
 FEATURE_NAMES = ("mag", "ln_hlr", "ln_1pz")
-SAMPLERS = ("ddpm", "ddim", "dpm_solver")
+SAMPLERS = ("ddpm", "ddim", "dpm_solver", "distilled")
 SHIPPED_MODEL = "ddpm_cosmos64.keras"
 
 
@@ -210,12 +210,36 @@ class DDPMGalaxyModel:
         if sampler not in SAMPLERS:
             raise ConfigError(f"must be one of {list(SAMPLERS)}.{suggest(str(sampler), SAMPLERS)}",
                               key="sampler", received={"sampler": sampler})
+        if sampler == "distilled":
+            return self.distilled_sampler(num_steps)
         if sampler == "ddpm":
             return DDPMSampler(self.schedule, num_steps, timestep_spacing=timestep_spacing)
         if sampler == "ddim":
             return DDIMSampler(self.schedule, num_steps, eta=eta,
                                timestep_spacing=timestep_spacing)
         return DPMSolverSampler(self.schedule, num_steps, timestep_spacing=timestep_spacing)
+
+    @property
+    def distillation(self) -> dict | None:
+        """The ``distillation`` block of a progressively distilled student's sidecar
+        (``num_steps``, ``base_steps``, ``timestep_spacing``...), ``None`` for a DDPM."""
+        return self.meta.get("distillation")
+
+    def distilled_sampler(self, num_steps: int | None = None):
+        """The :class:`~astrogen.schedulers.DistilledSampler` of a distilled student: its own
+        number of steps only (``num_steps``, if given, must be it)."""
+        from astrogen.schedulers import DistilledSampler
+
+        d = self.distillation
+        if d is None:
+            raise ConfigError("sampler 'distilled' needs a distilled student (astrogen train "
+                              "configs/ddpm_distill.yaml), not a DDPM.", key="sampler",
+                              received={"sampler": "distilled"})
+        if num_steps is not None and int(num_steps) != int(d["num_steps"]):
+            raise ConfigError(f"this distilled student samples in exactly {d['num_steps']} "
+                              "steps.", key="num_steps", received={"num_steps": num_steps})
+        return DistilledSampler(self.schedule, int(d["num_steps"]), int(d["base_steps"]),
+                                str(d.get("timestep_spacing", "trailing")))
 
     def _guided(self, eps, feats, guidance: float):
         from astrogen.schedulers import guided
@@ -233,7 +257,9 @@ class DDPMGalaxyModel:
         conditions : array (B, 3) of (mag, hlr [arcsec], z), or a table with those columns.
         seed_per_row : array of uint64 (B,)
             One seed per row (``astrogen.seeds.row_seeds(stage_seed, row_id)``).
-        sampler : {"ddpm", "ddim", "dpm_solver"}
+        sampler : {"ddpm", "ddim", "dpm_solver", "distilled"}
+            ``distilled``: a progressively distilled student's few-step sampler
+            (:meth:`distilled_sampler`).
         num_steps : int
             Network evaluations per sample (times 2 with guidance other than 0 and 1).
         guidance : float

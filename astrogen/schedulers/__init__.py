@@ -14,6 +14,7 @@ Example (``eps_model`` any such callable, ``c`` its condition)::
 from astrogen.schedulers.base import Sampler, make_timesteps
 from astrogen.schedulers.ddim import DDIMSampler
 from astrogen.schedulers.ddpm import DDPMSampler
+from astrogen.schedulers.distilled import DistilledSampler, distillation_grid, two_step_target
 from astrogen.schedulers.dpm_solver import DPMSolverSampler
 from astrogen.schedulers.guidance import guided
 from astrogen.schedulers.inpaint import inpaint
@@ -22,4 +23,4 @@ from astrogen.schedulers.schedules import (NoiseSchedule, cosine_beta_schedule,
 
 __all__ = ["NoiseSchedule", "linear_beta_schedule", "cosine_beta_schedule", "Sampler",
            "make_timesteps", "DDPMSampler", "DDIMSampler", "DPMSolverSampler", "guided",
-           "inpaint"]
+           "inpaint", "DistilledSampler", "distillation_grid", "two_step_target"]

@@ -35,7 +35,8 @@ from astrogen.stages.flowvae import check_generated_options, requested_shape, st
 from astrogen.stages.generated import (finish_generated, output_side, pass_stars_through,
                                        size_scale_factors, truth_columns)
 
-__all__ = ["DDPMGenerate", "resolve_ddpm_model", "DDPM_MAX_NATIVE_HLR"]
+__all__ = ["DDPMGenerate", "resolve_ddpm_model", "distilled_student_path",
+           "DDPM_MAX_NATIVE_HLR"]
 
 #: Largest major-axis half-light radius (arcsec) the shipped 64 x 64, 0.03"/pixel DDPM draws
 #: in its own field (benchmarks/generator_accuracy.py ``explore``, DDIM-10): at 0.15" the
@@ -44,6 +45,8 @@ DDPM_MAX_NATIVE_HLR = 0.15
 
 #: Shipped model names (files in astrogen/data/models).
 SHIPPED = {"ddpm_cosmos64": "ddpm_cosmos64.keras"}
+#: Stem of the shipped distilled students (``<stem>_<N>step.keras``, N = 1, 2, 4).
+SHIPPED_DISTILLED = "ddpm_cosmos64_distilled"
 _CACHE: dict = {}
 
 
@@ -66,6 +69,25 @@ def resolve_ddpm_model(model: str) -> Path:
         return path
     raise ModelError(f"is neither a shipped DDPM model ({', '.join(SHIPPED)}) nor an existing "
                      ".keras file with its .json sidecar.", key="model", received={"model": name})
+
+
+def distilled_student_path(path: Path, num_steps: int) -> Path:
+    """The student file of ``sampler: distilled``: for the shipped DDPM, the shipped
+    ``ddpm_cosmos64_distilled_<num_steps>step.keras``; any other path is taken as the student
+    itself (its sidecar is checked when the model is loaded)."""
+    from astrogen.models.ddpm_galaxy import shipped_model_path
+
+    if Path(path).resolve() != shipped_model_path().resolve():
+        return Path(path)
+    folder = shipped_model_path().parent
+    student = folder / f"{SHIPPED_DISTILLED}_{int(num_steps)}step.keras"
+    if not student.is_file():
+        have = sorted(int(p.stem.rsplit("_", 1)[1][:-4])
+                      for p in folder.glob(f"{SHIPPED_DISTILLED}_*step.keras"))
+        raise ConfigError(f"the shipped distilled students sample in {have} steps.",
+                          key="num_steps", received={"num_steps": num_steps,
+                                                     "sampler": "distilled"})
+    return student
 
 
 def _load_cached(path: Path):
@@ -140,10 +162,12 @@ class DDPMGenerate(Stage):
                  edge_taper: bool = True):
         from astrogen.models.ddpm_galaxy import SAMPLERS
 
-        self.model_path = resolve_ddpm_model(model)
-        self.model_name = str(model)
         self.sampler = check_choice("sampler", sampler, SAMPLERS)
         self.num_steps = check_int("num_steps", num_steps, minimum=1)
+        self.model_path = resolve_ddpm_model(model)
+        if self.sampler == "distilled":
+            self.model_path = distilled_student_path(self.model_path, self.num_steps)
+        self.model_name = str(model)
         try:
             self.guidance = float(guidance)
         except (TypeError, ValueError):

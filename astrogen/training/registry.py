@@ -27,6 +27,7 @@ TRAINERS: Registry = Registry("trainer")
 TRAINER_MODULES = (
     "astrogen.training.flowvae_trainer",
     "astrogen.training.ddpm_trainer",
+    "astrogen.training.ddpm_distill_trainer",
     "astrogen.training.gan_trainer",
     "astrogen.training.halo_trainer",
     "astrogen.training.unet_trainer",

@@ -213,3 +213,59 @@ def test_large_galaxy_is_drawn_whole_at_its_requested_size(tmp_path):
     assert np.median(tapered.catalog["gen_taper_loss"]) < 0.03
     np.testing.assert_allclose(measure_stamps(tapered.images, tapered.pixel_scales)["hlr"],
                                big, rtol=0.10)
+
+
+@pytest.fixture(scope="module")
+def tiny_student_file(tiny_ddpm_file, tmp_path_factory):
+    """The tiny DDPM's network saved as a 2-step distilled student (grid of 4 teacher steps)."""
+    from astrogen.models.ddpm_galaxy import DDPMGalaxyModel, load_ddpm
+
+    m = load_ddpm(tiny_ddpm_file)
+    meta = dict(m.meta, distillation={"method": "progressive", "num_steps": 2,
+                                      "base_steps": 4, "timestep_spacing": "trailing"})
+    path = tmp_path_factory.mktemp("ddpm_student") / "tiny_2step.keras"
+    DDPMGalaxyModel(m.network, m.schedule, m.intensity, meta).save(path)
+    return path
+
+
+def test_distilled_sampler_yaml_equals_direct_and_samples(tiny_ddpm_file, tiny_student_file,
+                                                          tmp_path):
+    from astrogen.pipeline import build_pipeline, load_config
+    from astrogen.stages.ddpm import DDPMGenerate
+
+    text = textwrap.dedent(f"""
+        name: ddpm_distilled
+        seed: 3
+        output: {tmp_path / 'out'}
+        stages:
+          - {{name: catalog, type: catalog.cosmos, n_objects: 4}}
+          - {{name: generate, type: ddpm.generate, inputs: [catalog], model: {tiny_student_file},
+              sampler: distilled, num_steps: 2, batch_size: 3}}
+        """)
+    node = build_pipeline(load_config(text)).node("generate")
+    direct = DDPMGenerate(model=str(tiny_student_file), sampler="distilled", num_steps=2,
+                          batch_size=3)
+    assert type(node.stage) is DDPMGenerate and vars(node.stage) == vars(direct)
+    st = _stage(tiny_student_file, tmp_path, sampler="distilled", num_steps=2, batch_size=3)
+    t = _table(5)
+    a = st.process(t).images
+    assert a.shape[0] == 5 and np.all(np.isfinite(a))
+    b = _stage(tiny_student_file, tmp_path, sampler="distilled", num_steps=2,
+               batch_size=2).process(t[2:4]).images  # rows do not depend on their batch
+    np.testing.assert_array_equal(a[2:4], b)
+    assert st.process(t).meta["sampler"] == "distilled"
+    with pytest.raises(ConfigError, match=r"num_steps.*exactly 2 steps"):
+        _stage(tiny_student_file, tmp_path, sampler="distilled", num_steps=1)
+    with pytest.raises(ConfigError, match=r"sampler.*distilled student"):
+        _stage(tiny_ddpm_file, tmp_path, sampler="distilled", num_steps=2)
+
+
+def test_shipped_distilled_students_resolve_by_steps():
+    from astrogen.stages.ddpm import DDPMGenerate
+
+    for k in (1, 2, 4):
+        st = DDPMGenerate(sampler="distilled", num_steps=k)
+        assert st.model_path.name == f"ddpm_cosmos64_distilled_{k}step.keras"
+        assert st.model_path.with_suffix(".json").is_file()
+    with pytest.raises(ConfigError, match=r"num_steps.*\[1, 2, 4\]"):
+        DDPMGenerate(sampler="distilled", num_steps=8)
