@@ -73,6 +73,7 @@ KINDS: dict[str, ModelKind] = {
     "parametric": ModelKind("galsim.parametric", True, None),
     "nbody_gan": ModelKind("nbody.emulate", False, "astrogen.models.nbody_gan:load_nbody_gan"),
     "halo_unet": ModelKind("nbody.halo_map", False, "astrogen.models.halo_unet:load_halo_unet"),
+    "d3m": ModelKind("nbody.displace", False, "astrogen.models.d3m:load_d3m"),
     "unet": ModelKind("deblend.unet", False, None, shipped_value="shipped"),
     "prob_unet": ModelKind("deblend.prob_unet", False, None, shipped_value="shipped"),
 }
@@ -93,6 +94,8 @@ SHIPPED_MODELS: dict[str, tuple[str, str | None, str]] = {
                      "N-body WGAN-GP emulator: linear 3-D field -> projected density slab"),
     "halo_unet_32": ("halo_unet", "halo_unet_32.keras",
                      "U-Net: projected density slab -> halo map and catalog"),
+    "d3m_32": ("d3m", "d3m_32.keras",
+               "D3M displacement emulator: Zel'dovich displacement -> z = 0 particles (3-D)"),
     "unet_blends": ("unet", "unet_blends.keras",
                     "deblending U-Net (classes + light fractions) for HST-like 0.06 "
                     "arcsec/pixel blends"),
@@ -269,7 +272,7 @@ def load_model(name_or_path) -> Model:
     ----------
     name_or_path : str, pathlib.Path or Model
         A name of :data:`SHIPPED_MODELS` (``flowvae_cosmos64``, ``ddpm_cosmos64``,
-        ``parametric``, ``nbody_gan_32``, ``halo_unet_32``, ``unet_blends``,
+        ``parametric``, ``nbody_gan_32``, ``halo_unet_32``, ``d3m_32``, ``unet_blends``,
         ``prob_unet_blends``) or the path of a ``.keras`` file (its kind is read from the
         ``.json`` sidecar beside it, or from the segmenter class inside).
 

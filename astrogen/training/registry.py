@@ -31,6 +31,7 @@ TRAINER_MODULES = (
     "astrogen.training.gan_trainer",
     "astrogen.training.halo_trainer",
     "astrogen.training.unet_trainer",
+    "astrogen.training.d3m_trainer",
 )
 
 
