@@ -272,8 +272,18 @@ class BaryonPainter(keras.Model):
         return step
 
     # ------------------------------------------------------------------ painting
+    def residual_scale(self) -> dict:
+        """The likelihood's width per field in natural-log units of the physical field
+        (``exp(log_sigma) * std`` of the transformed target, times ``ln 10`` for the
+        ``log10`` fields)."""
+        sig = np.exp(np.asarray(self.log_sigma.numpy(), np.float64))
+        return {f: float(sig[i] * self.target_norm[i][1] * (np.log(10.0) if _LOG10[f]
+                                                             else 1.0))
+                for i, f in enumerate(FIELDS)}
+
     def paint(self, dm, n_samples: int = 1, seed: int = 0, conserve: bool = True,
-              temperature: float = 1.0, eps: np.ndarray | None = None) -> dict:
+              temperature: float = 1.0, eps: np.ndarray | None = None,
+              mean_correct: bool = True) -> dict:
         """Paint gas fields onto a periodic dark-matter box.
 
         Parameters
@@ -292,6 +302,11 @@ class BaryonPainter(keras.Model):
         eps : numpy.ndarray, optional
             The latent standard normals, shape ``(n_samples,) + latent_shape(n)`` (instead
             of drawing them from ``seed``).
+        mean_correct : bool
+            Multiply ``temperature`` and ``pressure`` by ``exp(s^2 / 2)``, ``s`` the
+            likelihood's width in ln units (:meth:`residual_scale`): the decoder gives the
+            conditional mean of the logarithm (a median), this is the mean of a lognormal of
+            that width (the density fields are set by ``conserve`` instead).
 
         Returns
         -------
@@ -318,6 +333,10 @@ class BaryonPainter(keras.Model):
         outs = [np.asarray(self.decoder([x, tf.constant(eps[i:i + 1])], training=False))[0]
                 for i in range(shape[0])]
         fields = self.destandardize(np.stack(outs))
+        if mean_correct:
+            scale = self.residual_scale()
+            for f in ("temperature", "pressure"):
+                fields[f] *= np.exp(0.5 * scale[f] ** 2)
         if conserve:
             target = float(np.mean(dm))
             fields["total"] *= target / np.mean(fields["total"], axis=(1, 2, 3),

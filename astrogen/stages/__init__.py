@@ -10,6 +10,7 @@ from astrogen.stages import flowvae  # noqa: F401  (registration: flowvae.genera
 from astrogen.stages import ddpm  # noqa: F401  (registration: ddpm.generate)
 from astrogen.stages import nbody_emulate  # noqa: F401  (registration: nbody.emulate...)
 from astrogen.stages import stars  # noqa: F401  (registration: catalog.stars, catalog.concat)
+from astrogen.stages import baryons  # noqa: F401  (registration: baryons.paint, output.baryons)
 from astrogen.stages.base import Stage, StageContext
 
 __all__ = ["Stage", "StageContext"]

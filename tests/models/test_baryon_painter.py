@@ -135,3 +135,26 @@ def test_arguments_are_checked():
         BaryonPainter(latent_channels=0)
     with pytest.raises(ModelError, match="multiple of 4"):
         tiny().paint(np.ones((10, 10, 10)))
+
+
+def test_shipped_painter_gives_smooth_gas_following_a_box_without_haloes():
+    """A smooth field (|delta| <= 0.3: nothing collapsed, no haloes) gets a smooth gas field
+    that follows the dark matter: correlation of ln gas with ln dm > 0.85 and less than 10 %
+    of the gas contrast's variance above k_Nyq / 2 (shipped baryon_painter_64)."""
+    from astrogen.models.pretrained import resolve_model_path
+
+    m = load_baryon_painter(resolve_model_path("baryon_painter_64", "baryon_painter"))
+    n = 64
+    x = np.arange(n) / n * 2 * np.pi
+    dm = 1 + 0.3 * np.sin(x)[:, None, None] * np.cos(x)[None, :, None] * np.ones((1, 1, n))
+    out = m.paint(dm, n_samples=2, seed=0)
+    for g in out["gas"]:
+        assert np.corrcoef(np.log(g).ravel(), np.log(dm).ravel())[0, 1] > 0.85
+        f = np.abs(np.fft.rfftn(g / g.mean() - 1)) ** 2
+        k = n * np.sqrt(np.fft.fftfreq(n)[:, None, None] ** 2
+                        + np.fft.fftfreq(n)[None, :, None] ** 2
+                        + np.fft.rfftfreq(n)[None, None, :] ** 2)
+        assert f[k > n / 4].sum() < 0.1 * f.sum()
+    # mass and mean gas fraction conserved (conserve=True)
+    assert abs(out["total"].mean(dtype=np.float64) / dm.mean() - 1) < 1e-5
+    assert abs(out["gas"].mean(dtype=np.float64) / (m.gas_fraction * dm.mean()) - 1) < 1e-5
