@@ -75,6 +75,8 @@ KINDS: dict[str, ModelKind] = {
     "halo_unet": ModelKind("nbody.halo_map", False, "astrogen.models.halo_unet:load_halo_unet"),
     "unet": ModelKind("deblend.unet", False, None, shipped_value="shipped"),
     "prob_unet": ModelKind("deblend.prob_unet", False, None, shipped_value="shipped"),
+    "baryon_painter": ModelKind("baryons.paint", False,
+                                "astrogen.models.baryon_painter:load_baryon_painter"),
 }
 
 #: Shipped models: name -> (kind, file in ``astrogen/data/models``, what it is). ``parametric``
@@ -98,6 +100,9 @@ SHIPPED_MODELS: dict[str, tuple[str, str | None, str]] = {
                     "arcsec/pixel blends"),
     "prob_unet_blends": ("prob_unet", "prob_unet_blends.keras",
                          "probabilistic U-Net deblender with a per-pixel uncertainty map"),
+    "baryon_painter_64": ("baryon_painter", "baryon_painter_64.keras",
+                          "3-D conditional VAE: dark-matter box (1 Mpc/h cells, z = 0) -> "
+                          "gas density, temperature, electron pressure, total matter"),
 }
 _ALIASES = {"galsim.parametric": "parametric", "sersic": "parametric"}
 

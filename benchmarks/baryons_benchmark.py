@@ -111,9 +111,14 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--baryons-python", default="/work/venv-baryons/bin/python")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--replot", action="store_true",
+                    help="redraw baryons_spectra.png from the saved JSON only")
     a = ap.parse_args(argv)
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if a.replot:
+        spectra_figure(json.loads((out_dir / "baryons_benchmark.json").read_text()), out_dir)
+        return 0
 
     from astrogen.datasets.baryons import read_baryon_box, read_manifest
     from astrogen.models.baryon_painter import load_baryon_painter
@@ -249,11 +254,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def figures(res, boxes, painted, out_dir: Path) -> None:
+def spectra_figure(res, out_dir: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     k = np.array(res["k_h_mpc"])
     kh = res["k_half_nyquist"]
@@ -279,11 +285,24 @@ def figures(res, boxes, painted, out_dir: Path) -> None:
     axes[2].set_xlabel("k [h/Mpc]")
     axes[2].set_ylabel("P_total / P_dm")
     axes[2].legend(fontsize=8)
+    axes[0].set_yscale("log")
+    for ax in axes:
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(f"held-out boxes {res['heldout']['box_ids']}, {res['samples_per_box']} "
-                 "samples each; dashed line: k_Nyq/2", fontsize=9)
+                 "samples each; dashed line: k_Nyq/2; grey band: +-5 %", fontsize=9)
     fig.tight_layout()
     fig.savefig(out_dir / "baryons_spectra.png", dpi=90)
     plt.close(fig)
+
+
+def figures(res, boxes, painted, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spectra_figure(res, out_dir)
 
     b = next(iter(boxes))
     s = 4

@@ -30,7 +30,8 @@ from astrogen.batch import DensityField
 from astrogen.errors import ConfigError
 from astrogen.registry import register_stage
 from astrogen.seeds import derive_seed
-from astrogen.stages.base import Stage, check_file_name, check_int, check_positive
+from astrogen.stages.base import (Stage, check_file_name, check_int, check_model_file,
+                                  check_positive)
 
 __all__ = ["BaryonFields", "BaryonPaint", "BaryonOutput", "compton_y_map", "SIGMA_T_CM2",
            "ME_C2_KEV", "MPC_CM"]
@@ -122,6 +123,7 @@ class BaryonPaint(Stage):
 
         self.model = str(model)
         self.model_path = resolve_model_path(self.model, "baryon_painter")
+        check_model_file("model", self.model_path)  # TensorFlow-free: before anything runs
         self.n_samples = check_int("n_samples", n_samples)
         if self.n_samples > 64:
             raise ConfigError("must be at most 64.", key="n_samples",
@@ -132,6 +134,10 @@ class BaryonPaint(Stage):
         self.conserve = conserve
         self.temperature = check_positive("temperature", temperature, allow_zero=True)
         self._painter = None
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        self.painter()
 
     def painter(self):
         from astrogen.models.baryon_painter import load_baryon_painter
