@@ -76,6 +76,8 @@ KINDS: dict[str, ModelKind] = {
     "d3m": ModelKind("nbody.displace", False, "astrogen.models.d3m:load_d3m"),
     "unet": ModelKind("deblend.unet", False, None, shipped_value="shipped"),
     "prob_unet": ModelKind("deblend.prob_unet", False, None, shipped_value="shipped"),
+    "baryon_painter": ModelKind("baryons.paint", False,
+                                "astrogen.models.baryon_painter:load_baryon_painter"),
 }
 
 #: Shipped models: name -> (kind, file in ``astrogen/data/models``, what it is). ``parametric``
@@ -101,6 +103,9 @@ SHIPPED_MODELS: dict[str, tuple[str, str | None, str]] = {
                     "arcsec/pixel blends"),
     "prob_unet_blends": ("prob_unet", "prob_unet_blends.keras",
                          "probabilistic U-Net deblender with a per-pixel uncertainty map"),
+    "baryon_painter_64": ("baryon_painter", "baryon_painter_64.keras",
+                          "3-D conditional VAE: dark-matter box (1 Mpc/h cells, z = 0) -> "
+                          "gas density, temperature, electron pressure, total matter"),
 }
 _ALIASES = {"galsim.parametric": "parametric", "sersic": "parametric"}
 

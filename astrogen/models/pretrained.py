@@ -37,6 +37,15 @@ PRETRAINED: dict[str, Pretrained] = {
                     "(F814W, count/s, zero point 25.94), conditioned on mag, hlr [arcsec], z.",
         command="astrogen train configs/flowvae.yaml",
     ),
+    "baryon_painter_64": Pretrained(
+        file="baryon_painter_64.keras",
+        kind="baryon_painter",
+        description="3-D conditional VAE painting baryonified total matter, gas density, "
+                    "temperature and electron pressure onto 1 Mpc/h dark-matter boxes at "
+                    "z = 0, trained on BaryonForge (Schneider+19) baryonification.",
+        command="astrogen train configs/baryon_painter.yaml "
+                "output=astrogen/data/models/baryon_painter_64.keras",
+    ),
 }
 
 

@@ -12,6 +12,7 @@ from astrogen.stages import nbody_emulate  # noqa: F401  (registration: nbody.em
 from astrogen.stages import nbody_displace  # noqa: F401  (registration: nbody.displace)
 from astrogen.stages import stars  # noqa: F401  (registration: catalog.stars, catalog.concat)
 from astrogen.stages import btk  # noqa: F401  (registration: deblend.btk; BTK imported in setup)
+from astrogen.stages import baryons  # noqa: F401  (registration: baryons.paint, output.baryons)
 from astrogen.stages.base import Stage, StageContext
 
 __all__ = ["Stage", "StageContext"]

@@ -32,6 +32,7 @@ TRAINER_MODULES = (
     "astrogen.training.halo_trainer",
     "astrogen.training.unet_trainer",
     "astrogen.training.d3m_trainer",
+    "astrogen.training.baryon_trainer",
 )
 
 
