@@ -29,6 +29,7 @@ TRAINER_MODULES = (
     "astrogen.training.ddpm_trainer",
     "astrogen.training.gan_trainer",
     "astrogen.training.halo_trainer",
+    "astrogen.training.halo3d_trainer",
     "astrogen.training.unet_trainer",
 )
 
