@@ -1,10 +1,12 @@
 r"""3-D halo network (Berger & Stein 2019, arXiv:1805.04537): linear density field on the
-particle lattice -> protohalo mask.
+particle lattice -> protohalo mask and halo size.
 
 A small 3-D U-Net ("V-Net") with periodic padding (:mod:`astrogen.models.layers_periodic`)
 predicts, for every cell of the particle lattice, the logit of "the particle starting here
 ends in a FoF halo of at least ``mask_min_particles`` particles" (the mask of
-:mod:`astrogen.datasets.protohalos`). Input: the z = 0 linear density contrast divided by
+:mod:`astrogen.datasets.protohalos`), and, as a second channel, ``log10 N`` of the number
+``N`` of particles of the FoF halo it ends in (trained on the cells of haloes of
+``min_members`` or more; used to split and size the haloes in the catalogue step). Input: the z = 0 linear density contrast divided by
 ``input_scale`` (the rms of the training fields, so the input has unit variance).
 
 Architecture: per level two 3x3x3 periodic convolutions (LeakyReLU 0.2), a stride-2 periodic
@@ -12,8 +14,8 @@ convolution down, nearest upsampling + convolution up, concatenated skips, a 1x1
 With ``L = len(channels)`` levels the network is equivariant to periodic shifts by multiples
 of ``2**(L - 1)`` cells (exactly, to float rounding).
 
-Loss (owned here): ``BCE(pos_weight) + dice_weight (1 - soft Dice)``
-(:func:`halo_vnet_loss`). The catalogue step is :mod:`astrogen.nbody.protohalo_catalog`.
+Loss (owned here): ``BCE(pos_weight) + dice_weight (1 - soft Dice) + size_weight MSE(log10 N
+on halo cells)`` (:func:`halo_vnet_loss`). The catalogue step is :mod:`astrogen.nbody.protohalo_catalog`.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ FORMAT = "astrogen.halo_vnet/1"
 
 
 def build_halo_vnet(size: int, channels=(8, 16, 32)):
-    """The Keras network: input ``(size, size, size, 1)``, output logits of the same shape."""
+    """The Keras network: input ``(size, size, size, 1)``, output ``(size, size, size, 2)``:
+    mask logit and ``log10 N``."""
     import keras
 
     from astrogen.models.layers_periodic import PeriodicConv3D
@@ -51,7 +54,7 @@ def build_halo_vnet(size: int, channels=(8, 16, 32)):
         x = keras.layers.Concatenate(name=f"skip{i}")([x, skips[i]])
         x = PeriodicConv3D(c, 3, name=f"dec{i}a")(x)
         x = PeriodicConv3D(c, 3, name=f"dec{i}b")(x)
-    out = keras.layers.Conv3D(1, 1, name="logit")(x)
+    out = keras.layers.Conv3D(2, 1, name="head")(x)
     return keras.Model(inp, out, name="halo_vnet")
 
 
@@ -106,8 +109,8 @@ class HaloVNet:
         """Network input ``(batch, n, n, n, 1)`` float32 of linear fields ``(batch, n, n, n)``."""
         return (np.asarray(linear, np.float32) / self.input_scale)[..., None]
 
-    def predict(self, linear: np.ndarray, batch_size: int = 4) -> np.ndarray:
-        """Protohalo probability of every lattice cell of z = 0 linear fields.
+    def predict(self, linear: np.ndarray, batch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """Protohalo probability and predicted halo size of every lattice cell.
 
         Parameters
         ----------
@@ -116,7 +119,12 @@ class HaloVNet:
 
         Returns
         -------
-        numpy.ndarray, float32, same shape: probabilities in [0, 1].
+        prob : numpy.ndarray, float32, same shape
+            Probability in [0, 1] that the cell's particle ends in a halo of at least
+            ``meta["mask_min_particles"]`` particles.
+        n_pred : numpy.ndarray, float32, same shape
+            Predicted particle count of the halo the cell's particle ends in (meaningful on
+            halo cells only).
         """
         x = np.asarray(linear, np.float32)
         single = x.ndim == 3
@@ -126,30 +134,35 @@ class HaloVNet:
             raise ModelError(f"the halo network takes {self.size}^3 lattices.", key="linear",
                              received={"shape": x.shape})
         s = self.inputs(x)
-        outs = [np.asarray(self.network(s[i:i + batch_size], training=False))[..., 0]
-                for i in range(0, len(s), batch_size)]
-        p = 1.0 / (1.0 + np.exp(-np.concatenate(outs).astype(np.float64)))
-        p = p.astype(np.float32)
-        return p[0] if single else p
+        outs = np.concatenate([np.asarray(self.network(s[i:i + batch_size], training=False))
+                               for i in range(0, len(s), batch_size)]).astype(np.float64)
+        p = (1.0 / (1.0 + np.exp(-outs[..., 0]))).astype(np.float32)
+        npred = (10.0 ** np.clip(outs[..., 1], 0.0, 9.0)).astype(np.float32)
+        return (p[0], npred[0]) if single else (p, npred)
 
-    def losses(self, x, mask, pos_weight: float, dice_weight: float,
-               training: bool = False) -> dict:
-        """Loss terms of a batch: input ``x`` (batch, n, n, n, 1) (:meth:`inputs`), target
-        ``mask`` (batch, n, n, n) in {0, 1}; see :func:`halo_vnet_loss`."""
-        total, bce, soft_dice = halo_vnet_loss(self.network(x, training=training)[..., 0],
-                                               mask, pos_weight, dice_weight)
-        return {"loss": total, "bce": bce, "soft_dice": soft_dice}
+    def losses(self, x, mask, log_n, pos_weight: float, dice_weight: float,
+               size_weight: float, training: bool = False) -> dict:
+        """Loss terms of a batch: input ``x`` (batch, n, n, n, 1) (:meth:`inputs`), targets
+        ``mask`` (batch, n, n, n) in {0, 1} and ``log_n`` (``log10 N`` of the cell's FoF
+        halo, 0 where none); see :func:`halo_vnet_loss`."""
+        total, bce, soft_dice, mse = halo_vnet_loss(self.network(x, training=training), mask,
+                                                    log_n, pos_weight, dice_weight,
+                                                    size_weight)
+        return {"loss": total, "bce": bce, "soft_dice": soft_dice, "size_mse": mse}
 
-    def make_train_step(self, optimizer, pos_weight: float, dice_weight: float):
-        """A compiled ``step(x, mask) -> loss terms`` applying one ``optimizer`` update."""
+    def make_train_step(self, optimizer, pos_weight: float, dice_weight: float,
+                        size_weight: float):
+        """A compiled ``step(x, mask, log_n) -> loss terms`` applying one ``optimizer``
+        update."""
         import tensorflow as tf
 
         net = self.network
 
         @tf.function(reduce_retracing=True)
-        def step(x, m):
+        def step(x, m, ln):
             with tf.GradientTape() as tape:
-                out = self.losses(x, m, pos_weight, dice_weight, training=True)
+                out = self.losses(x, m, ln, pos_weight, dice_weight, size_weight,
+                                  training=True)
             grads = tape.gradient(out["loss"], net.trainable_variables)
             optimizer.apply_gradients(zip(grads, net.trainable_variables))
             return out
@@ -180,15 +193,21 @@ def load_halo_vnet(path) -> HaloVNet:
                     input_scale=cfg["input_scale"], meta=cfg["meta"], network=net)
 
 
-def halo_vnet_loss(logit, mask, pos_weight: float, dice_weight: float):
-    """``BCE(pos_weight) + dice_weight (1 - soft Dice)`` of logits and a {0, 1} mask of the
-    same shape (the soft Dice over the whole batch, ``(2 sum(p m) + 1) / (sum p + sum m + 1)``);
-    returns ``(total, bce, soft_dice)`` (dimensionless)."""
+def halo_vnet_loss(out, mask, log_n, pos_weight: float, dice_weight: float,
+                   size_weight: float):
+    """``BCE(pos_weight) + dice_weight (1 - soft Dice) + size_weight MSE`` of the network
+    output ``out`` (..., 2) against a {0, 1} mask and the ``log10 N`` target (the soft Dice
+    over the whole batch, ``(2 sum(p m) + 1) / (sum p + sum m + 1)``; the MSE over the cells
+    where ``log_n > 0``); returns ``(total, bce, soft_dice, mse)`` (dimensionless)."""
     import tensorflow as tf
 
+    logit, size = out[..., 0], out[..., 1]
     mask = tf.cast(mask, logit.dtype)
+    log_n = tf.cast(log_n, logit.dtype)
+    w = tf.cast(log_n > 0, logit.dtype)
+    mse = tf.reduce_sum(w * tf.square(size - log_n)) / (tf.reduce_sum(w) + 1.0)
     bce = tf.reduce_mean(tf.nn.weighted_cross_entropy_with_logits(mask, logit, pos_weight))
     p = tf.sigmoid(logit)
     soft_dice = (2.0 * tf.reduce_sum(p * mask) + 1.0) / (tf.reduce_sum(p) + tf.reduce_sum(mask)
                                                         + 1.0)
-    return bce + dice_weight * (1.0 - soft_dice), bce, soft_dice
+    return bce + dice_weight * (1.0 - soft_dice) + size_weight * mse, bce, soft_dice, mse

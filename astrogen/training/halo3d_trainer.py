@@ -6,7 +6,8 @@
 linear field on the particle lattice divided by its rms over the training boxes (stored as
 the model's ``input_scale``); target: the protohalo mask. Loss:
 :meth:`astrogen.models.halo_vnet.HaloVNet.losses` (``BCE(pos_weight) + dice_weight (1 - soft
-Dice)``). Each batch box gets one random symmetry of the periodic cube (shift, axis
+Dice) + size_weight MSE(log10 N)``, ``N`` the particles of the FoF halo of each cell).
+Each batch box gets one random symmetry of the periodic cube (shift, axis
 permutation, flips), the same for field and mask; batch ``g`` is drawn with
 ``derive_seed(seed, "batch", g)``, so a resumed run continues exactly.
 """
@@ -36,6 +37,7 @@ HALO_VNET_SCHEMA = {
         "learning_rate": (1e-3, check_float(0.0, strict=True)),
         "pos_weight": (1.0, check_float(0.0, strict=True)),
         "dice_weight": (1.0, check_float(0.0)),
+        "size_weight": (1.0, check_float(0.0)),
         "augment": (True, check_bool),
         "export_every_checkpoint": (True, check_bool),
         **loop_keys(checkpoint_every=50, log_every=10, progress=False),
@@ -100,7 +102,7 @@ def train_halo_vnet(cfg, resume: bool = False, log=print) -> dict:
     import keras
     import tensorflow as tf
 
-    from astrogen.datasets.protohalos import read_protohalo_boxes
+    from astrogen.datasets.protohalos import read_protohalo_box, read_protohalo_boxes
     from astrogen.io.atomic import save_model_atomic
     from astrogen.models.halo_vnet import HaloVNet
 
@@ -109,7 +111,12 @@ def train_halo_vnet(cfg, resume: bool = False, log=print) -> dict:
     run = Run(cfg, resume)
     ds_path, manifest = _prepare(cfg, log)
     run.start()
-    data = read_protohalo_boxes(ds_path, keys=("linear", "mask"))
+    data = read_protohalo_boxes(ds_path, keys=("linear", "mask", "halo_id"))
+    log_n = []
+    for b, hid in zip(data["box_id"], data["halo_id"]):
+        counts = read_protohalo_box(ds_path, int(b))["halo_n"]
+        log_n.append(np.where(hid >= 0, np.log10(counts[np.maximum(hid, 0)]), 0.0))
+    n_all = np.asarray(log_n, np.float32)
     n_box, n = data["linear"].shape[:2]
     d = manifest["config"]
     meta = {"n_grid": d["n_grid"], "box_size": d["box_size"], "redshift": d["redshift"],
@@ -134,16 +141,16 @@ def train_halo_vnet(cfg, resume: bool = False, log=print) -> dict:
     if run.ckpt is not None:
         log(f"halo_vnet: resumed from {run.ckpt.name} (step {step})")
     train_step = model.make_train_step(opt, float(t_cfg["pos_weight"]),
-                                       float(t_cfg["dice_weight"]))
+                                       float(t_cfg["dice_weight"]), float(t_cfg["size_weight"]))
     batch = min(int(t_cfg["batch_size"]), n_box)
 
     def step_fn(g: int) -> dict:
         rng = np.random.default_rng(derive_seed(seed, "batch", g))
         idx = rng.choice(n_box, size=batch, replace=False)
-        x, m = x_all[idx], m_all[idx]
+        x, m, ln = x_all[idx], m_all[idx], n_all[idx]
         if t_cfg["augment"]:
-            x, m = augment_cubes([x, m], derive_seed(seed, "augment", g))
-        return train_step(tf.constant(x[..., None]), tf.constant(m))
+            x, m, ln = augment_cubes([x, m, ln], derive_seed(seed, "augment", g))
+        return train_step(tf.constant(x[..., None]), tf.constant(m), tf.constant(ln))
 
     total = int(t_cfg["steps"])
     output = Path(cfg["output"])
