@@ -9,6 +9,7 @@ from astrogen.stages import deblend  # noqa: F401  (registration: blend.*, deble
 from astrogen.stages import flowvae  # noqa: F401  (registration: flowvae.generate)
 from astrogen.stages import ddpm  # noqa: F401  (registration: ddpm.generate)
 from astrogen.stages import nbody_emulate  # noqa: F401  (registration: nbody.emulate...)
+from astrogen.stages import nbody_halos3d  # noqa: F401  (registration: nbody.halos3d)
 from astrogen.stages import stars  # noqa: F401  (registration: catalog.stars, catalog.concat)
 from astrogen.stages.base import Stage, StageContext
 
