@@ -28,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from astrogen.errors import ConfigError, ModelError
+from astrogen.models.layers_periodic import PeriodicPad3D
 
 __all__ = ["PeriodicPad3D", "build_d3m_network", "D3M", "load_d3m", "cube_symmetries",
            "apply_symmetry", "FORMAT"]
@@ -36,41 +37,9 @@ __all__ = ["PeriodicPad3D", "build_d3m_network", "D3M", "load_d3m", "cube_symmet
 FORMAT = "astrogen.d3m/1"
 
 
-@keras.saving.register_keras_serializable(package="astrogen_d3m")
-class PeriodicPad3D(keras.layers.Layer):
-    """Periodic (circular) padding of ``pad`` sites on the three spatial axes of a
-    channels-last ``(batch, n1, n2, n3, c)`` tensor.
-
-    Parameters
-    ----------
-    pad : int
-        Sites added on each side of each axis (``0 <= pad``; at most the axis length at call
-        time).
-    """
-
-    def __init__(self, pad: int = 1, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
-            raise ConfigError("must be an integer >= 0.", key="pad", received={"pad": pad})
-        self.pad = int(pad)
-
-    def call(self, x):
-        p = self.pad
-        if p == 0:
-            return x
-        x = ops.concatenate([x[:, -p:], x, x[:, :p]], axis=1)
-        x = ops.concatenate([x[:, :, -p:], x, x[:, :, :p]], axis=2)
-        return ops.concatenate([x[:, :, :, -p:], x, x[:, :, :, :p]], axis=3)
-
-    def compute_output_shape(self, shape):
-        s = list(shape)
-        for i in (1, 2, 3):
-            if s[i] is not None:
-                s[i] += 2 * self.pad
-        return tuple(s)
-
-    def get_config(self):
-        return {**super().get_config(), "pad": self.pad}
+# the shipped d3m_32.keras names the padding layer "astrogen_d3m>PeriodicPad3D": the one
+# periodic padding layer of the package answers to that name too
+keras.saving.get_custom_objects()["astrogen_d3m>PeriodicPad3D"] = PeriodicPad3D
 
 
 def _pconv(x, filters: int, kernel: int = 3, stride: int = 1, name: str | None = None,

@@ -68,7 +68,8 @@ def particle_mass(Om0: float, box_size: float, n_particles_total: int,
 
 def friends_of_friends(positions: Any, box_size: float, velocities: Any = None,
                        linking_length: float = 0.2, min_members: int = 20,
-                       particle_mass_msun_h: float | None = None, Om0: float = 0.30966):
+                       particle_mass_msun_h: float | None = None, Om0: float = 0.30966,
+                       return_labels: bool = False):
     """Find FoF haloes in a periodic box.
 
     Parameters
@@ -87,6 +88,8 @@ def friends_of_friends(positions: Any, box_size: float, velocities: Any = None,
         Particle mass in Msun/h (default :func:`particle_mass` with ``Om0``).
     Om0 : float
         Matter density parameter, for the default particle mass.
+    return_labels : bool
+        Also return each particle's halo (see Returns).
 
     Returns
     -------
@@ -98,6 +101,9 @@ def friends_of_friends(positions: Any, box_size: float, velocities: Any = None,
         ``Mpc / littleh`` (:data:`MSUN_H`, :data:`MPC_H`). ``meta`` holds ``box_size_mpc_h``,
         ``linking_length_mpc_h``, ``b``, ``particle_mass_msun_h``, ``min_members`` and
         ``units_note``.
+    labels : numpy.ndarray of int64, shape (n,)
+        Only with ``return_labels``: the ``halo_id`` of each particle's halo, ``-1`` for
+        particles in no halo of ``min_members`` or more.
     """
     from astropy import units as u
     from astropy.table import Table
@@ -172,7 +178,7 @@ def friends_of_friends(positions: Any, box_size: float, velocities: Any = None,
     t.meta.update({"box_size_mpc_h": L, "linking_length_mpc_h": ll, "b": linking_length,
                    "particle_mass_msun_h": mp, "min_members": int(min_members),
                    "units_note": "Msun/h, Mpc/h (astropy littleh units; convert: with_H0)"})
-    return t
+    return (t, hid.astype(np.int64)) if return_labels else t
 
 
 def mass_function(masses: Any, box_size: float, bins: Any = 10,

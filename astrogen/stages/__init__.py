@@ -10,6 +10,7 @@ from astrogen.stages import flowvae  # noqa: F401  (registration: flowvae.genera
 from astrogen.stages import ddpm  # noqa: F401  (registration: ddpm.generate)
 from astrogen.stages import nbody_emulate  # noqa: F401  (registration: nbody.emulate...)
 from astrogen.stages import nbody_displace  # noqa: F401  (registration: nbody.displace)
+from astrogen.stages import nbody_halos3d  # noqa: F401  (registration: nbody.halos3d)
 from astrogen.stages import stars  # noqa: F401  (registration: catalog.stars, catalog.concat)
 from astrogen.stages import btk  # noqa: F401  (registration: deblend.btk; BTK imported in setup)
 from astrogen.stages import baryons  # noqa: F401  (registration: baryons.paint, output.baryons)

@@ -40,6 +40,7 @@ SHIPPED_MODELS = {
     "nbody_gan_32": ("nbody_gan_32.keras", "nbody_gan", "astrogen train configs/nbody_gan.yaml"),
     "halo_unet_32": ("halo_unet_32.keras", "halo_unet", "astrogen train configs/halo_unet.yaml"),
     "d3m_32": ("d3m_32.keras", "d3m", "astrogen train configs/d3m.yaml"),
+    "halo_vnet_32": ("halo_vnet_32.keras", "halo_vnet", "astrogen train configs/halo_vnet.yaml"),
 }
 
 
@@ -173,10 +174,10 @@ class NBodyEmulate(Stage):
 _HALO_DESC = {
     "box_id": "index of the box",
     "halo_id": "halo index within the slab, by decreasing mass",
-    "x": "[Mpc/h] comoving x (slab centre along the projection axis)",
-    "y": "[Mpc/h] comoving y (slab centre along the projection axis)",
-    "z": "[Mpc/h] comoving z (slab centre along the projection axis)",
-    "mass": "[Msun/h] mass predicted by the halo-map network",
+    "x": "comoving x (slab centre along the projection axis)",
+    "y": "comoving y (slab centre along the projection axis)",
+    "z": "comoving z (slab centre along the projection axis)",
+    "mass": "mass predicted by the halo-map network",
     "n_pixels": "pixels of the halo's mask component",
     "score": "peak halo probability of the component",
 }
@@ -192,7 +193,9 @@ class HaloMap(Stage):
     component is a halo at its probability-weighted centroid, with the mass predicted by the
     network's second output. Columns: ``box_id``, ``halo_id``, ``x``, ``y``, ``z`` (Mpc/h; the
     coordinate along the projection axis is the slab centre), ``mass`` (Msun/h),
-    ``n_pixels``, ``score``.
+    ``n_pixels``, ``score``. Masses and lengths carry astropy ``littleh`` units
+    (``Msun / littleh``, ``Mpc / littleh``, as ``nbody.fof``) and ``meta["cosmology"]`` the
+    field's cosmology (else the model's), so ``output.catalog`` writes them in Msun and Mpc.
 
     Parameters
     ----------
@@ -244,6 +247,7 @@ class HaloMap(Stage):
         return x, _slab_meta(m, self.axis, self.slab)
 
     def process(self, field: DensityField) -> Table:
+        from astrogen.nbody.fof import MPC_H, MSUN_H
         from astrogen.nbody.halo_maps import mask_to_catalog
 
         x, geo = self.slab_of(field)
@@ -269,8 +273,8 @@ class HaloMap(Stage):
         t["box_id"] = np.full(len(order), int(field.box_id), np.int64)
         t["halo_id"] = np.arange(len(order), dtype=np.int64)
         for i, c in enumerate("xyz"):
-            t[c] = pos[:, i]
-        t["mass"] = cat["mass"][order]
+            t[c] = pos[:, i] * MPC_H
+        t["mass"] = cat["mass"][order] * MSUN_H
         t["n_pixels"] = cat["n_pixels"][order]
         t["score"] = cat["score"][order]
         for name, text in _HALO_DESC.items():
@@ -279,7 +283,10 @@ class HaloMap(Stage):
                        "source": self.type_name, "model": self.model_name,
                        "threshold": self.threshold, "projection_axis": a,
                        "slab": int(geo["slab"]), "slab_depth": float(geo["slab_depth"]),
-                       "input_field": str(field.meta.get("field"))})
+                       "input_field": str(field.meta.get("field")),
+                       "cosmology": dict(field.cosmology)
+                       or dict(self._model.meta.get("cosmology", {})),
+                       "units_note": "Msun/h, Mpc/h (astropy littleh units; convert: with_H0)"})
         return t
 
 

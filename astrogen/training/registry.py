@@ -30,6 +30,7 @@ TRAINER_MODULES = (
     "astrogen.training.ddpm_distill_trainer",
     "astrogen.training.gan_trainer",
     "astrogen.training.halo_trainer",
+    "astrogen.training.halo3d_trainer",
     "astrogen.training.unet_trainer",
     "astrogen.training.d3m_trainer",
     "astrogen.training.baryon_trainer",

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 keras = pytest.importorskip("keras")
 
 from astrogen.models import flowvae_flow, flowvae_layers, layers_diffusion  # noqa: E402
-from astrogen.models import nbody_gan, prob_unet, unet  # noqa: E402
+from astrogen.models import layers_periodic, nbody_gan, prob_unet, unet  # noqa: E402
 from astrogen.testing import run_layer_test  # noqa: E402
 
 B = 2
@@ -48,6 +48,9 @@ CASES = [
     (prob_unet.FComb, {"n_outputs": 3, "n_layers": 2, "filters": 4, "seed": 1},
      [(B, 8, 8, 4), (B, 3)], (B, 8, 8, 3), {"call_as_list": True}),
     (PeriodicPad2D, {"pad": 1}, (B, 6, 6, 1), (B, 8, 8, 1), {}),
+    (layers_periodic.PeriodicPad3D, {"pad": 2}, (B, 4, 4, 4, 3), (B, 8, 8, 8, 3), {}),
+    (layers_periodic.PeriodicConv3D, {"filters": 5, "strides": 2}, (B, 6, 6, 6, 2),
+     (B, 3, 3, 3, 5), {}),
     (TransformedResidual, {}, [(B, 6, 6, 1), (B, 6, 6, 1)], (B, 6, 6, 1),
      {"call_as_list": True, "input_range": (-0.9, 0.9)}),
 ]

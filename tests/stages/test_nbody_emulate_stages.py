@@ -117,6 +117,14 @@ def test_halo_map_finds_planted_blobs(models, tmp_path):
     assert got == sorted((2.0 * i, 2.0 * j) for i, j in planted)
     np.testing.assert_allclose(t["x"], 20.0)  # centre of slab 2 along axis 0
     np.testing.assert_allclose(np.log10(t["mass"]), 13.5, rtol=1e-5)
+    # Msun/h and Mpc/h as astropy littleh units, with the model's h to convert them
+    from astropy import units as u
+    from astropy.cosmology import units as cu
+
+    assert t["mass"].unit == u.Msun / cu.littleh and t["y"].unit == u.Mpc / cu.littleh
+    h0 = cu.with_H0(100 * META["cosmology"]["h"] * u.km / u.s / u.Mpc)
+    np.testing.assert_allclose(t["mass"].quantity.to_value(u.Msun, h0),
+                               10 ** 13.5 / 0.68, rtol=1e-5)
     assert t.meta["projection_axis"] == 0 and t.meta["slab"] == 2
     # a 3-D input is projected with the model's slab thickness (4 cells)
     cube = np.zeros((16, 16, 16))
@@ -189,7 +197,9 @@ def test_emulate_pipeline_and_compare_pipeline(models, tmp_path):
         assert [h.name for h in hl[1:]] == ["BOX0", "BOX1"]
         assert hl[1].data.shape == (16, 16) and hl[1].header["FIELD"] == "emulated"
         first = np.array(hl[1].data)
-    Table.read(res.output / "halos.fits")  # readable (possibly empty: untrained GAN)
+    halos = Table.read(res.output / "halos.fits")  # possibly empty: untrained GAN
+    assert halos["mass"].unit == "solMass" and halos["x"].unit == "Mpc"  # h applied
+    assert fits.getheader(res.output / "halos.fits", 0)["HUBBLE"] == pytest.approx(0.6766)
     again = _pipeline(tmp_path, models, compare=False)  # same seed: same bytes
     with fits.open(again.output / "emulated.fits") as hl:
         np.testing.assert_array_equal(hl[1].data, first)
