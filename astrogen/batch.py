@@ -169,6 +169,7 @@ class StampBatch:
 
     @property
     def noiseless(self) -> bool:
+        """True when the stamps carry no noise (``noise_sigma`` is ``None``)."""
         return self.noise_sigma is None
 
     @property
@@ -185,6 +186,18 @@ class StampBatch:
         return mag_from_flux(self.fluxes, self.zero_point)
 
     def replace(self, **changes) -> "StampBatch":
+        """A copy of the batch with the given fields changed (``dataclasses.replace``).
+
+        Parameters
+        ----------
+        **changes
+            Field names and their new values.
+
+        Returns
+        -------
+        StampBatch
+            The new batch (checked again by ``__post_init__``).
+        """
         return replace(self, **changes)
 
 
@@ -279,6 +292,7 @@ class DensityField:
 
     @property
     def n_grid(self) -> int:
+        """Number of grid cells per side."""
         return self.delta.shape[0]
 
     @property

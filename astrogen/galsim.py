@@ -173,10 +173,12 @@ class FlowVAEInput:
 
     @property
     def condition_names(self) -> list[str]:
+        """Names of the catalog columns the model is conditioned on, in order."""
         return list(self._names)
 
     @property
     def latent_dim(self) -> int:
+        """Dimension of the model's latent space."""
         return self._latent_dim
 
     @property

@@ -65,6 +65,7 @@ class Registry(Generic[T]):
         return iter(sorted(self._items))
 
     def items(self):
+        """``(name, registered object)`` pairs, sorted by name."""
         return sorted(self._items.items())
 
 

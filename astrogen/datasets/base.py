@@ -32,6 +32,7 @@ class DatasetConfig:
 
     @classmethod
     def field_names(cls) -> list[str]:
+        """Names of the configuration's fields (the keys accepted in its YAML)."""
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
@@ -53,6 +54,7 @@ class DatasetConfig:
         return cfg
 
     def to_dict(self) -> dict:
+        """The configuration as a plain ``dict`` (written to the data set manifest)."""
         return dataclasses.asdict(self)
 
     def identity(self) -> dict:
@@ -64,6 +66,18 @@ class DatasetConfig:
 
 
 def manifest_path(path) -> Path:
+    """Path of the manifest file of the data set folder ``path``.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Data set folder.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path / MANIFEST``.
+    """
     return Path(path) / MANIFEST
 
 

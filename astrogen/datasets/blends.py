@@ -126,6 +126,13 @@ class BlendDatasetConfig(DatasetConfig):
     SHARD_FIELDS = ("shard_size", "library_shard_size")
 
     def geometry(self):
+        """The blend geometry these parameters describe.
+
+        Returns
+        -------
+        astrogen.physics.blends.BlendGeometry
+            Stamp size and margin (pixels), object counts and separations (pixels).
+        """
         from astrogen.physics.blends import BlendGeometry
 
         return BlendGeometry(self.stamp_size, self.min_objects, self.max_objects,
@@ -133,14 +140,29 @@ class BlendDatasetConfig(DatasetConfig):
                              self.max_separation, self.margin)
 
     def survey_obj(self):
+        """The survey named by ``survey`` (error keyed ``dataset.survey`` when unknown).
+
+        Returns
+        -------
+        astrogen.physics.surveys.Survey
+            Pixel scale, zero points, sky levels and PSF of the survey's bands.
+        """
         from astrogen.physics.surveys import get_survey
 
         return get_survey(self.survey, key="dataset.survey")
 
     def psf_spec(self) -> dict:
+        """The PSF specification: ``psf`` when given, else the survey's default PSF.
+
+        Returns
+        -------
+        dict
+            PSF parameters (FWHM in arcsec).
+        """
         return dict(self.psf) if self.psf is not None else dict(self.survey_obj().psf)
 
     def to_dict(self) -> dict:
+        """The configuration as JSON-compatible plain values (tuples become lists)."""
         d = dataclasses.asdict(self)
         d["mag_range"] = list(self.mag_range)
         d["separation"] = list(self.separation)

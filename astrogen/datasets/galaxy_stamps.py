@@ -227,6 +227,7 @@ class StampDatasetConfig(DatasetConfig):
     REQUIRED = ("n_galaxies",)
 
     def to_dict(self) -> dict:
+        """The configuration as a plain ``dict`` (tuples become lists), for the manifest."""
         d = dataclasses.asdict(self)
         d["mag_range"] = list(self.mag_range)
         d["psf_files"] = list(self.psf_files)

@@ -75,6 +75,16 @@ class SliceDatasetConfig(DatasetConfig):
     n_s: float = 0.9665
 
     def check(self) -> None:
+        """Check every parameter.
+
+        Raises
+        ------
+        astrogen.errors.ConfigError
+            Naming the key and value: counts must be positive integers, ``first_box`` an
+            integer >= 0, ``n_grid`` even and a multiple of ``slab_thickness``, ``box_size``
+            (Mpc/h), ``halo_radius`` and the cosmological parameters positive, and
+            ``0 <= redshift < z_init``.
+        """
         for k in ("n_boxes", "n_grid", "n_steps", "force_resolution", "slab_thickness",
                   "min_members"):
             v = getattr(self, k)
@@ -104,9 +114,17 @@ class SliceDatasetConfig(DatasetConfig):
 
     @property
     def images_per_box(self) -> int:
+        """Projected slab images per box: ``n_slabs`` along each of the three axes."""
         return 3 * self.n_slabs
 
     def cosmology(self):
+        """The background cosmology of the simulations.
+
+        Returns
+        -------
+        astrogen.cosmology.background.Cosmology
+            Built from ``Om0``, ``Ob0``, ``h``, ``sigma8`` and ``n_s``.
+        """
         from astrogen.cosmology.background import Cosmology
 
         return Cosmology(Om0=float(self.Om0), Ob0=float(self.Ob0), h=float(self.h),
@@ -208,6 +226,18 @@ def _shard(path: Path, box_id: int) -> Path:
 
 
 def read_manifest(path) -> dict:
+    """Read the manifest of the slice data set in folder ``path``.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Data set folder.
+
+    Returns
+    -------
+    dict
+        The manifest (configuration, box ids, shapes).
+    """
     return json.loads(manifest_path(path).read_text())
 
 
@@ -257,6 +287,18 @@ def build_slice_dataset(path, cfg: SliceDatasetConfig, log=print) -> dict:
 
 
 def dataset_is_complete(path) -> bool:
+    """True when folder ``path`` holds a manifest and the shard of every box it lists.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Data set folder.
+
+    Returns
+    -------
+    bool
+        Whether the data set can be used without rebuilding.
+    """
     path = Path(path)
     if not manifest_path(path).is_file():
         return False

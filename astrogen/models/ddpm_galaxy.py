@@ -319,6 +319,14 @@ class DDPMGalaxyModel:
 
     # ---- files -----------------------------------------------------------------------------
     def sidecar(self) -> dict:
+        """The JSON sidecar written next to the ``.keras`` file.
+
+        Returns
+        -------
+        dict
+            Format and versions, network and noise-schedule configs, intensity transform,
+            condition columns with their units, and the model's metadata (``meta``).
+        """
         import keras
 
         from astrogen.version import __version__

@@ -284,6 +284,22 @@ class DDPMUNet(keras.Model):
                           key="inputs", received={"inputs": type(inputs).__name__})
 
     def call(self, inputs, training=None):
+        """Predict the noise (or the configured target) of noisy images.
+
+        Parameters
+        ----------
+        inputs : tuple or dict
+            ``(x, t)`` or ``(x, t, cond[, cond_mask])``: noisy images ``(batch, size, size,
+            channels)``, integer timesteps ``(batch,)``, conditions ``(batch, n_cond)`` and
+            their mask.
+        training : bool, optional
+            Training mode (dropout).
+
+        Returns
+        -------
+        tensor
+            Shape ``(batch, size, size, channels)``.
+        """
         x, t, cond, cond_mask = self._unpack(inputs)
         return self._forward(x, t, cond, cond_mask, training=training)
 
@@ -345,6 +361,7 @@ class DDPMUNet(keras.Model):
         return self.conv_out(ops.silu(self.norm_out(h)))
 
     def compute_output_shape(self, input_shape=None):
+        """Output shape ``(None, image_size, image_size, channels)``."""
         return (None, self.image_size, self.image_size, self.channels)
 
 

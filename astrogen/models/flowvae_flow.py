@@ -94,6 +94,13 @@ class MaskedDense(keras.layers.Layer):
         self._mask_np = ((dout > din) if self.strict else (dout >= din)).astype("float32")
 
     def build(self, input_shape):
+        """Create the kernel and bias; the input size must equal ``len(in_degrees)``.
+
+        Parameters
+        ----------
+        input_shape : tuple
+            ``(..., n_in)``.
+        """
         n_in = int(input_shape[-1])
         if n_in != len(self.in_degrees):
             raise ConfigError("MaskedDense input size differs from len(in_degrees).",
@@ -106,6 +113,18 @@ class MaskedDense(keras.layers.Layer):
                      if self.use_bias else None)
 
     def call(self, inputs):
+        """Dense layer with its kernel multiplied by the autoregressive mask.
+
+        Parameters
+        ----------
+        inputs : tensor
+            Shape ``(..., n_in)``.
+
+        Returns
+        -------
+        tensor
+            Shape ``(..., units)``.
+        """
         mask = tf.constant(self._mask_np, dtype=self.kernel.dtype)
         out = tf.matmul(inputs, self.kernel * mask)
         if self.bias is not None:
@@ -113,6 +132,7 @@ class MaskedDense(keras.layers.Layer):
         return self.activation(out) if self.activation is not None else out
 
     def compute_output_shape(self, input_shape):
+        """``input_shape`` with its last axis replaced by ``units``."""
         return tuple(input_shape[:-1]) + (self.units,)
 
     def get_config(self):
@@ -182,6 +202,7 @@ class MADE(keras.layers.Layer):
         self._act = keras.activations.get(activation)
 
     def build(self, input_shape=None):
+        """Build the hidden, output and conditional layers for events of ``event_size``."""
         n = self.event_size
         for layer in self.hidden:
             layer.build((None, n))
@@ -191,6 +212,21 @@ class MADE(keras.layers.Layer):
             self.conditional_dense.build((None, self.conditional_size))
 
     def call(self, inputs, conditional_input=None):
+        """Autoregressive shift and log-scale of each event dimension.
+
+        Parameters
+        ----------
+        inputs : tensor
+            Events, shape ``(..., event_size)``.
+        conditional_input : tensor, optional
+            Conditions, shape ``(..., conditional_size)``; required when the MADE is conditional.
+
+        Returns
+        -------
+        shift, log_scale : tensor
+            Each of shape ``(..., event_size)``; ``log_scale`` is soft-clamped to
+            ``[-log_scale_clamp, log_scale_clamp]``.
+        """
         h = self.hidden[0](inputs)
         if self.conditional_dense is not None:
             if conditional_input is None:
@@ -291,6 +327,7 @@ class ConditionalMAF(keras.layers.Layer):
         self.build()
 
     def build(self, input_shape=None):
+        """Build every MADE and the (non-trainable) condition mean and standard deviation."""
         if self.built:
             return
         for made in self.mades:

@@ -55,6 +55,7 @@ class ResidualBlock(keras.layers.Layer):
         self.skip = None
 
     def build(self, input_shape):
+        """Build the two convolutions and, when the channel count changes, a 1x1 skip convolution."""
         channels = int(input_shape[-1])
         if channels != self.filters:
             self.skip = keras.layers.Conv2D(self.filters, 1, name="skip")
@@ -63,12 +64,25 @@ class ResidualBlock(keras.layers.Layer):
         self.conv2.build(tuple(input_shape[:-1]) + (self.filters,))
 
     def call(self, inputs):
+        """``skip(x) + conv2(act(conv1(act(x))))``.
+
+        Parameters
+        ----------
+        inputs : tensor
+            Shape ``(batch, height, width, channels)``.
+
+        Returns
+        -------
+        tensor
+            Shape ``(batch, height, width, filters)``.
+        """
         h = self.conv1(self._act(inputs))
         h = self.conv2(self._act(h))
         skip = self.skip(inputs) if self.skip is not None else inputs
         return skip + h
 
     def compute_output_shape(self, input_shape):
+        """``input_shape`` with ``filters`` channels."""
         return tuple(input_shape[:-1]) + (self.filters,)
 
     def get_config(self):
@@ -103,15 +117,29 @@ class GaussianPosterior(keras.layers.Layer):
             bias_initializer=keras.initializers.Constant(-1.0))
 
     def build(self, input_shape):
+        """Build the mean and scale dense layers."""
         self.mean_dense.build(input_shape)
         self.scale_dense.build(input_shape)
 
     def call(self, inputs):
+        """Mean and standard deviation of the diagonal Gaussian posterior.
+
+        Parameters
+        ----------
+        inputs : tensor
+            Features, shape ``(batch, n_features)``.
+
+        Returns
+        -------
+        mean, std : tensor
+            Each of shape ``(batch, latent_dim)``; ``std = softplus(.) + min_std > 0``.
+        """
         mean = self.mean_dense(inputs)
         std = keras.activations.softplus(self.scale_dense(inputs)) + self.min_std
         return mean, std
 
     def compute_output_shape(self, input_shape):
+        """Shapes of the mean and the standard deviation, ``(..., latent_dim)`` each."""
         shape = tuple(input_shape[:-1]) + (self.latent_dim,)
         return shape, shape
 

@@ -52,6 +52,7 @@ class HaloUNet:
                                                                             self.channels)
 
     def config(self) -> dict:
+        """The JSON sidecar: format, size (pixels), channels, pixel transform and metadata."""
         return {"format": "astrogen.halo_unet/1", "size": self.size, "channels": self.channels,
                 "transform_a": self.transform.a, "meta": self.meta}
 
@@ -103,6 +104,23 @@ class HaloUNet:
         return step
 
     def save(self, path) -> Path:
+        """Save the network to ``path`` and its sidecar to ``path`` with suffix ``.json``.
+
+        Parameters
+        ----------
+        path : str or pathlib.Path
+            Target file; must end in ``.keras`` (parent folders are created).
+
+        Returns
+        -------
+        pathlib.Path
+            The ``.keras`` file written.
+
+        Raises
+        ------
+        astrogen.errors.ModelError
+            When the file name does not end in ``.keras``.
+        """
         path = Path(path)
         if path.suffix != ".keras":
             raise ModelError("the file name must end in .keras.", key="path",
@@ -114,6 +132,23 @@ class HaloUNet:
 
 
 def load_halo_unet(path) -> HaloUNet:
+    """Load a halo U-Net saved by :meth:`HaloUNet.save`.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The ``.keras`` file; its ``.json`` sidecar must sit next to it.
+
+    Returns
+    -------
+    HaloUNet
+        The network with its size, channels, pixel transform and metadata.
+
+    Raises
+    ------
+    astrogen.errors.ModelError
+        When a file is missing or the sidecar is not of format ``astrogen.halo_unet/1``.
+    """
     import keras
 
     path, cfg = read_sidecar(path, "astrogen.halo_unet/1", "halo U-Net")

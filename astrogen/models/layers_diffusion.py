@@ -67,12 +67,25 @@ class SinusoidalTimeEmbedding(keras.layers.Layer):
         self.max_period = float(max_period)
 
     def call(self, t):
+        """Sinusoidal embedding ``[sin(t f_k), cos(t f_k)]`` of the timesteps.
+
+        Parameters
+        ----------
+        t : tensor
+            Timesteps, shape ``(batch,)`` or ``(batch, 1)``.
+
+        Returns
+        -------
+        tensor
+            Shape ``(batch, dim)``; frequencies ``f_k = max_period ** (-k / (dim / 2))``.
+        """
         half = self.dim // 2
         freqs = ops.exp(-math.log(self.max_period) * ops.arange(half, dtype="float32") / half)
         args = ops.cast(ops.reshape(t, (-1, 1)), "float32") * freqs[None, :]
         return ops.concatenate([ops.sin(args), ops.cos(args)], axis=-1)
 
     def compute_output_shape(self, t_shape):
+        """``(batch, dim)``."""
         return (t_shape[0], self.dim)
 
     def get_config(self):
@@ -101,6 +114,16 @@ class ResidualBlock(keras.layers.Layer):
         self.dropout = _check_dropout(dropout)
 
     def build(self, x_shape, emb_shape):
+        """Create the normalisations, convolutions, embedding projection and (when the channel
+        count changes) the 1x1 skip convolution.
+
+        Parameters
+        ----------
+        x_shape : tuple
+            Image shape ``(batch, height, width, c_in)``.
+        emb_shape : tuple
+            Embedding shape ``(batch, emb_dim)``.
+        """
         c_in, c = int(x_shape[-1]), self.out_channels
         self.norm1 = keras.layers.GroupNormalization(group_count(c_in, self.norm_groups),
                                                      epsilon=1e-5, name="norm1")
@@ -122,6 +145,22 @@ class ResidualBlock(keras.layers.Layer):
             self.skip.build(x_shape)
 
     def call(self, x, emb, training=None):
+        """Residual block modulated by the time/condition embedding (scale and shift).
+
+        Parameters
+        ----------
+        x : tensor
+            Shape ``(batch, height, width, c_in)``.
+        emb : tensor
+            Embedding, shape ``(batch, emb_dim)``.
+        training : bool, optional
+            Training mode (dropout).
+
+        Returns
+        -------
+        tensor
+            Shape ``(batch, height, width, out_channels)``.
+        """
         h = self.conv1(ops.silu(self.norm1(x)))
         scale, shift = ops.split(self.emb_proj(ops.silu(emb))[:, None, None, :], 2, axis=-1)
         h = self.norm2(h) * (1.0 + scale) + shift
@@ -129,6 +168,7 @@ class ResidualBlock(keras.layers.Layer):
         return (x if self.skip is None else self.skip(x)) + h
 
     def compute_output_shape(self, x_shape, emb_shape):
+        """``x_shape`` with ``out_channels`` channels."""
         return tuple(x_shape[:-1]) + (self.out_channels,)
 
     def get_config(self):
@@ -149,6 +189,7 @@ class AttentionBlock(keras.layers.Layer):
         self.norm_groups = _check_int("norm_groups", norm_groups)
 
     def build(self, input_shape):
+        """Create the normalisation and projections (channels must divide by ``num_heads``)."""
         c = int(input_shape[-1])
         if c % self.num_heads:
             raise ConfigError("the channel count must be divisible by num_heads.",
@@ -163,6 +204,18 @@ class AttentionBlock(keras.layers.Layer):
         self.proj.build(input_shape)
 
     def call(self, x):
+        """Multi-head self-attention over the pixels, added to the input.
+
+        Parameters
+        ----------
+        x : tensor
+            Shape ``(batch, height, width, channels)``.
+
+        Returns
+        -------
+        tensor
+            Same shape as ``x``.
+        """
         shape = ops.shape(x)
         b, h, w, c = shape[0], shape[1], shape[2], x.shape[-1]
         nh, d = self.num_heads, x.shape[-1] // self.num_heads
@@ -173,6 +226,7 @@ class AttentionBlock(keras.layers.Layer):
         return x + self.proj(out)
 
     def compute_output_shape(self, input_shape):
+        """The input shape (the block is residual)."""
         return input_shape
 
     def get_config(self):
@@ -185,14 +239,28 @@ class Downsample(keras.layers.Layer):
     """Halve the resolution with a stride-2 3x3 convolution (channels unchanged)."""
 
     def build(self, input_shape):
+        """Create the stride-2 3x3 convolution (channels kept)."""
         self.conv = keras.layers.Conv2D(int(input_shape[-1]), 3, strides=2, padding="same",
                                         name="conv")
         self.conv.build(input_shape)
 
     def call(self, x):
+        """Halve the image size with a stride-2 convolution.
+
+        Parameters
+        ----------
+        x : tensor
+            Shape ``(batch, height, width, channels)``.
+
+        Returns
+        -------
+        tensor
+            Shape ``(batch, ceil(height / 2), ceil(width / 2), channels)``.
+        """
         return self.conv(x)
 
     def compute_output_shape(self, input_shape):
+        """``(batch, ceil(height / 2), ceil(width / 2), channels)``."""
         b, h, w, c = input_shape
         return (b, None if h is None else (h + 1) // 2, None if w is None else (w + 1) // 2, c)
 
@@ -202,14 +270,28 @@ class Upsample(keras.layers.Layer):
     """Double the resolution: nearest-neighbour upsampling then a 3x3 convolution."""
 
     def build(self, input_shape):
+        """Create the nearest-neighbour upsampling and the 3x3 convolution (channels kept)."""
         self.up = keras.layers.UpSampling2D(2, interpolation="nearest", name="up")
         self.conv = keras.layers.Conv2D(int(input_shape[-1]), 3, padding="same", name="conv")
         b, h, w, c = input_shape
         self.conv.build((b, None if h is None else 2 * h, None if w is None else 2 * w, c))
 
     def call(self, x):
+        """Double the image size (nearest neighbour) and convolve.
+
+        Parameters
+        ----------
+        x : tensor
+            Shape ``(batch, height, width, channels)``.
+
+        Returns
+        -------
+        tensor
+            Shape ``(batch, 2 height, 2 width, channels)``.
+        """
         return self.conv(self.up(x))
 
     def compute_output_shape(self, input_shape):
+        """``(batch, 2 height, 2 width, channels)``."""
         b, h, w, c = input_shape
         return (b, None if h is None else 2 * h, None if w is None else 2 * w, c)

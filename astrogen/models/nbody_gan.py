@@ -391,6 +391,9 @@ class NBodyGAN:
 
     # ---- inference --------------------------------------------------------------------
     def config(self) -> dict:
+        """The JSON sidecar: format, size (pixels), pixel transform, channels, conditioning and
+        metadata.
+        """
         return {"format": "astrogen.nbody_gan/1", "size": self.size,
                 "transform_a": self.transform.a, "cond_scale": self.cond_scale,
                 "channels": self.channels, "critic_channels": self.critic_channels,
@@ -398,6 +401,20 @@ class NBodyGAN:
                 "lpt_order": self.lpt_order, "meta": self.meta}
 
     def noise(self, n: int, seed: int) -> np.ndarray:
+        """Standard-normal generator noise, reproducible from ``seed``.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples.
+        seed : int
+            Seed of ``numpy.random.default_rng``.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, shape ``(n, size, size, noise_channels)``.
+        """
         rng = np.random.default_rng(int(seed))
         return rng.standard_normal((n, self.size, self.size, self.noise_channels)).astype(
             np.float32)

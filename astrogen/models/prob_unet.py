@@ -135,6 +135,7 @@ class GaussianEncoder(keras.layers.Layer):
                                         name="gaussian_params")
 
     def build(self, input_shape):
+        """Build the convolution blocks, pools and the dense head of the encoder."""
         shape = tuple(input_shape)
         for lv, block in enumerate(self.blocks):
             build_layer(block, shape)
@@ -144,6 +145,18 @@ class GaussianEncoder(keras.layers.Layer):
         build_layer(self.dense, (shape[0], shape[-1]))
 
     def call(self, x):
+        """Mean and clipped log standard deviation of the latent Gaussian.
+
+        Parameters
+        ----------
+        x : tensor
+            Shape ``(batch, height, width, channels)``.
+
+        Returns
+        -------
+        mu, log_sigma : tensor
+            Each of shape ``(batch, latent_dim)``.
+        """
         for lv, block in enumerate(self.blocks):
             x = block(x)
             if lv < self.depth:
@@ -154,6 +167,7 @@ class GaussianEncoder(keras.layers.Layer):
         return mu, log_sigma
 
     def compute_output_shape(self, input_shape):
+        """Shapes of ``mu`` and ``log_sigma``: ``(batch, latent_dim)`` each."""
         return (input_shape[0], self.latent_dim), (input_shape[0], self.latent_dim)
 
     def get_config(self):
@@ -188,6 +202,13 @@ class FComb(keras.layers.Layer):
                                           kernel_initializer=layer_initializer(self.seed, "logits"))
 
     def build(self, input_shape):
+        """Build the 1x1 layers for features concatenated with the broadcast latent sample.
+
+        Parameters
+        ----------
+        input_shape : tuple of tuple
+            ``(feature shape (batch, height, width, c), latent shape (batch, latent_dim))``.
+        """
         feat_shape, z_shape = input_shape
         shape = (*tuple(feat_shape)[:-1], feat_shape[-1] + z_shape[-1])
         for layer in self.hidden:
@@ -196,6 +217,18 @@ class FComb(keras.layers.Layer):
         build_layer(self.logits, shape)
 
     def call(self, inputs):
+        """Per-pixel logits from the features and a latent sample tiled over the image.
+
+        Parameters
+        ----------
+        inputs : tuple of tensor
+            ``(features (batch, height, width, c), z (batch, latent_dim))``.
+
+        Returns
+        -------
+        tensor
+            Logits, shape ``(batch, height, width, n_outputs)``.
+        """
         feats, z = inputs
         z_map = ops.zeros_like(feats[..., :1]) + ops.cast(z, feats.dtype)[:, None, None, :]
         x = ops.concatenate([feats, z_map], axis=-1)
@@ -204,6 +237,7 @@ class FComb(keras.layers.Layer):
         return self.logits(x)
 
     def compute_output_shape(self, input_shape):
+        """The feature shape with ``n_outputs`` channels."""
         return (*tuple(input_shape[0])[:-1], self.n_outputs)
 
     def get_config(self):
@@ -295,6 +329,18 @@ class ProbUNet(keras.Model):
     # ------------------------------------------------------------ Keras plumbing
 
     def build(self, input_shape):
+        """Build the backbone, prior and posterior nets and the combination head.
+
+        Parameters
+        ----------
+        input_shape : tuple
+            ``(batch, height, width, n_bands)``; height and width must divide by ``2 ** depth``.
+
+        Raises
+        ------
+        astrogen.errors.ConfigError
+            When the shape is not of that form.
+        """
         input_shape = tuple(input_shape)
         if len(input_shape) != 4 or (input_shape[-1] is not None
                                      and int(input_shape[-1]) != self.n_bands):
@@ -367,6 +413,7 @@ class ProbUNet(keras.Model):
         return ops.softmax(self.fcomb([feats, mu], training=training), axis=-1)
 
     def compute_output_shape(self, input_shape):
+        """``(batch, height, width, n_outputs)``."""
         return (*tuple(input_shape)[:-1], self.n_outputs)
 
     def kl_divergence(self, x, y):
@@ -421,6 +468,26 @@ class ProbUNet(keras.Model):
     # ------------------------------------------------------------ training
 
     def train_step(self, data):
+        """One optimisation step on the model's loss (:meth:`compute_losses`), for ``fit``.
+
+        Parameters
+        ----------
+        data : tuple
+            ``(x, y)`` or ``(x, y, sample_weight)``: images ``(batch, height, width, n_bands)``
+            and targets (one-hot classes or flux fractions).
+
+        Returns
+        -------
+        dict
+            Running means of the losses.
+
+        Raises
+        ------
+        astrogen.errors.ModelError
+            When Keras does not use the TensorFlow backend.
+        astrogen.errors.ConfigError
+            When no targets are given.
+        """
         if keras.backend.backend() != "tensorflow":
             raise ModelError("ProbUNet.fit needs the TensorFlow backend of Keras.",
                              key="KERAS_BACKEND", received={"backend": keras.backend.backend()})
@@ -437,6 +504,18 @@ class ProbUNet(keras.Model):
         return self._update_trackers(losses)
 
     def test_step(self, data):
+        """Losses on one validation batch (fixed seed), for ``evaluate`` and ``fit``'s validation.
+
+        Parameters
+        ----------
+        data : tuple
+            ``(x, y)`` or ``(x, y, sample_weight)``.
+
+        Returns
+        -------
+        dict
+            Running means of the losses.
+        """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         return self._update_trackers(self.compute_losses(x, y, sample_weight, seed=-1))
 

@@ -224,13 +224,27 @@ class ConvBlock(keras.layers.Layer):
                                          name="conv2")
 
     def build(self, input_shape):
+        """Build the two convolutions."""
         build_layer(self.conv1, input_shape)
         build_layer(self.conv2, self.conv1.compute_output_shape(input_shape))
 
     def call(self, x):
+        """Two convolutions, ``conv2(conv1(x))``.
+
+        Parameters
+        ----------
+        x : tensor
+            Shape ``(batch, height, width, channels)``.
+
+        Returns
+        -------
+        tensor
+            Shape ``(batch, height, width, filters)``.
+        """
         return self.conv2(self.conv1(x))
 
     def compute_output_shape(self, input_shape):
+        """``input_shape`` with ``filters`` channels."""
         return (*input_shape[:-1], self.filters)
 
     def get_config(self):
@@ -285,6 +299,9 @@ class UNetBackbone(keras.layers.Layer):
                           for lv in levels]
 
     def build(self, input_shape):
+        """Build the encoder, bottleneck and decoder; height and width must divide by
+        ``2 ** depth``.
+        """
         check_spatial(input_shape, self.depth)
         shape = tuple(input_shape)
         skips = []
@@ -303,6 +320,18 @@ class UNetBackbone(keras.layers.Layer):
             shape = block.compute_output_shape(shape)
 
     def call(self, x):
+        """U-Net features: encoder with pooling, bottleneck, decoder with skip connections.
+
+        Parameters
+        ----------
+        x : tensor
+            Shape ``(batch, height, width, channels)``.
+
+        Returns
+        -------
+        tensor
+            Shape ``(batch, height, width, base_filters)``.
+        """
         skips = []
         for block, pool in zip(self.down_blocks, self.pools):
             x = block(x)
@@ -314,6 +343,7 @@ class UNetBackbone(keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
+        """``input_shape`` with ``base_filters`` channels."""
         return (*input_shape[:-1], self.base_filters)
 
     def get_config(self):
@@ -391,6 +421,18 @@ class UNet(keras.Model):
                 kernel_initializer=layer_initializer(self.seed, "fraction_head"))
 
     def build(self, input_shape):
+        """Build the backbone and the class (and fraction) heads.
+
+        Parameters
+        ----------
+        input_shape : tuple
+            ``(batch, height, width, n_bands)``.
+
+        Raises
+        ------
+        astrogen.errors.ConfigError
+            When the shape is not of that form.
+        """
         input_shape = tuple(input_shape)
         if len(input_shape) != 4 or (input_shape[-1] is not None
                                      and int(input_shape[-1]) != self.n_bands):
@@ -405,6 +447,22 @@ class UNet(keras.Model):
             build_layer(self.fraction_head, feat)
 
     def call(self, inputs, training=None):
+        """Per-pixel class logits (and flux-fraction logits) of blended images.
+
+        Parameters
+        ----------
+        inputs : tensor
+            Images, shape ``(batch, height, width, n_bands)``, in the units the input transform
+            expects.
+        training : bool, optional
+            Training mode.
+
+        Returns
+        -------
+        dict
+            ``"classes"``: shape ``(batch, height, width, n_classes)``; with a fraction head also
+            ``"fractions"``: shape ``(batch, height, width, max_objects + 1)``.
+        """
         x = apply_input_transform(ops.cast(inputs, self.compute_dtype), self.input_transform,
                                   self.input_scale)
         feats = self.backbone(x, training=training)
@@ -444,6 +502,7 @@ class UNet(keras.Model):
                 "fractions": tf.reduce_mean(ce_f), "fractions_ordered": tf.reduce_mean(ce_o)}
 
     def compute_output_shape(self, input_shape):
+        """Shapes of the ``"classes"`` (and ``"fractions"``) outputs."""
         shape = tuple(input_shape[:-1])
         out = {"classes": (*shape, self.n_classes)}
         if self.max_objects:

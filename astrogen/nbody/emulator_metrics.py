@@ -26,6 +26,18 @@ S_EDGES = np.linspace(-1.0, 1.0, 41)
 
 
 def s_transform(x):
+    """The pixel transform ``s = 2 x / (x + 1) - 1`` (negative values clipped to 0).
+
+    Parameters
+    ----------
+    x : array_like
+        Non-negative values (e.g. ``1 + delta``, dimensionless).
+
+    Returns
+    -------
+    numpy.ndarray
+        Values in ``[-1, 1)``, same shape as ``x``.
+    """
     x = np.maximum(np.asarray(x, float), 0.0)
     return 2.0 * x / (x + 1.0) - 1.0
 

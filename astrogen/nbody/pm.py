@@ -72,6 +72,7 @@ class PMSnapshot:
 
     @property
     def redshift(self) -> float:
+        """Redshift ``z = 1 / a - 1`` of the snapshot."""
         return 1.0 / self.a - 1.0
 
     @property
@@ -110,6 +111,7 @@ class PMResult:
 
     @property
     def fields(self) -> list[DensityField]:
+        """The density field of every snapshot, in output order."""
         return [s.density for s in self.snapshots]
 
 

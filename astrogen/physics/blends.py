@@ -119,9 +119,11 @@ class BlendGeometry:
 
     @property
     def canvas_size(self) -> int:
+        """Side of the drawing canvas in pixels: ``stamp_size + 2 margin``."""
         return self.stamp_size + 2 * self.margin
 
     def to_dict(self) -> dict:
+        """The geometry as JSON-compatible plain values (sizes and separations in pixels)."""
         return {"stamp_size": int(self.stamp_size), "min_objects": int(self.min_objects),
                 "max_objects": int(self.max_objects),
                 "central_offset": float(self.central_offset),
@@ -189,6 +191,7 @@ class BlendBatch:
 
     @property
     def has_truth(self) -> bool:
+        """True when the per-object truth models are present."""
         return self.models is not None
 
     def sigma(self) -> np.ndarray:
@@ -198,6 +201,18 @@ class BlendBatch:
         return np.asarray(self.noise_sigma, dtype=np.float64)
 
     def replace(self, **changes) -> "BlendBatch":
+        """A copy of the batch with the given fields changed (``dataclasses.replace``).
+
+        Parameters
+        ----------
+        **changes
+            Field names and their new values.
+
+        Returns
+        -------
+        BlendBatch
+            The new batch.
+        """
         return replace(self, **changes)
 
     @classmethod

@@ -42,6 +42,13 @@ class Field:
     survey: str = dataclass_field(default="", compare=False)
 
     def wcs(self) -> WCS:
+        """The field's tangent-plane (TAN) WCS, centred on ``(ra, dec)``.
+
+        Returns
+        -------
+        astropy.wcs.WCS
+            ICRS, degrees; pixel scale ``pixel_scale`` arcsec, RA increasing to the left.
+        """
         w = WCS(naxis=2)
         w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
         w.wcs.crpix = [(self.nx + 1) / 2.0, (self.ny + 1) / 2.0]
@@ -53,6 +60,7 @@ class Field:
 
     @property
     def area_arcmin2(self) -> float:
+        """Area of the field in arcmin^2."""
         return self.nx * self.ny * (self.pixel_scale / 60.0) ** 2
 
     def describe(self) -> str:

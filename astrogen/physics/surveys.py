@@ -95,6 +95,7 @@ class Survey:
         return float(np.sqrt(self.sky_level + self.read_noise ** 2))
 
     def to_dict(self) -> dict[str, Any]:
+        """The survey as a plain ``dict`` (``dataclasses.asdict``)."""
         return asdict(self)
 
 

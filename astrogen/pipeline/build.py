@@ -102,16 +102,20 @@ class Pipeline:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def node(self, name: str) -> StageNode:
+        """The node of the stage named ``name``."""
         return next(n for n in self.nodes if n.name == name)
 
     @property
     def sources(self) -> list[StageNode]:
+        """The source-stage nodes."""
         return [n for n in self.nodes if n.stage.kind == "source"]
 
     def n_chunks(self) -> int:
+        """Number of chunks of the pipeline (those of its first source stage)."""
         return self.sources[0].stage.n_chunks()
 
     def n_rows(self) -> int | None:
+        """Number of catalog rows of the first source stage (``None`` when not known)."""
         return self.sources[0].stage.n_rows()
 
 

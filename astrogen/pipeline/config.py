@@ -39,6 +39,18 @@ class Config:
         self.source = source
 
     def line(self, path: tuple) -> int | None:
+        """Line number of the key or item at ``path``, else of its closest parent that has one.
+
+        Parameters
+        ----------
+        path : tuple
+            Keys and list indices from the document root.
+
+        Returns
+        -------
+        int or None
+            1-based line number, ``None`` when no prefix of ``path`` is known.
+        """
         while path:
             if path in self.lines:
                 return self.lines[path]

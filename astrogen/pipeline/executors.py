@@ -821,6 +821,7 @@ class DaskExecutor(Executor):
 
     @property
     def max_in_flight(self) -> int:
+        """Chunks submitted ahead of the one the sinks wait for (default max(4, 2 x threads))."""
         return self.spec.max_in_flight or max(4, 2 * self._nthreads)
 
     # -- running ---------------------------------------------------------------------------

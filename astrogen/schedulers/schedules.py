@@ -179,6 +179,18 @@ class NoiseSchedule:
 
     @classmethod
     def from_config(cls, config: dict) -> "NoiseSchedule":
+        """Rebuild a schedule from :meth:`get_config`'s output.
+
+        Parameters
+        ----------
+        config : dict
+            The schedule's configuration (``betas`` or the parameters that generate them).
+
+        Returns
+        -------
+        NoiseSchedule
+            The schedule.
+        """
         cfg = dict(config)
         if "betas" in cfg:
             return cls(cfg.pop("betas"), **cfg)
@@ -190,6 +202,7 @@ class NoiseSchedule:
 
     @property
     def num_train_steps(self) -> int:
+        """Number of training timesteps ``T`` (length of ``betas``)."""
         return int(self.betas.size)
 
     def __len__(self) -> int:

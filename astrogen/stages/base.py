@@ -240,20 +240,89 @@ class Stage:
 
     # source
     def n_chunks(self) -> int:
+        """Number of chunks a source stage yields (source stages override it).
+
+        Returns
+        -------
+        int
+            Chunk count; the runner calls :meth:`read_chunk` for ``0 .. n_chunks() - 1``.
+
+        Raises
+        ------
+        NotImplementedError
+            For a stage that is not a source.
+        """
         raise NotImplementedError(f"{type(self).__name__} is not a source stage")
 
     def n_rows(self) -> int | None:
+        """Total number of catalog rows a source stage yields (``None``: not known in advance).
+
+        Returns
+        -------
+        int or None
+            Row count over all chunks, used for progress reporting.
+        """
         return None
 
     def read_chunk(self, index: int):
+        """Produce chunk ``index`` of a source stage (source stages override it).
+
+        Parameters
+        ----------
+        index : int
+            Chunk number, ``0 <= index < n_chunks()``; the output depends only on it and the
+            stage seed (counter-based seeds), so chunks may be read in any order.
+
+        Returns
+        -------
+        object
+            The chunk (an ``astropy.table.Table``, :class:`~astrogen.batch.StampBatch`, ...), of
+            the stage's declared output type.
+
+        Raises
+        ------
+        NotImplementedError
+            For a stage that is not a source.
+        """
         raise NotImplementedError(f"{type(self).__name__} is not a source stage")
 
     # map
     def process(self, *inputs):
+        """Transform the chunks of the upstream stages into this map stage's output.
+
+        Parameters
+        ----------
+        *inputs : object
+            One chunk per input stage, in the order of the stage's ``inputs``.
+
+        Returns
+        -------
+        object
+            The output chunk, of the stage's declared output type.
+
+        Raises
+        ------
+        NotImplementedError
+            For a stage that is not a map stage.
+        """
         raise NotImplementedError(f"{type(self).__name__} is not a map stage")
 
     # sink
     def consume(self, index: int, *inputs) -> None:
+        """Write (or accumulate) chunk ``index`` in a sink stage; final products in :meth:`finalize`.
+
+        Parameters
+        ----------
+        index : int
+            Chunk number (per-chunk parts are written under the stage's ``work_dir``).
+        *inputs : object
+            One chunk per input stage, in the order of the stage's ``inputs``.
+
+        Raises
+        ------
+        NotImplementedError
+            For a stage that is not a sink.
+        """
         raise NotImplementedError(f"{type(self).__name__} is not a sink stage")
 
     def finalize(self) -> list[Path]:

@@ -165,6 +165,22 @@ def model_parts(cfg, manifest: dict, ds_path: Path, raw_c: np.ndarray, n_train: 
 
 
 def ddpm_learning_rate(step, t_cfg):
+    """Learning rate at ``step``: linear warm-up, then constant or cosine decay.
+
+    Parameters
+    ----------
+    step : int
+        Optimisation step, from 0.
+    t_cfg : dict
+        The ``training`` section: ``learning_rate``, ``warmup_steps``, ``steps``,
+        ``lr_schedule`` (``"constant"`` or ``"cosine"``) and ``lr_final_fraction``.
+
+    Returns
+    -------
+    float
+        The learning rate; the cosine decays from ``learning_rate`` to
+        ``lr_final_fraction * learning_rate`` at the last step.
+    """
     base, warm, total = t_cfg["learning_rate"], t_cfg["warmup_steps"], t_cfg["steps"]
     if warm and step < warm:
         return base * (step + 1) / warm

@@ -73,18 +73,21 @@ def check_choice(*choices) -> Callable:
 
 
 def check_bool(v):
+    """``v`` when it is a boolean, else a :class:`ConfigError`."""
     if not isinstance(v, bool):
         raise ConfigError("must be true or false.", received={"value": v})
     return v
 
 
 def check_str(v):
+    """``v`` when it is a non-empty string, else a :class:`ConfigError`."""
     if not isinstance(v, str) or not v:
         raise ConfigError("must be a non-empty string.", received={"value": v})
     return v
 
 
 def check_optional_str(v):
+    """``None`` or a non-empty string (:func:`check_str`)."""
     return v if v is None else check_str(v)
 
 
@@ -99,6 +102,7 @@ def check_int_list(v):
 
 
 def check_any(v):
+    """Any value, unchecked."""
     return v
 
 
@@ -180,6 +184,9 @@ class TrainingConfig(dict):
 
     @property
     def run_dir(self) -> Path:
+        """The run folder (checkpoints, losses): ``run_dir`` when set, else ``<output stem>_run``
+        next to the output file.
+        """
         if self["run_dir"]:
             return Path(self["run_dir"])
         out = Path(self["output"])
