@@ -54,7 +54,8 @@ from typing import Callable
 
 import numpy as np
 
-from astrogen.datasets.base import DatasetConfig, manifest_path
+from astrogen.datasets.base import DatasetConfig, boxes_complete, manifest_path
+from astrogen.datasets.base import read_manifest as read_manifest_file
 from astrogen.errors import ConfigError, suggest
 from astrogen.io.atomic import save_npz, write_json
 from astrogen.seeds import derive_seed
@@ -128,6 +129,7 @@ class BaryonDatasetConfig(DatasetConfig):
     n_s: float = 0.9665
 
     def check(self) -> None:
+        """Check every field (positive integers, physical cosmology); ConfigError names the key."""
         for k in ("n_boxes", "n_grid", "n_steps", "force_resolution", "min_members"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -160,13 +162,16 @@ class BaryonDatasetConfig(DatasetConfig):
 
     @property
     def cell_size(self) -> float:
+        """Grid cell side (Mpc/h)."""
         return float(self.box_size) / int(self.n_grid)
 
     @property
     def baryon_fraction(self) -> float:
+        """Cosmic baryon fraction ``Ob0 / Om0``."""
         return float(self.Ob0) / float(self.Om0)
 
     def cosmology(self):
+        """The data set's :class:`~astrogen.cosmology.background.Cosmology`."""
         from astrogen.cosmology.background import Cosmology
 
         return Cosmology(Om0=float(self.Om0), Ob0=float(self.Ob0), h=float(self.h),
@@ -250,7 +255,8 @@ def _shard(path: Path, box_id: int) -> Path:
 
 
 def read_manifest(path) -> dict:
-    return json.loads(manifest_path(path).read_text())
+    """The manifest of data set folder ``path`` (:func:`astrogen.datasets.base.read_manifest`)."""
+    return read_manifest_file(path)
 
 
 def _init(path: Path, cfg: BaryonDatasetConfig, backend_name: str) -> dict:
@@ -329,10 +335,8 @@ def build_baryon_dataset(path, cfg: BaryonDatasetConfig, backend: Callable | Non
 
 
 def dataset_is_complete(path) -> bool:
-    path = Path(path)
-    if not manifest_path(path).is_file():
-        return False
-    return all(_shard(path, b).is_file() for b in read_manifest(path)["box_ids"])
+    """True when folder ``path`` holds a manifest and the shard of every box it lists."""
+    return boxes_complete(path, lambda p, m, b: _shard(p, b))
 
 
 def read_baryon_box(path, box_id: int, keys=None) -> dict:

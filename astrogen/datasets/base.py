@@ -81,6 +81,34 @@ def manifest_path(path) -> Path:
     return Path(path) / MANIFEST
 
 
+def read_manifest(path) -> dict:
+    """The manifest of data set folder ``path`` (``OSError`` / ``ValueError`` if it is missing
+    or unreadable; :func:`load_manifest` returns ``None`` instead)."""
+    return json.loads(manifest_path(path).read_text())
+
+
+def boxes_complete(path, shard_of) -> bool:
+    """True when folder ``path`` holds a manifest and the shard of every box it lists.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Data set folder.
+    shard_of : callable
+        ``shard_of(path, manifest, box_id) -> pathlib.Path``: where a box's shard lives.
+
+    Returns
+    -------
+    bool
+        Whether the data set can be used without rebuilding.
+    """
+    path = Path(path)
+    if not manifest_path(path).is_file():
+        return False
+    m = read_manifest(path)
+    return all(shard_of(path, m, b).is_file() for b in m["box_ids"])
+
+
 def load_manifest(path) -> dict | None:
     """The manifest of folder ``path``, or ``None`` if it has none (or an unreadable one)."""
     p = manifest_path(path)

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astrogen.datasets.base import DatasetConfig, manifest_path
+from astrogen.datasets.base import DatasetConfig, boxes_complete, manifest_path
+from astrogen.datasets.base import read_manifest as read_manifest_file
 from astrogen.errors import ConfigError
 from astrogen.io.atomic import save_npz, write_json
 from astrogen.seeds import derive_seed
@@ -75,6 +76,7 @@ class DisplacementDatasetConfig(DatasetConfig):
     n_s: float = 0.9665
 
     def check(self) -> None:
+        """Check every field (positive integers, physical cosmology); ConfigError names the key."""
         for k in ("n_boxes", "n_particles", "n_steps", "force_resolution"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -103,6 +105,7 @@ class DisplacementDatasetConfig(DatasetConfig):
         return float(self.box_size) / int(self.n_particles)
 
     def cosmology(self):
+        """The data set's :class:`~astrogen.cosmology.background.Cosmology`."""
         from astrogen.cosmology.background import Cosmology
 
         return Cosmology(Om0=float(self.Om0), Ob0=float(self.Ob0), h=float(self.h),
@@ -182,7 +185,8 @@ def _shard(path: Path, split: str, box_id: int) -> Path:
 
 
 def read_manifest(path) -> dict:
-    return json.loads(manifest_path(path).read_text())
+    """The manifest of data set folder ``path`` (:func:`astrogen.datasets.base.read_manifest`)."""
+    return read_manifest_file(path)
 
 
 def _box_ids(cfg: DisplacementDatasetConfig) -> list[int]:
@@ -236,11 +240,8 @@ def build_displacement_dataset(path, cfg: DisplacementDatasetConfig, log=print,
 
 
 def dataset_is_complete(path) -> bool:
-    path = Path(path)
-    if not manifest_path(path).is_file():
-        return False
-    m = read_manifest(path)
-    return all(_shard(path, m["split"], b).is_file() for b in m["box_ids"])
+    """True when folder ``path`` holds a manifest and the shard of every box it lists."""
+    return boxes_complete(path, lambda p, m, b: _shard(p, m["split"], b))
 
 
 def read_boxes(path, box_ids=None, keys=("zeldovich", "target")) -> dict:

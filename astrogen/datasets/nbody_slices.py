@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astrogen.datasets.base import DatasetConfig, manifest_path
+from astrogen.datasets.base import DatasetConfig, boxes_complete, manifest_path
+from astrogen.datasets.base import read_manifest as read_manifest_file
 from astrogen.errors import ConfigError
 from astrogen.io.atomic import save_npz, write_json
 from astrogen.nbody.slabs import project_slabs, slab_geometry  # noqa: F401 (re-export)
@@ -226,19 +227,8 @@ def _shard(path: Path, box_id: int) -> Path:
 
 
 def read_manifest(path) -> dict:
-    """Read the manifest of the slice data set in folder ``path``.
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-        Data set folder.
-
-    Returns
-    -------
-    dict
-        The manifest (configuration, box ids, shapes).
-    """
-    return json.loads(manifest_path(path).read_text())
+    """The manifest of data set folder ``path`` (:func:`astrogen.datasets.base.read_manifest`)."""
+    return read_manifest_file(path)
 
 
 def init_dataset(path, cfg: SliceDatasetConfig) -> dict:
@@ -287,23 +277,8 @@ def build_slice_dataset(path, cfg: SliceDatasetConfig, log=print) -> dict:
 
 
 def dataset_is_complete(path) -> bool:
-    """True when folder ``path`` holds a manifest and the shard of every box it lists.
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-        Data set folder.
-
-    Returns
-    -------
-    bool
-        Whether the data set can be used without rebuilding.
-    """
-    path = Path(path)
-    if not manifest_path(path).is_file():
-        return False
-    m = read_manifest(path)
-    return all(_shard(path, b).is_file() for b in m["box_ids"])
+    """True when folder ``path`` holds a manifest and the shard of every box it lists."""
+    return boxes_complete(path, lambda p, m, b: _shard(p, b))
 
 
 def read_slices(path, box_ids=None, keys=("linear", "evolved", "mask", "log_mass")) -> dict:

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astrogen.datasets.base import DatasetConfig, manifest_path
+from astrogen.datasets.base import DatasetConfig, boxes_complete, manifest_path
+from astrogen.datasets.base import read_manifest as read_manifest_file
 from astrogen.errors import ConfigError
 from astrogen.io.atomic import save_npz, write_json
 from astrogen.seeds import derive_seed
@@ -74,6 +75,7 @@ class ProtoHaloDatasetConfig(DatasetConfig):
     n_s: float = 0.9665
 
     def check(self) -> None:
+        """Check every field (positive integers, physical cosmology); ConfigError names the key."""
         for k in ("n_boxes", "n_grid", "n_steps", "force_resolution", "min_members",
                   "mask_min_particles"):
             v = getattr(self, k)
@@ -100,6 +102,7 @@ class ProtoHaloDatasetConfig(DatasetConfig):
                               received={"redshift": self.redshift, "z_init": self.z_init})
 
     def cosmology(self):
+        """The data set's :class:`~astrogen.cosmology.background.Cosmology`."""
         from astrogen.cosmology.background import Cosmology
 
         return Cosmology(Om0=float(self.Om0), Ob0=float(self.Ob0), h=float(self.h),
@@ -181,7 +184,8 @@ def _shard(path: Path, box_id: int) -> Path:
 
 
 def read_protohalo_manifest(path) -> dict:
-    return json.loads(manifest_path(path).read_text())
+    """The manifest of data set folder ``path`` (:func:`astrogen.datasets.base.read_manifest`)."""
+    return read_manifest_file(path)
 
 
 def init_protohalo_dataset(path, cfg: ProtoHaloDatasetConfig) -> dict:
@@ -229,11 +233,8 @@ def build_protohalo_dataset(path, cfg: ProtoHaloDatasetConfig, log=print) -> dic
 
 
 def protohalo_dataset_is_complete(path) -> bool:
-    path = Path(path)
-    if not manifest_path(path).is_file():
-        return False
-    m = read_protohalo_manifest(path)
-    return all(_shard(path, b).is_file() for b in m["box_ids"])
+    """True when folder ``path`` holds a manifest and the shard of every box it lists."""
+    return boxes_complete(path, lambda p, m, b: _shard(p, b))
 
 
 def read_protohalo_boxes(path, box_ids=None, keys=("linear", "mask")) -> dict:

@@ -210,11 +210,13 @@ class BaryonPainter(keras.Model):
         return ((t - mu) / sd).astype(np.float32)
 
     def destandardize(self, y: np.ndarray) -> dict:
+        """Standardised network outputs ``y`` -> the physical gas fields (dict of arrays with the data set's units)."""
         mu = np.array([p[0] for p in self.target_norm])
         sd = np.array([p[1] for p in self.target_norm])
         return inverse_targets(np.asarray(y, np.float64) * sd + mu)
 
     def latent_shape(self, n: int) -> tuple[int, int, int, int]:
+        """Shape of the latent cube for a box of ``n`` cells a side (``n`` a multiple of 4)."""
         if n % 4:
             raise ModelError("the box side must be a multiple of 4 cells.", key="dm",
                              received={"n_grid": n})
@@ -347,6 +349,7 @@ class BaryonPainter(keras.Model):
 
     # ------------------------------------------------------------------ files
     def sidecar(self) -> dict:
+        """The JSON sidecar written next to the ``.keras`` file (format, configuration, training card)."""
         from astrogen.version import __version__
 
         return {"format": SIDECAR_FORMAT, "model": "BaryonPainter",

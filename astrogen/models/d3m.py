@@ -147,6 +147,7 @@ class D3M:
         return 2 ** (len(self.channels) - 1)
 
     def config(self) -> dict:
+        """The model's configuration as written to its JSON sidecar."""
         return {"format": FORMAT, "channels": self.channels,
                 "convs_per_level": self.convs_per_level, "scale": self.scale,
                 "meta": self.meta}

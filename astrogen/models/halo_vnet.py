@@ -102,6 +102,7 @@ class HaloVNet:
         return 2 ** (len(self.channels) - 1)
 
     def config(self) -> dict:
+        """The model's configuration as written to its JSON sidecar."""
         return {"format": FORMAT, "size": self.size, "channels": self.channels,
                 "input_scale": self.input_scale, "meta": self.meta}
 
@@ -170,6 +171,7 @@ class HaloVNet:
         return step
 
     def save(self, path) -> Path:
+        """Save the network to ``path`` (``.keras``) and its JSON sidecar next to it; returns ``path``."""
         path = Path(path)
         if path.suffix != ".keras":
             raise ModelError("the file name must end in .keras.", key="path",

@@ -42,6 +42,7 @@ class PeriodicPad3D(keras.layers.Layer):
         self.pad = _check_int("pad", pad, 0)
 
     def call(self, x):
+        """Pad ``x`` periodically on its three spatial axes."""
         p = self.pad
         if p == 0:
             return x
@@ -58,6 +59,7 @@ class PeriodicPad3D(keras.layers.Layer):
         return x
 
     def compute_output_shape(self, shape):
+        """Input shape with ``2 pad`` added to each known spatial side."""
         s = list(shape)
         for i in (1, 2, 3):
             if s[i] is not None:
@@ -104,6 +106,7 @@ class PeriodicConv3D(keras.layers.Layer):
         self.leaky_slope = None if leaky_slope is None else float(leaky_slope)
 
     def build(self, input_shape):
+        """Create the periodic padding and the ``valid`` convolution for ``input_shape``."""
         pad = (self.kernel_size - 1) // 2
         if self.strides == 2:
             for i in (1, 2, 3):
@@ -118,12 +121,14 @@ class PeriodicConv3D(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
+        """Periodic padding, ``valid`` convolution, optional LeakyReLU."""
         y = self.conv(self.padder(x))
         if self.leaky_slope is not None:
             y = ops.leaky_relu(y, self.leaky_slope)
         return y
 
     def compute_output_shape(self, shape):
+        """Output shape: spatial sides divided by ``strides``, ``filters`` channels."""
         s = list(shape)
         for i in (1, 2, 3):
             if s[i] is not None:

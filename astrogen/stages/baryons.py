@@ -67,6 +67,7 @@ class BaryonFields(DensityField):
 
     @property
     def n_samples(self) -> int:
+        """Number of painted realisations per box."""
         return int(self.total.shape[0])
 
 
@@ -140,6 +141,7 @@ class BaryonPaint(Stage):
         self.painter()
 
     def painter(self):
+        """The painter model (loaded once per process, cached)."""
         from astrogen.models.baryon_painter import load_baryon_painter
         from astrogen.models.pretrained import cached_model
 
