@@ -65,7 +65,7 @@ from astrogen.data import cosmos_dir
 from astrogen.errors import ConfigError
 from astrogen.seeds import normals, row_seeds, uniforms
 
-__all__ = ["CosmosSampler", "load_cosmos_properties", "VARIABLES"]
+__all__ = ["CosmosSampler", "load_cosmos_properties", "flux_radius_to_hlr", "VARIABLES"]
 
 #: copula variables; ``mag`` must stay first (the range truncation relies on it)
 VARIABLES = ("mag", "hlr", "z", "sersic_n", "q", "bulge_frac",
@@ -104,6 +104,29 @@ def _bulge_fraction(bulgefit: np.ndarray) -> np.ndarray:
         return bulge / (bulge + disk)
 
 
+def _sersic_hlr(fits_table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(circularised Sersic hlr [arcsec], usable, Sersic fit) of a GalSim ``_fits`` table."""
+    s = np.asarray(fits_table["sersicfit"], dtype=float)
+    viable = np.asarray(fits_table["viable_sersic"]).astype(bool)
+    q = s[:, 3]
+    hlr = COSMOS_PIXEL_SCALE * s[:, 1] * np.sqrt(np.clip(q, 0, None))  # as GalSim does
+    ok = viable & (hlr > 0) & (s[:, 2] >= 0.3) & (s[:, 2] <= 6.2) & (q > 0) & (q <= 1)
+    return hlr, ok, s
+
+
+def flux_radius_to_hlr(flux_radius_arcsec) -> np.ndarray:
+    """PSF-free Sersic half-light radius [arcsec] from the SExtractor ``flux_radius``
+    [arcsec] (a PSF-convolved size): the log-linear relation fitted on the shipped
+    I < 23.5 COSMOS sample's viable Sersic fits (the mapping :func:`load_cosmos_properties`
+    applies to the I < 26 sample)."""
+    bright_fits = Table.read(cosmos_dir() / "real_galaxy_catalog_23.5_example_fits.fits")
+    hlr_b, ok, _ = _sersic_hlr(bright_fits)
+    fr_b = COSMOS_PIXEL_SCALE * np.asarray(bright_fits["flux_radius"], dtype=float)
+    slope, icpt = np.polyfit(np.log10(fr_b[ok]), np.log10(hlr_b[ok]), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 10 ** (icpt + slope * np.log10(np.asarray(flux_radius_arcsec, dtype=float)))
+
+
 def load_cosmos_properties() -> tuple[Table, np.ndarray]:
     """The two COSMOS samples as one table of :data:`VARIABLES` (NaN where unmeasured).
 
@@ -122,14 +145,9 @@ def load_cosmos_properties() -> tuple[Table, np.ndarray]:
     bright = Table.read(d / "real_galaxy_catalog_23.5_example.fits")
     bright_fits = Table.read(d / "real_galaxy_catalog_23.5_example_fits.fits")
 
-    s = np.asarray(bright_fits["sersicfit"], dtype=float)
-    viable = np.asarray(bright_fits["viable_sersic"]).astype(bool)
+    hlr_b, ok, s = _sersic_hlr(bright_fits)
     q_b = s[:, 3]
-    hlr_b = COSMOS_PIXEL_SCALE * s[:, 1] * np.sqrt(q_b)  # circularised, as GalSim does
-    ok = viable & (hlr_b > 0) & (s[:, 2] >= 0.3) & (s[:, 2] <= 6.2) & (q_b > 0) & (q_b <= 1)
     fr_b = COSMOS_PIXEL_SCALE * np.asarray(bright_fits["flux_radius"], dtype=float)
-    # log-linear map from flux radius (PSF-convolved) to the Sersic half-light radius
-    slope, icpt = np.polyfit(np.log10(fr_b[ok]), np.log10(hlr_b[ok]), 1)
 
     use_b = np.asarray(bright_fits["use_bulgefit"]).astype(bool)
     bf = np.where(use_b, _bulge_fraction(np.asarray(bright_fits["bulgefit"], dtype=float)), np.nan)
@@ -139,8 +157,9 @@ def load_cosmos_properties() -> tuple[Table, np.ndarray]:
     tab = Table()
     tab["mag"] = np.concatenate([np.asarray(bright["MAG"], float), np.asarray(ext["MAG"], float)])
     fr_e = COSMOS_PIXEL_SCALE * np.asarray(ext_fits["flux_radius"], dtype=float)
-    tab["hlr"] = np.concatenate([np.where(ok, hlr_b, 10 ** (icpt + slope * np.log10(fr_b))),
-                                 10 ** (icpt + slope * np.log10(fr_e))])
+    # log-linear map from flux radius (PSF-convolved) to the Sersic half-light radius
+    tab["hlr"] = np.concatenate([np.where(ok, hlr_b, flux_radius_to_hlr(fr_b)),
+                                 flux_radius_to_hlr(fr_e)])
     tab["z"] = np.concatenate([np.asarray(bright_fits["zphot"], float),
                                np.asarray(ext_fits["ZPHOT"], float)])
     tab["sersic_n"] = np.concatenate([np.where(ok, s[:, 2], np.nan), np.full(ne, np.nan)])

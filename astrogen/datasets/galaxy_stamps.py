@@ -549,9 +549,13 @@ class _Reader:
             if f not in FIELDS:
                 raise UnknownKeyError(f"unknown field.{suggest(f, FIELDS)}", key="fields",
                                       received={"field": f, "allowed": FIELDS})
-        with np.load(self.path / self.manifest["psf"]["library"]) as z:
-            self.psf_lib = z["psf"].astype(np.float32)
-        self.unit_power = np.load(self.path / self.manifest["noise"]["unit_power_file"])
+        # real-galaxy data sets (datasets.real_galaxies) store psf and noise_power per row
+        self.psf_lib = self.unit_power = None
+        if self.manifest["psf"].get("library"):
+            with np.load(self.path / self.manifest["psf"]["library"]) as z:
+                self.psf_lib = z["psf"].astype(np.float32)
+        if self.manifest["noise"].get("unit_power_file"):
+            self.unit_power = np.load(self.path / self.manifest["noise"]["unit_power_file"])
         self.n = int(self.manifest["n_galaxies"])
         self.stamp_size = int(self.manifest["stamp_size"])
 
@@ -561,7 +565,9 @@ class _Reader:
         out = {}
         with np.load(self.path / s["file"]) as z:
             for f in self.fields:
-                if f == "psf":
+                if f in ("psf", "noise_power") and f in z.files:
+                    out[f] = z[f]
+                elif f == "psf":
                     out[f] = self.psf_lib[z["psf_id"]]
                 elif f == "noise_power":
                     var = z["noise_sigma"].astype(np.float32) ** 2

@@ -120,6 +120,12 @@ class FlowVAE(keras.Model):
         Pixel scale of the training stamps in arcsec/pixel (metadata for generation).
     flux_unit : str
         Flux unit of the training stamps' pixels (metadata for generation).
+    upsampling : {"nearest", "bilinear"}
+        Decoder upsampling (:data:`astrogen.models.flowvae_layers.UPSAMPLINGS`); files
+        without the key (format 1 models) are ``nearest``.
+    padding : {"zeros", "reflect"}
+        Border handling of every 3x3 convolution of encoder and decoder
+        (:data:`astrogen.models.flowvae_layers.PADDINGS`); files without the key: ``zeros``.
     condition_range : list of two lists, optional
         ``[minima, maxima]`` of each condition over the training catalog, in physical units
         (set by :meth:`adapt_conditions`); generation stages use it to refuse or clip rows
@@ -132,10 +138,10 @@ class FlowVAE(keras.Model):
                  flow_num_bijectors=4, flow_hidden_units=(128, 128), flow_activation="elu",
                  flow_permutation="random", flow_seed=0, beta=1.0, free_bits=0.0,
                  kl_warmup_steps=0, pad_psf=True, pixel_scale=COSMOS_PIXEL_SCALE, flux_unit="count/s",
-                 condition_range=None, **kwargs):
+                 condition_range=None, upsampling="nearest", padding="zeros", **kwargs):
         super().__init__(**kwargs)
         check_architecture(stamp_size, latent_dim, channels, blocks_per_level,
-                           output_activation, flux_scale)
+                           output_activation, flux_scale, upsampling, padding)
         if isinstance(condition_names, str):
             condition_names = [condition_names]
         names = [str(c) for c in condition_names]
@@ -170,13 +176,16 @@ class FlowVAE(keras.Model):
         self.pixel_scale = float(pixel_scale)
         self.flux_unit = str(flux_unit)
         self.condition_range = self._check_range(condition_range)
+        self.upsampling = str(upsampling)
+        self.padding = str(padding)
 
         self.encoder = build_encoder(self.stamp_size, self.latent_dim, self.channels,
                                      self.blocks_per_level, activation, self.flux_scale,
-                                     self.min_posterior_std)
+                                     self.min_posterior_std, padding=self.padding)
         self.decoder = build_decoder(self.stamp_size, self.latent_dim, self.channels,
                                      self.blocks_per_level, activation, output_activation,
-                                     self.flux_scale)
+                                     self.flux_scale, upsampling=self.upsampling,
+                                     padding=self.padding)
         self.flow = ConditionalMAF(self.latent_dim, len(self.condition_names),
                                    num_bijectors=self.flow_num_bijectors,
                                    hidden_units=self.flow_hidden_units,
@@ -210,6 +219,8 @@ class FlowVAE(keras.Model):
             "pixel_scale": self.pixel_scale,
             "flux_unit": self.flux_unit,
             "condition_range": self.condition_range,
+            "upsampling": self.upsampling,
+            "padding": self.padding,
         }
 
     @classmethod
@@ -510,6 +521,8 @@ class FlowVAE(keras.Model):
             "pixel_scale": self.pixel_scale,
             "flux_unit": self.flux_unit,
             "condition_range": self.condition_range,
+            "upsampling": self.upsampling,
+            "padding": self.padding,
         }
 
     def save(self, filepath, overwrite: bool = True, **kwargs) -> None:

@@ -11,12 +11,94 @@ import keras
 
 from astrogen.errors import ConfigError
 
-__all__ = ["ResidualBlock", "GaussianPosterior", "build_encoder", "build_decoder",
-           "check_architecture", "OUTPUT_ACTIVATIONS"]
+__all__ = ["ResidualBlock", "GaussianPosterior", "ReflectConv2D", "build_encoder",
+           "build_decoder", "check_architecture", "OUTPUT_ACTIVATIONS", "UPSAMPLINGS",
+           "PADDINGS"]
 
 #: Decoder output activations: ``softplus`` (non-negative light profile, default) or
 #: ``linear`` (unconstrained).
 OUTPUT_ACTIVATIONS = ("softplus", "linear")
+#: Decoder upsampling: ``nearest`` (pixel replication then convolution: the shipped model
+#: of format 1; its 2**k-pixel steps survive the few convolutions after them as blocks and
+#: straight streaks) or ``bilinear`` (resize-convolution without steps).
+UPSAMPLINGS = ("nearest", "bilinear")
+#: Border handling of the 3x3 convolutions: ``zeros`` (Keras ``same`` padding: every layer
+#: sees a dark frame at the stamp border, which the decoder learns as a border frame) or
+#: ``reflect`` (mirror padding: border pixels see the same statistics as interior ones).
+PADDINGS = ("zeros", "reflect")
+
+
+@keras.saving.register_keras_serializable(package="astrogen")
+class ReflectConv2D(keras.layers.Layer):
+    """2-D convolution of odd kernel size, stride 1, on a mirror-padded input.
+
+    ``same``-sized output like ``Conv2D(padding="same")`` but the border is padded by
+    reflection (``x[-1], x[-2], ...`` mirrored about the edge pixel) instead of zeros, so a
+    decoder built from it has no reason to draw a frame along the stamp border.
+
+    Parameters
+    ----------
+    filters : int
+        Output channels.
+    kernel_size : int
+        Odd kernel side, pixels.
+    activation : str or None
+        Activation applied after the convolution.
+    kernel_initializer, bias_initializer : str or dict
+        Keras initialisers of the inner ``Conv2D``.
+    """
+
+    def __init__(self, filters, kernel_size=3, activation=None,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        if self.filters < 1:
+            raise ConfigError("must be >= 1.", key="filters", received={"filters": filters})
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ConfigError("must be an odd integer >= 1.", key="kernel_size",
+                              received={"kernel_size": kernel_size})
+        self.activation = activation
+        self.kernel_initializer = keras.initializers.serialize(
+            keras.initializers.get(kernel_initializer))
+        self.bias_initializer = keras.initializers.serialize(
+            keras.initializers.get(bias_initializer))
+        self.conv = None
+
+    def build(self, input_shape):
+        self.conv = keras.layers.Conv2D(
+            self.filters, self.kernel_size, padding="valid", activation=self.activation,
+            kernel_initializer=keras.initializers.deserialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.deserialize(self.bias_initializer),
+            name="conv")
+        p = self.kernel_size // 2
+        self.conv.build((input_shape[0], None if input_shape[1] is None else input_shape[1] + 2 * p,
+                         None if input_shape[2] is None else input_shape[2] + 2 * p,
+                         input_shape[3]))
+
+    def call(self, inputs):
+        p = self.kernel_size // 2
+        if p:
+            inputs = keras.ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+        return self.conv(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "kernel_size": self.kernel_size,
+                       "activation": self.activation,
+                       "kernel_initializer": self.kernel_initializer,
+                       "bias_initializer": self.bias_initializer})
+        return config
+
+
+def _conv(filters, kernel_size, padding, name, **kwargs):
+    """``same``-sized stride-1 convolution with zero (Keras) or mirror padding."""
+    if padding == "reflect" and int(kernel_size) > 1:
+        return ReflectConv2D(filters, kernel_size, name=name, **kwargs)
+    return keras.layers.Conv2D(filters, kernel_size, padding="same", name=name, **kwargs)
 
 
 # Registered as ``astrogen>VAEResidualBlock``: ``astrogen>ResidualBlock`` is the diffusion
@@ -38,20 +120,24 @@ class ResidualBlock(keras.layers.Layer):
         Size of the two convolutions.
     activation : str
         Activation function.
+    padding : {"zeros", "reflect"}
+        Border handling of the two convolutions (see :data:`PADDINGS`).
     """
 
-    def __init__(self, filters, kernel_size=3, activation="elu", **kwargs):
+    def __init__(self, filters, kernel_size=3, activation="elu", padding="zeros", **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.activation = activation
+        if padding not in PADDINGS:
+            raise ConfigError(f"must be one of {PADDINGS}.", key="padding",
+                              received={"padding": padding})
+        self.padding = padding
         self._act = keras.activations.get(activation)
-        self.conv1 = keras.layers.Conv2D(self.filters, self.kernel_size, padding="same",
-                                         name="conv1")
+        self.conv1 = _conv(self.filters, self.kernel_size, padding, name="conv1")
         # small initial residual branch: the block starts close to the identity
-        self.conv2 = keras.layers.Conv2D(
-            self.filters, self.kernel_size, padding="same", name="conv2",
-            kernel_initializer=keras.initializers.VarianceScaling(0.1))
+        self.conv2 = _conv(self.filters, self.kernel_size, padding, name="conv2",
+                           kernel_initializer=keras.initializers.VarianceScaling(0.1))
         self.skip = None
 
     def build(self, input_shape):
@@ -88,7 +174,7 @@ class ResidualBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"filters": self.filters, "kernel_size": self.kernel_size,
-                       "activation": self.activation})
+                       "activation": self.activation, "padding": self.padding})
         return config
 
 
@@ -150,8 +236,15 @@ class GaussianPosterior(keras.layers.Layer):
 
 
 def check_architecture(stamp_size, latent_dim, channels, blocks_per_level,
-                       output_activation, flux_scale) -> None:
+                       output_activation, flux_scale, upsampling="nearest",
+                       padding="zeros") -> None:
     """Raise :class:`~astrogen.errors.ConfigError` on an invalid encoder/decoder setting."""
+    if upsampling not in UPSAMPLINGS:
+        raise ConfigError(f"must be one of {UPSAMPLINGS}.", key="upsampling",
+                          received={"upsampling": upsampling})
+    if padding not in PADDINGS:
+        raise ConfigError(f"must be one of {PADDINGS}.", key="padding",
+                          received={"padding": padding})
     channels = list(channels)
     if not channels or any(int(c) < 1 for c in channels):
         raise ConfigError("must be a non-empty list of positive integers.", key="channels",
@@ -175,7 +268,8 @@ def check_architecture(stamp_size, latent_dim, channels, blocks_per_level,
 
 
 def build_encoder(stamp_size, latent_dim, channels, blocks_per_level=1, activation="elu",
-                  flux_scale=1.0, min_std=1e-4, name="encoder") -> keras.Model:
+                  flux_scale=1.0, min_std=1e-4, name="encoder",
+                  padding="zeros") -> keras.Model:
     """Convolutional encoder ``(B, N, N) -> (mean, std)`` of ``q(z | x)``, each ``(B, L)``.
 
     Each level ``i`` applies ``blocks_per_level`` residual blocks with ``channels[i]``
@@ -186,10 +280,11 @@ def build_encoder(stamp_size, latent_dim, channels, blocks_per_level=1, activati
     inputs = keras.Input(shape=(n, n), name="images")
     h = keras.layers.Reshape((n, n, 1), name="add_channel")(inputs)
     h = keras.layers.Rescaling(1.0 / float(flux_scale), name="normalise")(h)
-    h = keras.layers.Conv2D(int(channels[0]), 3, padding="same", name="stem")(h)
+    h = _conv(int(channels[0]), 3, padding, name="stem")(h)
     for i, c in enumerate(channels):
         for j in range(int(blocks_per_level)):
-            h = ResidualBlock(int(c), activation=activation, name=f"res_{i}_{j}")(h)
+            h = ResidualBlock(int(c), activation=activation, padding=padding,
+                              name=f"res_{i}_{j}")(h)
         h = keras.layers.Conv2D(int(c), 3, strides=2, padding="same", activation=activation,
                                 name=f"down_{i}")(h)
     h = keras.layers.Flatten(name="flatten")(h)
@@ -198,13 +293,22 @@ def build_encoder(stamp_size, latent_dim, channels, blocks_per_level=1, activati
 
 
 def build_decoder(stamp_size, latent_dim, channels, blocks_per_level=1, activation="elu",
-                  output_activation="softplus", flux_scale=1.0, name="decoder") -> keras.Model:
+                  output_activation="softplus", flux_scale=1.0, name="decoder",
+                  upsampling="nearest", padding="zeros") -> keras.Model:
     """Convolutional decoder ``z (B, L) -> unconvolved light profile (B, N, N)``.
 
     Mirrors :func:`build_encoder`: a dense layer to ``(N / 2**K, N / 2**K, channels[-1])``,
-    then for each level (reversed) a nearest-neighbour upsampling, a convolution and residual
-    blocks; a final 3x3 convolution to one channel, the output activation, and the
-    multiplication by ``flux_scale`` (output unit: flux per pixel).
+    then for each level (reversed) an upsampling by 2 (``upsampling``: ``nearest`` pixel
+    replication, or ``bilinear``), a convolution and residual blocks; a final 3x3
+    convolution to one channel, the output activation, and the multiplication by
+    ``flux_scale`` (output unit: flux per pixel). ``padding`` sets how every 3x3
+    convolution sees the border (``zeros`` or ``reflect``, see :data:`PADDINGS`).
+
+    Artefacts of ``nearest`` + ``zeros`` (the shipped model of format 1): replication makes
+    steps on the 2, 4, 8 and 16-pixel grids that one convolution and one residual block per
+    level cannot smooth away (blocks, straight streaks along the axes), and zero padding
+    shows every layer a dark frame, which the decoder reproduces as a frame along the
+    border. ``bilinear`` + ``reflect`` removes both causes.
 
     ``softplus`` output starts with a bias of -2 (``softplus(-2) ~ 0.13``): close to empty
     sky but with useful gradients.
@@ -217,15 +321,14 @@ def build_decoder(stamp_size, latent_dim, channels, blocks_per_level=1, activati
     h = keras.layers.Reshape((s, s, int(channels[-1])), name="to_grid")(h)
     for i in reversed(range(k)):
         c = int(channels[i])
-        h = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up_{i}")(h)
-        h = keras.layers.Conv2D(c, 3, padding="same", activation=activation,
-                                name=f"up_conv_{i}")(h)
+        h = keras.layers.UpSampling2D(2, interpolation=upsampling, name=f"up_{i}")(h)
+        h = _conv(c, 3, padding, name=f"up_conv_{i}", activation=activation)(h)
         for j in range(int(blocks_per_level)):
-            h = ResidualBlock(c, activation=activation, name=f"res_{i}_{j}")(h)
+            h = ResidualBlock(c, activation=activation, padding=padding,
+                              name=f"res_{i}_{j}")(h)
     softplus = output_activation == "softplus"
-    h = keras.layers.Conv2D(
-        1, 3, padding="same", name="to_image",
-        bias_initializer=keras.initializers.Constant(-2.0 if softplus else 0.0))(h)
+    h = _conv(1, 3, padding, name="to_image",
+              bias_initializer=keras.initializers.Constant(-2.0 if softplus else 0.0))(h)
     if softplus:
         h = keras.layers.Activation("softplus", name="non_negative")(h)
     h = keras.layers.Rescaling(float(flux_scale), name="flux_scale")(h)

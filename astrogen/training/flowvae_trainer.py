@@ -57,6 +57,7 @@ from astrogen.training.schema import (REQUIRED, check_bool, check_choice, check_
                                       check_str, loop_keys, top_level)
 
 __all__ = ["FlowVAETrainer", "train_flowvae", "SCHEMA", "RESUME_MUTABLE_KEYS",
+           "is_real_source", "prepare_dataset",
            "check_distribution", "setup_strategy", "temper_bright_stamps", "auto_flux_scale",
            "vae_eval", "evaluate_real"]
 
@@ -86,6 +87,9 @@ SCHEMA: dict = {
         "free_bits": (0.0, check_float(0.0)),
         "kl_warmup_steps": (0, check_int(0)),
         "pad_psf": (True, check_bool),
+        # decoder artefacts (issue 20): bilinear + reflect has no blocks, streaks or frame
+        "upsampling": ("nearest", check_choice("nearest", "bilinear")),
+        "padding": ("zeros", check_choice("zeros", "reflect")),
     },
     "training": {
         "batch_size": (32, check_int(1)),
@@ -126,6 +130,19 @@ class FlowVAETrainer(Trainer):
     def check(self, cfg):
         from astrogen.datasets.galaxy_stamps import StampDatasetConfig
 
+        if is_real_source(cfg.data.get("dataset")):
+            from astrogen.datasets.real_galaxies import RealGalaxyDatasetConfig
+
+            out = check_sections(cfg, SCHEMA, ("flowvae",), RealGalaxyDatasetConfig,
+                                 "real-galaxy dataset", RESUME_MUTABLE_KEYS)
+            n, c = out["dataset"]["stamp_size"], out["flowvae"]["channels"]
+            if n % (2 ** len(c)):
+                raise ConfigError(f"dataset.stamp_size must be a multiple of 2**len(channels)"
+                                  f" = {2 ** len(c)}.", key="flowvae.channels",
+                                  line=cfg.line(("flowvae", "channels")),
+                                  received={"stamp_size": n, "channels": c})
+            check_distribution(out["training"], lambda k: cfg.line(("training", k)))
+            return out
         out = check_sections(cfg, SCHEMA, ("flowvae",), StampDatasetConfig, "stamp dataset",
                              RESUME_MUTABLE_KEYS)
         n, c = out["dataset"]["stamp_size"], out["flowvae"]["channels"]
@@ -146,6 +163,27 @@ class FlowVAETrainer(Trainer):
 
     def train(self, cfg, resume: bool = False) -> dict:
         return train_flowvae(cfg, resume)
+
+
+def is_real_source(dataset) -> bool:
+    """The ``dataset`` section (mapping, or anything) selects the real-galaxy data set
+    (:mod:`astrogen.datasets.real_galaxies`: ``source: real_galaxy_catalog``)."""
+    return isinstance(dataset, dict) and dataset.get("source") == "real_galaxy_catalog"
+
+
+def prepare_dataset(section: dict, progress: bool = False):
+    """``(path, manifest, holdout path or None)`` of a checked ``dataset`` section: the
+    simulated stamp set, or the training split of a RealGalaxyCatalog."""
+    if is_real_source(section):
+        from astrogen.datasets.real_galaxies import prepare_real_dataset
+
+        path, manifest = prepare_real_dataset(section)
+        hold = path / manifest["split"]["holdout_path"]
+        return path, manifest, (hold if manifest["split"]["holdout_galaxies"] else None)
+    from astrogen.datasets.galaxy_stamps import prepare_stamp_dataset
+
+    path, manifest = prepare_stamp_dataset(section, progress=progress)
+    return path, manifest, None
 
 
 def check_distribution(t: dict, line=lambda key: None, replicas: int | None = None) -> None:
@@ -330,19 +368,24 @@ def train_flowvae(cfg, resume: bool = False) -> dict:
     strategy = setup_strategy(t_cfg)  # before any TensorFlow op (logical devices)
     import keras
 
-    from astrogen.datasets.galaxy_stamps import (CONDITION_NAMES, prepare_stamp_dataset,
-                                                 read_stamps, stamp_dataset)
+    from astrogen.datasets.galaxy_stamps import CONDITION_NAMES, read_stamps, stamp_dataset
     from astrogen.models.flowvae import FlowVAE, train_flow_step, train_vae_step
 
     a_cfg = cfg["flowvae"]
     seed = int(cfg["seed"])
     run = Run(cfg, resume)
     run_dir = run.run_dir
-    ds_path, manifest = prepare_stamp_dataset(cfg["dataset"], progress=t_cfg["progress"])
+    ds_path, manifest, holdout_path = prepare_dataset(cfg["dataset"],
+                                                      progress=t_cfg["progress"])
     if list(manifest["conditions"]["names"]) != list(CONDITION_NAMES):
         raise ConfigError("unexpected condition columns in the dataset.", key="dataset.path",
                           received={"conditions": manifest["conditions"]["names"]})
     n_gal = int(manifest["n_galaxies"])
+    for key in ("batch_size", "flow_batch_size"):
+        if int(t_cfg[key]) > n_gal:
+            raise ConfigError("must not exceed the number of training rows.",
+                              key=f"training.{key}", received={key: t_cfg[key],
+                                                              "rows": n_gal})
     n = int(manifest["stamp_size"])
     run.start()
 
@@ -468,7 +511,13 @@ def train_flowvae(cfg, resume: bool = False) -> dict:
                 s == vae_steps or (t_cfg["monitor_every"] and s % t_cfg["monitor_every"] == 0)):
             monitor(s)
         if s == vae_steps and vae_steps > 0 and t_cfg["eval_real"]:
-            ev = evaluate_real(model, n, t_cfg["noise_model"], seed)
+            if holdout_path is not None:  # real-galaxy training: its held-out galaxies
+                hold = read_stamps(holdout_path, fields=("observed", "psf", "noise_power",
+                                                         "noise_sigma"))
+                ev = vae_eval(model, hold, t_cfg["noise_model"], seed, 50) | {
+                    "n": len(hold["observed"]), "set": "holdout split of dataset.path"}
+            else:
+                ev = evaluate_real(model, n, t_cfg["noise_model"], seed)
             write_json(eval_file, {"step": s, **ev})
             run.write({"step": s, "phase": "eval_real", **ev})
 

@@ -303,3 +303,47 @@ def test_generate_from_noise_is_generate_with_the_rows_normals(model):
     np.testing.assert_array_equal(model.generate_from_noise(u, cond), model.generate(cond, row))
     with pytest.raises(ConfigError, match="noise"):
         model.generate_from_noise(u[:1], cond)
+
+
+@pytest.mark.parametrize("kwargs, key", [({"upsampling": "cubic"}, "upsampling"),
+                                         ({"padding": "same"}, "padding")])
+def test_invalid_decoder_choice_names_the_key(kwargs, key):
+    with pytest.raises(ConfigError) as exc:
+        FlowVAE(**{**TINY, **kwargs})
+    assert exc.value.key == key
+
+
+def test_reflect_padding_has_no_border_and_bilinear_no_steps():
+    """The two causes of the shipped decoder's artefacts, in isolation: a zero-padded
+    convolution of a flat field makes a border frame, the mirror-padded one none; nearest
+    upsampling makes steps between 2x2 blocks, bilinear none."""
+    import keras
+
+    from astrogen.models.flowvae_layers import ReflectConv2D
+
+    flat = np.ones((1, 8, 8, 1), np.float32)
+    ones = keras.initializers.Constant(1.0 / 9.0)
+    zero_pad = keras.layers.Conv2D(1, 3, padding="same", kernel_initializer=ones)
+    reflect = ReflectConv2D(1, 3, kernel_initializer=ones)
+    assert np.allclose(np.asarray(reflect(flat)), 1.0, atol=1e-6)
+    framed = np.asarray(zero_pad(flat))[0, :, :, 0]
+    assert framed[0, 0] < 0.5 and framed[4, 4] == pytest.approx(1.0)
+    ramp = np.arange(4, dtype=np.float32)[None, :, None, None] * np.ones((1, 1, 4, 1))
+    near = np.asarray(keras.layers.UpSampling2D(2, interpolation="nearest")(ramp))[0, :, 0, 0]
+    bil = np.asarray(keras.layers.UpSampling2D(2, interpolation="bilinear")(ramp))[0, :, 0, 0]
+    assert np.any(np.diff(near) == 0) and np.all(np.diff(bil[1:-1]) > 0)
+
+
+def test_artefact_free_decoder_round_trips_and_old_files_keep_their_decoder(tmp_path):
+    m = FlowVAE(**{**TINY, "upsampling": "bilinear", "padding": "reflect"})
+    cfg = m.get_config()
+    assert (cfg["upsampling"], cfg["padding"]) == ("bilinear", "reflect")
+    z = np.random.default_rng(0).normal(size=(2, TINY["latent_dim"])).astype(np.float32)
+    m.save(tmp_path / "m.keras")
+    back = load_flowvae(tmp_path / "m.keras")
+    np.testing.assert_array_equal(np.asarray(back.decode(z)), np.asarray(m.decode(z)))
+    assert any("reflect_conv2d" in type(layer).__name__.lower()
+               or type(layer).__name__ == "ReflectConv2D" for layer in back.decoder.layers)
+    old = {k: v for k, v in cfg.items() if k not in ("upsampling", "padding")}
+    legacy = FlowVAE.from_config(old)  # a format-1 file's configuration
+    assert (legacy.upsampling, legacy.padding) == ("nearest", "zeros")

@@ -24,6 +24,9 @@ TransformedResidual = type(nbody_gan.TransformedResidual())
 CASES = [
     (flowvae_layers.ResidualBlock, {"filters": 8}, (B, 8, 8, 4), (B, 8, 8, 8), {}),
     (flowvae_layers.GaussianPosterior, {"latent_dim": 3}, (B, 16), [(B, 3), (B, 3)], {}),
+    (flowvae_layers.ReflectConv2D, {"filters": 3}, (B, 8, 8, 2), (B, 8, 8, 3), {}),
+    (flowvae_layers.ResidualBlock, {"filters": 4, "padding": "reflect"}, (B, 8, 8, 4),
+     (B, 8, 8, 4), {}),
     (flowvae_flow.MaskedDense, {"units": 4, "in_degrees": [1, 2, 3],
                                 "out_degrees": [1, 1, 2, 3], "strict": True,
                                 "activation": "elu"}, (B, 3), (B, 4), {}),
