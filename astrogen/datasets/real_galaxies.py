@@ -122,6 +122,7 @@ class RealGalaxyDatasetConfig(DatasetConfig):
     REQUIRED = ("source",)
 
     def check(self) -> None:
+        """Check every field; a ConfigError names the key and the value received."""
         if self.source != SOURCE:
             raise ConfigError(f"must be '{SOURCE}'.", key="source",
                               received={"source": self.source})

@@ -66,6 +66,7 @@ class ReflectConv2D(keras.layers.Layer):
         self.conv = None
 
     def build(self, input_shape):
+        """Create the ``valid`` convolution for ``input_shape``."""
         self.conv = keras.layers.Conv2D(
             self.filters, self.kernel_size, padding="valid", activation=self.activation,
             kernel_initializer=keras.initializers.deserialize(self.kernel_initializer),
@@ -77,12 +78,14 @@ class ReflectConv2D(keras.layers.Layer):
                          input_shape[3]))
 
     def call(self, inputs):
+        """Mirror-pad ``inputs`` by half the kernel, then convolve (output keeps the size)."""
         p = self.kernel_size // 2
         if p:
             inputs = keras.ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
         return self.conv(inputs)
 
     def compute_output_shape(self, input_shape):
+        """Same spatial size as the input, ``filters`` channels."""
         return tuple(input_shape[:-1]) + (self.filters,)
 
     def get_config(self):
