@@ -30,6 +30,7 @@ TRAINER_MODULES = (
     "astrogen.training.gan_trainer",
     "astrogen.training.halo_trainer",
     "astrogen.training.unet_trainer",
+    "astrogen.training.scene_trainer",
 )
 
 

@@ -1,0 +1,229 @@
+"""Training of the scene deblender (``model: scene_deblender``,
+``configs/scene_deblender_lsst.yaml``).
+
+Data: the survey scene set of :mod:`astrogen.datasets.survey_scenes` (built if missing);
+its first ``n_scenes - validation_scenes`` scenes give the training cut-outs
+(:func:`astrogen.datasets.survey_scenes.training_cutouts`: the deblender's own detection and
+cut-out code, targets from the noiseless objects), the last ``validation_scenes`` are held
+out for the temperature of the probabilistic (MC-dropout) variant, fitted after training by
+minimising the per-pixel label NLL of whole validation scenes (:func:`fit_scene_temperature`)
+and stored in the model card with the fit.
+
+Batch ``g`` is drawn with ``derive_seed(seed, "batch", g)`` and augmented with one of the 8
+symmetries of the square per cut-out (the PSFs are round), so a resumed run continues
+exactly. Loss: :meth:`astrogen.models.scene_deblender.SceneDeblender.losses`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from astrogen.seeds import derive_seed
+from astrogen.training.loop import Run, adam, learning_rate
+from astrogen.training.registry import Trainer, register_trainer
+from astrogen.training.schema import (REQUIRED, check_bool, check_choice, check_float,
+                                      check_int, check_int_list, check_str, loop_keys,
+                                      top_level)
+
+__all__ = ["SCENE_SCHEMA", "SceneDeblenderTrainer", "train_scene_deblender",
+           "fit_scene_temperature", "scene_label_samples"]
+
+#: section -> key -> (default, check) of ``model: scene_deblender``
+SCENE_SCHEMA = {
+    "": top_level("scene_deblender", sections=("scene_deblender",)),
+    "scene_deblender": {
+        "cutout_size": (32, check_int(8)),
+        "filters": ([12, 24, 48], check_int_list),
+        "dropout": (0.1, check_float(0.0)),
+        "transform_a": (3.0, check_float(0.0, strict=True)),
+        "fraction_background": (0.1, check_float(0.0, strict=True)),
+        "survey": ("lsst", check_str),
+        "command": ("", check_str),
+    },
+    "training": {
+        "batch_size": (32, check_int(1)),
+        "steps": (REQUIRED, check_int(0)),
+        "learning_rate": (1e-3, check_float(0.0, strict=True)),
+        "lr_schedule": ("cosine", check_choice("constant", "cosine")),
+        "lr_final_fraction": (0.05, check_float(0.0)),
+        "object_weight": (4.0, check_float(0.0)),
+        "augment": (True, check_bool),
+        "validation_scenes": (50, check_int(1)),
+        "calibration_samples": (8, check_int(2)),
+        **loop_keys(checkpoint_every=100, log_every=10, progress=False),
+    },
+}
+
+
+@register_trainer("scene_deblender")
+class SceneDeblenderTrainer(Trainer):
+    """``model: scene_deblender``."""
+
+    def check(self, cfg):
+        from astrogen.datasets.survey_scenes import SceneDatasetConfig
+        from astrogen.errors import ConfigError
+        from astrogen.training.schema import check_sections
+
+        out = check_sections(cfg, SCENE_SCHEMA, ("scene_deblender",), SceneDatasetConfig,
+                             "survey scene set", ("training.calibration_samples",))
+        a, t = out["scene_deblender"], out["training"]
+        if a["cutout_size"] % (2 ** (len(a["filters"]) - 1)):
+            raise ConfigError("must be a multiple of 2**(len(filters) - 1).",
+                              key="scene_deblender.cutout_size",
+                              received={"cutout_size": a["cutout_size"],
+                                        "filters": a["filters"]})
+        if t["validation_scenes"] >= out["dataset"]["n_scenes"]:
+            raise ConfigError("must be smaller than dataset.n_scenes.",
+                              key="training.validation_scenes",
+                              received={"validation_scenes": t["validation_scenes"],
+                                        "n_scenes": out["dataset"]["n_scenes"]})
+        return out
+
+    def train(self, cfg, resume: bool = False) -> dict:
+        return train_scene_deblender(cfg, resume)
+
+
+def scene_label_samples(model, scene: dict, sigma, fwhm_pix: float, n_samples: int,
+                        seed: int = 0):
+    """``(probability samples (ns, N + 1, H, W), true labels (H, W))`` of one scene with
+    truth (detections matched as in training)."""
+    from astrogen.datasets.survey_scenes import match_detections
+    from astrogen.deblend.scene import (DETECT_DEFAULTS, detect, detection_image,
+                                        label_probabilities, network_fractions, true_labels)
+
+    det = detection_image(scene["image"], sigma)
+    objs, _ = detect(det, fwhm_pix, **DETECT_DEFAULTS)
+    fr = network_fractions(scene["image"], sigma, det, objs, fwhm_pix,
+                           model.predictor(seed), model.size, n_samples)
+    probs = np.stack([label_probabilities(f) for f in fr])
+    pos = np.c_[objs["x"], objs["y"]] if len(objs) else np.zeros((0, 2))
+    lab = true_labels(scene["models_det"], match_detections(pos, scene, fwhm_pix))
+    return probs, lab
+
+
+def fit_scene_temperature(samples_labels, grid=None) -> dict:
+    """Temperature minimising the mean per-pixel NLL of the true labels under the mean of
+    the tempered samples, over scenes ``[(samples (ns, K, H, W), labels (H, W)), ...]``
+    (``K`` may differ between scenes)."""
+    from astrogen.deblend.calibration import TEMPERATURE_GRID, tempered
+
+    grid = TEMPERATURE_GRID if grid is None else np.asarray(grid, float)
+
+    def nll(t):
+        tot, n = 0.0, 0
+        for s, y in samples_labels:
+            p = tempered(np.moveaxis(s, 1, -1), t).mean(axis=0)  # (H, W, K)
+            pt = np.take_along_axis(p, y[..., None].astype(np.int64), axis=-1)[..., 0]
+            tot += float(-np.log(np.clip(pt, 1e-12, None)).sum())
+            n += y.size
+        return tot / max(n, 1)
+
+    vals = np.array([nll(t) for t in grid])
+    best = int(np.argmin(vals))
+    return {"temperature": float(grid[best]), "nll_best": float(vals[best]),
+            "nll_at_1": nll(1.0), "grid": grid.tolist(), "nll": vals.tolist()}
+
+
+def _augment(x: np.ndarray, t: np.ndarray, seed: int):
+    rng = np.random.default_rng(seed)
+    ks = rng.integers(0, 8, size=len(x))
+    x, t = x.copy(), t.copy()
+    for i, k in enumerate(ks):
+        if k & 1:
+            x[i], t[i] = np.swapaxes(x[i], 0, 1), t[i].T
+        if k & 2:
+            x[i], t[i] = x[i][:, ::-1], t[i][:, ::-1]
+        if k & 4:
+            x[i], t[i] = x[i][::-1], t[i][::-1]
+    return x, t
+
+
+def train_scene_deblender(cfg, resume: bool = False, log=print) -> dict:
+    """Train the scene deblender as configured; returns the summary."""
+    from pathlib import Path
+
+    import keras
+    import tensorflow as tf
+
+    from astrogen.datasets.base import is_complete
+    from astrogen.datasets.survey_scenes import (SceneDatasetConfig, build_scene_dataset,
+                                                 read_scene_dataset, training_cutouts)
+    from astrogen.models.scene_deblender import SceneDeblender
+
+    t_cfg, a = cfg["training"], cfg["scene_deblender"]
+    seed = int(cfg["seed"])
+    run = Run(cfg, resume)
+    ds = dict(cfg["dataset"])
+    path = Path(ds.pop("path"))
+    ds_cfg = SceneDatasetConfig.from_dict(ds)
+    if not is_complete(path):
+        build_scene_dataset(path, ds_cfg, progress=True)
+    run.start()
+    spec = ds_cfg.spec()
+    sigma = spec.noise_sigma()
+    fwhm = spec.psf_fwhm()
+    fwhm_pix = float(np.mean(fwhm)) / spec.pixel_scale
+    scenes = read_scene_dataset(path)
+    n_val = int(t_cfg["validation_scenes"])
+    train_scenes, val_scenes = scenes[:-n_val], scenes[-n_val:]
+    data = training_cutouts(train_scenes, sigma, fwhm_pix, a["cutout_size"],
+                            a["fraction_background"])
+    log(f"scene_deblender: {len(data['inputs'])} training cut-outs from "
+        f"{len(train_scenes)} scenes ({int(data['matched'].sum())} matched to a true object)")
+    survey_bands = [s.band_name for s in spec.surveys()]
+    card = {
+        "survey": a["survey"], "bands": survey_bands,
+        "pixel_scale": spec.pixel_scale, "pixel_scale_tolerance": 0.05,
+        "psf_fwhm": fwhm.tolist(), "psf": [s.psf for s in spec.surveys()],
+        "depth": "10-year co-add (surveycodex full_exposure_time)",
+        "exposure_time": [s.exposure_time for s in spec.surveys()],
+        "noise_sigma": sigma.tolist(), "flux_unit": "electron",
+        "fraction_background": a["fraction_background"],
+        "training": {"config": str(cfg.source), "seed": seed, "command": a["command"],
+                     "dataset": ds_cfg.to_dict(), "n_cutouts": int(len(data["inputs"]))},
+    }
+    keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
+    model = SceneDeblender(size=a["cutout_size"], n_bands=len(survey_bands),
+                           filters=a["filters"], dropout=a["dropout"],
+                           transform_a=a["transform_a"], card=card)
+    x_all = model.transform(data["inputs"])
+    y_all = data["targets"].astype(np.float32)
+    total = int(t_cfg["steps"])
+    lr = learning_rate(t_cfg["lr_schedule"], t_cfg["learning_rate"], total,
+                       t_cfg["lr_final_fraction"])
+    opt = adam(lr, "scene_adam")
+    opt.build(model.network.trainable_variables)
+    step = run.restore({"network": model.network.weights, "optimizer": opt.variables},
+                       model="scene_deblender")
+    train_step = model.make_train_step(opt, float(t_cfg["object_weight"]))
+    batch = min(int(t_cfg["batch_size"]), len(x_all))
+
+    def step_fn(g: int) -> dict:
+        rng = np.random.default_rng(derive_seed(seed, "batch", g))
+        idx = rng.choice(len(x_all), size=batch, replace=False)
+        x, y = x_all[idx], y_all[idx]
+        if t_cfg["augment"]:
+            x, y = _augment(x, y, derive_seed(seed, "augment", g))
+        return train_step(tf.constant(x), tf.constant(y))
+
+    def export(s: int) -> None:
+        model.card["training"]["steps_done"] = int(s)
+        model.card["training"]["steps_total"] = total
+        model.save(cfg["output"])
+
+    summary = run.loop(step, total, step_fn, name="scene_deblender", on_checkpoint=export)
+    if summary["complete"]:
+        pairs = [scene_label_samples(model, sc, sigma, fwhm_pix,
+                                     int(t_cfg["calibration_samples"]), seed=i)
+                 for i, sc in enumerate(val_scenes)]
+        fit = fit_scene_temperature(pairs)
+        model.card["temperature"] = fit["temperature"]
+        model.card["calibration"] = {k: fit[k] for k in ("temperature", "nll_best", "nll_at_1")}
+        model.card["calibration"]["scenes"] = n_val
+        model.card["calibration"]["n_samples"] = int(t_cfg["calibration_samples"])
+        export(summary["steps_done"])
+        log(f"scene_deblender: temperature {fit['temperature']:.3f} (NLL {fit['nll_at_1']:.4f}"
+            f" -> {fit['nll_best']:.4f})")
+    summary["steps_per_second"] = summary["steps_per_second"].get("train")
+    return run.finish({"dataset": str(path), "steps_total": total, **summary,
+                       "n_cutouts": int(len(x_all)),
+                       "temperature": model.card.get("temperature")})
