@@ -44,8 +44,13 @@ __all__ = ["DETECT_DEFAULTS", "detection_image", "psf_kernel", "detect", "cutout
            "assemble_fractions", "measure_scene", "sep_scene", "deblend_scene",
            "read_bands", "label_probabilities", "network_fractions", "true_labels"]
 
-#: Detection settings (thresholds in sigma of the filtered detection image).
-DETECT_DEFAULTS = {"thresh": 1.5, "minarea": 5, "deblend_nthresh": 32, "deblend_cont": 0.005}
+#: Detection settings (thresholds in sigma of the filtered detection image). The minimum
+#: deblending contrast is 1e-4, not SExtractor's 0.005: the contrast is relative to the
+#: whole connected footprint, so in a crowded field (50 bright objects in 128x128 pixels,
+#: tests/deblend/test_scene.py) 0.005 merges 10 of them into neighbours, 1e-4 none.
+#: The SEP baseline of the benchmark keeps SExtractor's defaults
+#: (:data:`astrogen.deblend.segment.SEP_DEFAULTS`).
+DETECT_DEFAULTS = {"thresh": 1.5, "minarea": 5, "deblend_nthresh": 32, "deblend_cont": 1e-4}
 #: Width (pixels, 1-sigma) of the Gaussian marking a detection in the network input.
 MARK_SIGMA = 1.0
 
