@@ -34,7 +34,7 @@ from astropy.table import Table, vstack
 from astrogen.errors import ConfigError
 from astrogen.seeds import derive_seed, galsim_seed
 
-__all__ = ["GALAXY_DENSITY_REF", "SceneSpec", "galaxy_density", "render_scene",
+__all__ = ["GALAXY_DENSITY_REF", "SceneSpec", "SceneBatch", "galaxy_density", "render_scene",
            "scene_blendedness", "detection_weights"]
 
 #: (galaxies per arcmin^2, limiting magnitude): LSST gold sample, i < 25.3 (astrogen's
@@ -257,3 +257,26 @@ def render_scene(spec: SceneSpec, seed: int, scene_id: int, noise: bool = True) 
     return {"image": image.astype(np.float32), "models": models, "noise_sigma": sig,
             "truth": t, "wcs": spec.field().wcs(), "bands": names,
             "pixel_scale": spec.pixel_scale, "psf_fwhm": spec.psf_fwhm()}
+
+
+@dataclass
+class SceneBatch:
+    """Survey scenes and their truth, the data of the scene-deblending stages.
+
+    Parameters
+    ----------
+    scenes : list of dict
+        :func:`render_scene` outputs (``image`` (C, H, W) [e-], ``models``, ``truth``,
+        ``noise_sigma``, ``wcs``, ``bands``, ``pixel_scale``, ``psf_fwhm``) with
+        ``scene_id``.
+    results : dict
+        Deblending results by stage name: a list of
+        :class:`astrogen.deblend.result.SceneResult` (one per scene) under ``"scenes"`` and
+        the wall time under ``"seconds"``.
+    """
+
+    scenes: list
+    results: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scenes)

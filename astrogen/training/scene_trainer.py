@@ -83,9 +83,13 @@ class SceneDeblenderTrainer(Trainer):
 
 
 def scene_label_samples(model, scene: dict, sigma, fwhm_pix: float, n_samples: int,
-                        seed: int = 0):
+                        seed: int = 0, threshold: float | None = None):
     """``(probability samples (ns, N + 1, H, W), true labels (H, W))`` of one scene with
-    truth (detections matched as in training)."""
+    truth (detections matched as in training). The true label of a pixel is an object where
+    the true light exceeds ``threshold`` (detection units; default the model's
+    ``fraction_background``: where the target fractions ``m / (M + b)`` give the objects
+    together more than half of the pixel, the level the label probabilities
+    ``1 - sum(fractions)`` describe)."""
     from astrogen.datasets.survey_scenes import match_detections
     from astrogen.deblend.scene import (DETECT_DEFAULTS, detect, detection_image,
                                         label_probabilities, network_fractions, true_labels)
@@ -96,7 +100,9 @@ def scene_label_samples(model, scene: dict, sigma, fwhm_pix: float, n_samples: i
                            model.predictor(seed), model.size, n_samples)
     probs = np.stack([label_probabilities(f) for f in fr])
     pos = np.c_[objs["x"], objs["y"]] if len(objs) else np.zeros((0, 2))
-    lab = true_labels(scene["models_det"], match_detections(pos, scene, fwhm_pix))
+    if threshold is None:
+        threshold = float(model.card.get("fraction_background", 0.1))
+    lab = true_labels(scene["models_det"], match_detections(pos, scene, fwhm_pix), threshold)
     return probs, lab
 
 
@@ -121,6 +127,42 @@ def fit_scene_temperature(samples_labels, grid=None) -> dict:
     best = int(np.argmin(vals))
     return {"temperature": float(grid[best]), "nll_best": float(vals[best]),
             "nll_at_1": nll(1.0), "grid": grid.tolist(), "nll": vals.tolist()}
+
+
+def calibrate(model, val_scenes, sigma, fwhm_pix: float, n_samples: int) -> dict:
+    """Fit the MC-dropout temperature on ``val_scenes`` and record it in ``model.card``."""
+    pairs = [scene_label_samples(model, sc, sigma, fwhm_pix, n_samples, seed=i)
+             for i, sc in enumerate(val_scenes)]
+    fit = fit_scene_temperature(pairs)
+    model.card["temperature"] = fit["temperature"]
+    model.card["calibration"] = {k: fit[k] for k in ("temperature", "nll_best", "nll_at_1")}
+    model.card["calibration"].update(scenes=len(val_scenes), n_samples=int(n_samples),
+                                     label_threshold=float(model.card.get(
+                                         "fraction_background", 0.1)))
+    return fit
+
+
+def calibrate_trained(config_path) -> dict:
+    """Fit the temperature of the model a finished run exported (its validation scenes,
+    the run's settings) and rewrite its card: ``python -m astrogen.training.scene_trainer
+    calibrate <config>``."""
+    from pathlib import Path
+
+    from astrogen.datasets.survey_scenes import SceneDatasetConfig, read_scene_dataset
+    from astrogen.models.scene_deblender import load_scene_deblender
+    from astrogen.training.config import load_training_config
+
+    cfg = load_training_config(str(config_path))
+    ds = dict(cfg["dataset"])
+    path = Path(ds.pop("path"))
+    spec = SceneDatasetConfig.from_dict(ds).spec()
+    model = load_scene_deblender(cfg["output"])
+    val = read_scene_dataset(path)[-int(cfg["training"]["validation_scenes"]):]
+    fwhm_pix = float(np.mean(spec.psf_fwhm())) / spec.pixel_scale
+    fit = calibrate(model, val, spec.noise_sigma(), fwhm_pix,
+                    int(cfg["training"]["calibration_samples"]))
+    model.save(cfg["output"])
+    return fit
 
 
 def _augment(x: np.ndarray, t: np.ndarray, seed: int):
@@ -212,14 +254,7 @@ def train_scene_deblender(cfg, resume: bool = False, log=print) -> dict:
 
     summary = run.loop(step, total, step_fn, name="scene_deblender", on_checkpoint=export)
     if summary["complete"]:
-        pairs = [scene_label_samples(model, sc, sigma, fwhm_pix,
-                                     int(t_cfg["calibration_samples"]), seed=i)
-                 for i, sc in enumerate(val_scenes)]
-        fit = fit_scene_temperature(pairs)
-        model.card["temperature"] = fit["temperature"]
-        model.card["calibration"] = {k: fit[k] for k in ("temperature", "nll_best", "nll_at_1")}
-        model.card["calibration"]["scenes"] = n_val
-        model.card["calibration"]["n_samples"] = int(t_cfg["calibration_samples"])
+        fit = calibrate(model, val_scenes, sigma, fwhm_pix, int(t_cfg["calibration_samples"]))
         export(summary["steps_done"])
         log(f"scene_deblender: temperature {fit['temperature']:.3f} (NLL {fit['nll_at_1']:.4f}"
             f" -> {fit['nll_best']:.4f})")
@@ -227,3 +262,13 @@ def train_scene_deblender(cfg, resume: bool = False, log=print) -> dict:
     return run.finish({"dataset": str(path), "steps_total": total, **summary,
                        "n_cutouts": int(len(x_all)),
                        "temperature": model.card.get("temperature")})
+
+
+if __name__ == "__main__":  # python -m astrogen.training.scene_trainer calibrate <config>
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "calibrate":
+        sys.exit("usage: python -m astrogen.training.scene_trainer calibrate <config.yaml>")
+    out = calibrate_trained(sys.argv[2])
+    print(f"temperature {out['temperature']:.3f} (NLL {out['nll_at_1']:.4f} -> "
+          f"{out['nll_best']:.4f})")

@@ -1,0 +1,67 @@
+"""Scene stages: scene.generate, deblend.scene, deblend.scene_report."""
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from astrogen.errors import ConfigError
+from astrogen.stages.deblend_scene import DeblendScene, SceneGenerate, SceneReport
+
+
+def _config(out, extra=()):
+    return {"name": "scenes", "seed": 4, "output": str(out), "stages": [
+        {"name": "scenes", "type": "scene.generate", "n_scenes": 3, "size": 32,
+         "bands": ["lsst_r", "lsst_i"], "chunk_size": 2, "density_scale": 3.0},
+        {"name": "sep", "type": "deblend.scene", "inputs": ["scenes"], "method": "sep"},
+        *extra,
+        {"name": "report", "type": "deblend.scene_report",
+         "inputs": [extra[-1]["name"] if extra else "sep"], "n_figures": 2}]}
+
+
+def test_config_equals_direct_construction():
+    from astrogen.pipeline import build_pipeline
+
+    p = build_pipeline(_config("/tmp/unused"))
+    gen = SceneGenerate(n_scenes=3, size=32, bands=["lsst_r", "lsst_i"], chunk_size=2,
+                        density_scale=3.0)
+    assert p.node("scenes").stage.spec == gen.spec
+    assert p.node("scenes").stage.n_chunks() == gen.n_chunks() == 2
+    direct = DeblendScene(method="sep")
+    built = p.node("sep").stage
+    for k in ("method", "model", "survey", "pixel_scale", "bands", "n_samples"):
+        assert getattr(built, k) == getattr(direct, k)
+
+
+def test_bad_parameters_name_their_key():
+    with pytest.raises(ConfigError, match="^method:"):
+        DeblendScene(method="scarlet")
+    with pytest.raises(ConfigError, match="^bands:"):
+        SceneGenerate(bands="lsst_i")
+    with pytest.raises(ConfigError, match="^pixel_scale:"):
+        DeblendScene(pixel_scale=-0.2)
+    with pytest.raises(ConfigError, match="^n_figures:"):
+        SceneReport(n_figures=-1)
+
+
+def test_pipeline_writes_scenes_with_wcs_truth_and_catalogs(tmp_path):
+    from astrogen.pipeline import build_pipeline
+    from astrogen.pipeline.runner import run_pipeline
+
+    run_pipeline(build_pipeline(_config(tmp_path)), progress=False)
+    files = sorted(tmp_path.glob("scene_*.fits"))
+    assert len(files) == 3
+    with fits.open(files[0]) as h:
+        assert [x.header.get("FILTER") for x in h[:2]] == ["lsst_r", "lsst_i"]
+        w = WCS(h[0].header)
+        assert w.has_celestial and h[0].header["BUNIT"] == "electron"
+        assert "TRUTH_LSST_I" in h and "TRUTH_SEG" in h
+        img, truth = h[1].data, h["TRUTH_LSST_I"].data
+        # observed = truth + noise of the survey
+        assert np.std(img - truth) == pytest.approx(h[1].header["NOISE"], rel=0.1)
+    cat = Table.read(tmp_path / "scene_catalog.fits", hdu="SEP")
+    assert {"scene_id", "ra", "dec", "peak_x", "flux_lsst_i"} <= set(cat.colnames)
+    assert cat["ra"].unit == "deg"
+    truth = Table.read(tmp_path / "scene_truth.fits")
+    assert set(cat["scene_id"]) <= set(truth["scene_id"])
+    assert (tmp_path / "scenes.png").is_file()
