@@ -133,13 +133,20 @@ class SceneDeblender:
     def predict_fractions(self, inputs: np.ndarray, n_samples: int = 1, seed: int = 0,
                           batch_size: int = 256) -> np.ndarray:
         """Light fractions ``(n_samples, N, S, S)``: one deterministic prediction (dropout
-        off) if ``n_samples == 1``, else ``n_samples`` MC-dropout samples (seeded)."""
+        off) if ``n_samples == 1``, else ``n_samples`` MC-dropout samples, a function of
+        ``(seed, inputs)`` only (each dropout layer's seed generator is reset to
+        ``(seed, layer index)``)."""
         import keras
 
         x = self.transform(inputs)
         ns = max(1, int(n_samples))
-        if ns > 1:
-            keras.utils.set_random_seed(int(seed) % (2 ** 31))
+        if ns > 1:  # counter-based: every dropout layer restarts from (seed, layer index)
+            for i, layer in enumerate(self.network.layers):
+                gen = getattr(layer, "seed_generator", None)
+                if gen is not None:
+                    gen.state.assign(np.array([int(seed) % (2 ** 31), i],
+                                              dtype=gen.state.dtype.name if hasattr(
+                                                  gen.state.dtype, "name") else gen.state.dtype))
         out = np.zeros((ns, len(x), self.size, self.size), np.float32)
         for s in range(ns):
             for lo in range(0, len(x), batch_size):

@@ -161,7 +161,7 @@ class DeblendScene(Stage):
                 noise_sigma=sc["noise_sigma"], n_samples=self.n_samples,
                 seed=int(sc["scene_id"]), flux_unit="electron"))
         results = dict(data.results)
-        results[self.name] = {"scenes": out, "seconds": time.perf_counter() - t0,
+        results[self.ctx.name] = {"scenes": out, "seconds": time.perf_counter() - t0,
                               "method": self.method}
         return SceneBatch(data.scenes, results)
 
@@ -333,5 +333,5 @@ class SceneReport(Stage):
                 paths.append(plot_scenes(self.ctx.output_dir / self.figure_file, z["images"],
                                          z["truth"], preds, unc,
                                          [f"scene {s}" for s in z["scene_ids"]]))
-        paths += sorted(self.ctx.output_dir.glob("scene_*.fits"))
+        paths += sorted(self.ctx.output_dir.glob("scene_[0-9]*.fits"))
         return paths
