@@ -11,7 +11,7 @@ TensorFlow, nor GalSim, nor astropy; they are imported by the first call that ne
     img = galsim.Convolve(gals[0], psf).drawImage(scale=0.2)
 
     result = astrogen.run("pipelines/parametric_mock.yaml", overrides=["seed=3"])
-    arrays, catalog = astrogen.deblend(image, noise_sigma=19.4, method="unet")
+    result = astrogen.deblend(image, pixel_scale=0.2, bands=["g", "r", "i", "z"])  # SceneResult
 
 Same rows, same pixels
 ----------------------
