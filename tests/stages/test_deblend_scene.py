@@ -19,10 +19,16 @@ def _config(out, extra=()):
          "inputs": [extra[-1]["name"] if extra else "sep"], "n_figures": 2}]}
 
 
-def test_config_equals_direct_construction():
-    from astrogen.pipeline import build_pipeline
+def _build(cfg):
+    import yaml
 
-    p = build_pipeline(_config("/tmp/unused"))
+    from astrogen.pipeline import build_pipeline, load_config
+
+    return build_pipeline(load_config(yaml.safe_dump(cfg, sort_keys=False)))
+
+
+def test_config_equals_direct_construction(tmp_path):
+    p = _build(_config(tmp_path))
     gen = SceneGenerate(n_scenes=3, size=32, bands=["lsst_r", "lsst_i"], chunk_size=2,
                         density_scale=3.0)
     assert p.node("scenes").stage.spec == gen.spec
@@ -45,11 +51,10 @@ def test_bad_parameters_name_their_key():
 
 
 def test_pipeline_writes_scenes_with_wcs_truth_and_catalogs(tmp_path):
-    from astrogen.pipeline import build_pipeline
     from astrogen.pipeline.runner import run_pipeline
 
-    run_pipeline(build_pipeline(_config(tmp_path)), progress=False)
-    files = sorted(tmp_path.glob("scene_*.fits"))
+    run_pipeline(_build(_config(tmp_path)), progress=False)
+    files = sorted(tmp_path.glob("scene_[0-9]*.fits"))
     assert len(files) == 3
     with fits.open(files[0]) as h:
         assert [x.header.get("FILTER") for x in h[:2]] == ["lsst_r", "lsst_i"]
