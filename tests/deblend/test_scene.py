@@ -94,7 +94,7 @@ def test_noiseless_fluxes_sum_to_the_scene_flux():
     for j, b in enumerate(BANDS):
         s = float(np.sum(cat[f"flux_{b}"]))
         # exact bookkeeping: objects + unassigned = image
-        assert s + cat.meta["unassigned_flux"][j] == pytest.approx(total[j], rel=1e-9)
+        assert s + cat.meta["unassigned_flux"][j] == pytest.approx(total[j], rel=1e-6)
         # in a noiseless scene the whole footprint is shared out: nothing is lost
         assert s == pytest.approx(total[j], rel=1e-3)
 
@@ -143,8 +143,8 @@ def test_detection_image_has_unit_noise_and_weights_bands():
 
 
 def test_cutouts_and_assembly_are_inverse_on_the_cutout():
-    img, _ = _scene(_grid(2))
-    pos = _grid(2)
+    pos = np.array([[10.3, 10.3], [50.3, 50.3]])  # cut-outs that do not overlap
+    img, _ = _scene(pos)
     x, origins = cutout_inputs(img, 1.0, pos, 16)
     assert x.shape == (2, 16, 16, 5)
     # the target mark peaks at the detection, the neighbour mark at the other one
