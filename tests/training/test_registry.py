@@ -11,7 +11,7 @@ from astrogen.training.schema import REQUIRED, check_int, check_sections, loop_k
 
 def test_every_model_has_its_trainer():
     assert trainer_names() == sorted(["flowvae", "ddpm", "nbody_gan", "halo_unet", "unet",
-                                      "prob_unet"])
+                                      "prob_unet", "scene_deblender"])
     assert get_trainer("unet") is not get_trainer("prob_unet")
     assert type(get_trainer("unet")) is type(get_trainer("prob_unet"))
 
