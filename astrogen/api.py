@@ -75,6 +75,9 @@ KINDS: dict[str, ModelKind] = {
     "halo_unet": ModelKind("nbody.halo_map", False, "astrogen.models.halo_unet:load_halo_unet"),
     "unet": ModelKind("deblend.unet", False, None, shipped_value="shipped"),
     "prob_unet": ModelKind("deblend.prob_unet", False, None, shipped_value="shipped"),
+    "scene_deblender": ModelKind("deblend.scene", False,
+                                 "astrogen.models.scene_deblender:load_scene_deblender",
+                                 shipped_value="shipped"),
 }
 
 #: Shipped models: name -> (kind, file in ``astrogen/data/models``, what it is). ``parametric``
@@ -98,6 +101,9 @@ SHIPPED_MODELS: dict[str, tuple[str, str | None, str]] = {
                     "arcsec/pixel blends"),
     "prob_unet_blends": ("prob_unet", "prob_unet_blends.keras",
                          "probabilistic U-Net deblender with a per-pixel uncertainty map"),
+    "scene_deblender_lsst": ("scene_deblender", "scene_deblender_lsst.keras",
+                             "whole-scene deblender for LSST g r i z at 0.2 arcsec/pixel "
+                             "(detection-conditioned cut-out U-Net, MC dropout)"),
 }
 _ALIASES = {"galsim.parametric": "parametric", "sersic": "parametric"}
 
