@@ -21,7 +21,7 @@ from astrogen.errors import ConfigError
 from astrogen.physics.survey_scenes import SceneBatch
 from astrogen.registry import register_stage
 from astrogen.stages.base import (Stage, check_choice, check_file_name, check_int,
-                                  check_positive)
+                                  check_model_file, check_positive)
 
 __all__ = ["SceneGenerate", "DeblendScene", "SceneReport"]
 
@@ -126,6 +126,8 @@ class DeblendScene(Stage):
         if not isinstance(model, str) or not model:
             raise ConfigError("must be 'shipped' or the path of a .keras file.", key="model",
                               received={"model": model})
+        if model != "shipped":
+            model = str(check_model_file("model", model))
         self.model = model
         self.survey = check_choice("survey", survey, ("lsst",))
         self.pixel_scale = None if pixel_scale is None else check_positive(

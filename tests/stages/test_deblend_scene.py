@@ -48,6 +48,10 @@ def test_bad_parameters_name_their_key():
         DeblendScene(pixel_scale=-0.2)
     with pytest.raises(ConfigError, match="^n_figures:"):
         SceneReport(n_figures=-1)
+    from astrogen.errors import ModelError
+
+    with pytest.raises(ModelError, match="^model: model file not found"):
+        DeblendScene(model="/no/such/model.keras")
 
 
 def test_pipeline_writes_scenes_with_wcs_truth_and_catalogs(tmp_path):
