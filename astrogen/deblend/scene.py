@@ -42,7 +42,8 @@ from astrogen.errors import ConfigError
 
 __all__ = ["DETECT_DEFAULTS", "detection_image", "psf_kernel", "detect", "cutout_inputs",
            "assemble_fractions", "measure_scene", "sep_scene", "deblend_scene",
-           "read_bands", "label_probabilities", "network_fractions", "true_labels"]
+           "read_bands", "label_probabilities", "network_fractions", "true_labels",
+           "assigned_confidence", "owner_correct"]
 
 #: Detection settings (thresholds in sigma of the filtered detection image). The minimum
 #: deblending contrast is 1e-4, not SExtractor's 0.005: the contrast is relative to the
@@ -426,6 +427,74 @@ def true_labels(models_det: np.ndarray, truth_of_detection: np.ndarray,
     return np.where(lit, lut[owner], 0).astype(np.int32)
 
 
+def assigned_confidence(prob_samples: np.ndarray, segmentation: np.ndarray,
+                        temperature: float = 1.0) -> np.ndarray:
+    """Per-pixel probability that the segmentation's object is the pixel's owner.
+
+    Parameters
+    ----------
+    prob_samples : numpy.ndarray, shape (n_samples, N + 1, H, W)
+        Label probabilities of each stochastic prediction (class 0: background, class
+        ``k``: detection ``k``; :func:`label_probabilities` of the sample's fractions).
+    segmentation : numpy.ndarray of int, shape (H, W)
+        Instance map (0 background, ``k`` detection ``k``).
+    temperature : float
+        Temperature applied to every sample before averaging
+        (:func:`astrogen.deblend.calibration.tempered`).
+
+    Returns
+    -------
+    numpy.ndarray float64, shape (H, W)
+        Mean tempered probability of the class ``segmentation`` assigns, inside the
+        segmentation's objects (``segmentation > 0``); NaN outside (no object assigned, no
+        claim made). The calibration target is :func:`owner_correct` on the same pixels.
+    """
+    from astrogen.deblend.calibration import tempered
+
+    p = np.asarray(prob_samples, np.float64)
+    seg = np.asarray(segmentation)
+    out = np.full(seg.shape, np.nan)
+    inside = seg > 0
+    if not inside.any():
+        return out
+    px = np.moveaxis(p[:, :, inside], 1, -1)  # (ns, P, K)
+    if float(temperature) != 1.0:
+        px = tempered(px, temperature)
+    mean = px.mean(axis=0)
+    out[inside] = np.take_along_axis(mean, seg[inside][:, None].astype(np.int64), axis=-1)[:, 0]
+    return out
+
+
+def owner_correct(models_det: np.ndarray, truth_of_detection: np.ndarray,
+                  segmentation: np.ndarray) -> np.ndarray:
+    """Whether each pixel's assigned detection is its true majority-light owner.
+
+    Parameters
+    ----------
+    models_det : numpy.ndarray, shape (M, H, W)
+        Noiseless light of every true object (detection units).
+    truth_of_detection : numpy.ndarray of int, shape (N,)
+        True object matched to each detection (-1: spurious).
+    segmentation : numpy.ndarray of int, shape (H, W)
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (H, W)
+        True where ``segmentation == k > 0`` and detection ``k`` is matched to the true
+        object with the most light in the pixel (False where no true object has light there,
+        and outside the segmentation: only ``segmentation > 0`` pixels are scored).
+    """
+    seg = np.asarray(segmentation)
+    m = np.asarray(models_det, np.float64)
+    if len(m) == 0:
+        return np.zeros(seg.shape, bool)
+    owner = np.argmax(m, axis=0)
+    lit = m.sum(axis=0) > 0
+    tod = np.concatenate([[-2], np.asarray(truth_of_detection, np.int64)])  # label 0 -> -2
+    k = np.clip(seg, 0, len(tod) - 1)
+    return (seg > 0) & lit & (tod[k] == owner)
+
+
 def deblend_scene(image: Any, *, pixel_scale: float, bands, noise_sigma, psf_fwhm: float,
                   method: str = "unet", predictor: Predictor | None = None,
                   cutout_size: int = 32, n_samples: int = 1, temperature: float = 1.0,
@@ -448,8 +517,10 @@ def deblend_scene(image: Any, *, pixel_scale: float, bands, noise_sigma, psf_fwh
         PSF FWHM in arcsec (detection filter).
     method : {"unet", "prob_unet", "sep"}
         Network fractions (``predictor`` required; ``prob_unet`` averages ``n_samples``
-        stochastic predictions and returns the per-pixel probability that the label is
-        wrong, at ``temperature``) or the SEP baseline.
+        stochastic predictions and returns, inside the segmentation's objects, the
+        per-pixel probability that the assigned object is not the pixel's true
+        majority-light owner, at ``temperature`` (:func:`assigned_confidence`; NaN outside
+        the segmentation) or the SEP baseline.
     predictor : callable, optional
         ``predictor(inputs (N, S, S, C+2), n_samples) -> (n_samples, N, S, S)`` fractions.
     cutout_size : int
@@ -502,15 +573,10 @@ def deblend_scene(image: Any, *, pixel_scale: float, bands, noise_sigma, psf_fwh
                                       int(cutout_size), ns, footprint_nsigma)
     fr = scene_samples.mean(axis=0).astype(np.float32)
     uncertainty = None
-    if method == "prob_unet":
-        from astrogen.deblend.calibration import tempered
-
-        probs = np.stack([label_probabilities(s) for s in scene_samples])  # (ns, N+1, H, W)
-        if float(temperature) != 1.0:
-            probs = np.moveaxis(tempered(np.moveaxis(probs, 1, -1), temperature), -1, 1)
-        mean = probs.mean(axis=0)
-        uncertainty = (1.0 - mean.max(axis=0)).astype(np.float32)
     cat, seg, totals = measure_scene(img, fr, sig, det, list(bands), flux_unit, wcs)
+    if method == "prob_unet":
+        probs = np.stack([label_probabilities(s) for s in scene_samples])  # (ns, N+1, H, W)
+        uncertainty = (1.0 - assigned_confidence(probs, seg, temperature)).astype(np.float32)
     cat.meta.update(totals)
     cat.meta["n_samples"] = ns
     return SceneResult(catalog=cat, segmentation=seg, fractions=fr, uncertainty=uncertainty,

@@ -5,9 +5,11 @@ Data: the survey scene set of :mod:`astrogen.datasets.survey_scenes` (built if m
 its first ``n_scenes - validation_scenes`` scenes give the training cut-outs
 (:func:`astrogen.datasets.survey_scenes.training_cutouts`: the deblender's own detection and
 cut-out code, targets from the noiseless objects), the last ``validation_scenes`` are held
-out for the temperature of the probabilistic (MC-dropout) variant, fitted after training by
-minimising the per-pixel label NLL of whole validation scenes (:func:`fit_scene_temperature`)
-and stored in the model card with the fit.
+out for the temperature of the probabilistic (MC-dropout) variant, fitted after training on
+the pixels of the validation scenes' returned segmentations: the confidence that a pixel's
+assigned object is its true majority-light owner, against whether it is
+(:func:`fit_scene_temperature`); stored in the model card with the fit and the validation
+scene ids.
 
 Batch ``g`` is drawn with ``derive_seed(seed, "batch", g)`` and augmented with one of the 8
 symmetries of the square per cut-out (the PSFs are round), so a resumed run continues
@@ -25,7 +27,8 @@ from astrogen.training.schema import (REQUIRED, check_bool, check_choice, check_
                                       top_level)
 
 __all__ = ["SCENE_SCHEMA", "SceneDeblenderTrainer", "train_scene_deblender",
-           "fit_scene_temperature", "scene_label_samples"]
+           "fit_scene_temperature", "scene_label_samples", "scene_ece", "calibrate",
+           "check_heldout"]
 
 #: section -> key -> (default, check) of ``model: scene_deblender``
 SCENE_SCHEMA = {
@@ -83,63 +86,142 @@ class SceneDeblenderTrainer(Trainer):
 
 
 def scene_label_samples(model, scene: dict, sigma, fwhm_pix: float, n_samples: int,
-                        seed: int = 0, threshold: float | None = None):
-    """``(probability samples (ns, N + 1, H, W), true labels (H, W))`` of one scene with
-    truth (detections matched as in training). The true label of a pixel is an object where
-    the true light exceeds ``threshold`` (detection units; default the model's
-    ``fraction_background``: where the target fractions ``m / (M + b)`` give the objects
-    together more than half of the pixel, the level the label probabilities
-    ``1 - sum(fractions)`` describe)."""
+                        seed: int = 0) -> dict:
+    """Calibration data of one scene with truth, on the pixels the prediction segments.
+
+    The segmentation is the one :func:`astrogen.deblend.scene.deblend_scene` returns (argmax
+    of the label probabilities of the mean fractions); on its object pixels the returned
+    ``samples`` are the label probabilities of each MC-dropout sample, ``assigned`` the
+    segmentation's class and ``correct`` whether that object is the pixel's true
+    majority-light owner (:func:`astrogen.deblend.scene.owner_correct`, detections matched
+    to truth as in training).
+
+    Returns
+    -------
+    dict
+        ``samples`` (n_samples, N + 1, P), ``assigned`` (P,) int, ``correct`` (P,) bool,
+        ``scene_id`` (int).
+    """
     from astrogen.datasets.survey_scenes import match_detections
     from astrogen.deblend.scene import (DETECT_DEFAULTS, detect, detection_image,
-                                        label_probabilities, network_fractions, true_labels)
+                                        label_probabilities, network_fractions,
+                                        owner_correct)
 
     det = detection_image(scene["image"], sigma)
     objs, _ = detect(det, fwhm_pix, **DETECT_DEFAULTS)
     fr = network_fractions(scene["image"], sigma, det, objs, fwhm_pix,
                            model.predictor(seed), model.size, n_samples)
-    probs = np.stack([label_probabilities(f) for f in fr])
+    probs = np.stack([label_probabilities(f) for f in fr])  # (ns, N + 1, H, W)
+    seg = np.argmax(label_probabilities(fr.mean(axis=0).astype(np.float32)), axis=0)
     pos = np.c_[objs["x"], objs["y"]] if len(objs) else np.zeros((0, 2))
-    if threshold is None:
-        threshold = float(model.card.get("fraction_background", 0.1))
-    lab = true_labels(scene["models_det"], match_detections(pos, scene, fwhm_pix), threshold)
-    return probs, lab
+    ok = owner_correct(scene["models_det"], match_detections(pos, scene, fwhm_pix), seg)
+    inside = seg > 0
+    return {"samples": probs[:, :, inside], "assigned": seg[inside].astype(np.int64),
+            "correct": ok[inside], "scene_id": int(scene.get("scene_id", -1))}
 
 
-def fit_scene_temperature(samples_labels, grid=None) -> dict:
-    """Temperature minimising the mean per-pixel NLL of the true labels under the mean of
-    the tempered samples, over scenes ``[(samples (ns, K, H, W), labels (H, W)), ...]``
-    (``K`` may differ between scenes)."""
-    from astrogen.deblend.calibration import TEMPERATURE_GRID, tempered
+def _confidence(data: dict, t: float) -> np.ndarray:
+    from astrogen.deblend.calibration import tempered
 
-    grid = TEMPERATURE_GRID if grid is None else np.asarray(grid, float)
+    px = np.moveaxis(data["samples"], 1, -1)  # (ns, P, K)
+    mean = (tempered(px, t) if t != 1.0 else px).mean(axis=0)
+    return np.take_along_axis(mean, data["assigned"][:, None], axis=-1)[:, 0]
+
+
+def fit_scene_temperature(data, grid=None, limits=(1e-3, 1e3)) -> dict:
+    """Temperature minimising the binary NLL of "assigned object is the true owner" under
+    the mean tempered confidence of the assigned object (:func:`scene_label_samples`
+    entries), over the pixels of the validation scenes' segmentations.
+
+    The grid (default 0.05 to 20, log steps of 10 %) is extended tenfold towards any edge
+    the minimum falls on, up to ``limits``; ``at_limit`` says whether it still sits on one.
+    """
+    grid = np.geomspace(0.05, 20.0, 61) if grid is None else np.asarray(grid, float)
+    data = [d for d in data if len(d["assigned"])]
+    n = sum(len(d["assigned"]) for d in data)
 
     def nll(t):
-        tot, n = 0.0, 0
-        for s, y in samples_labels:
-            p = tempered(np.moveaxis(s, 1, -1), t).mean(axis=0)  # (H, W, K)
-            pt = np.take_along_axis(p, y[..., None].astype(np.int64), axis=-1)[..., 0]
-            tot += float(-np.log(np.clip(pt, 1e-12, None)).sum())
-            n += y.size
+        tot = 0.0
+        for d in data:
+            c = np.clip(_confidence(d, float(t)), 1e-12, 1 - 1e-12)
+            y = d["correct"]
+            tot += float(-(np.log(c[y]).sum() + np.log1p(-c[~y]).sum()))
         return tot / max(n, 1)
 
-    vals = np.array([nll(t) for t in grid])
-    best = int(np.argmin(vals))
-    return {"temperature": float(grid[best]), "nll_best": float(vals[best]),
-            "nll_at_1": nll(1.0), "grid": grid.tolist(), "nll": vals.tolist()}
+    vals = {float(t): nll(t) for t in grid}
+    while True:
+        ts = sorted(vals)
+        best = min(vals, key=vals.get)
+        if best == ts[0] and ts[0] > limits[0]:
+            new = np.geomspace(max(ts[0] / 10, limits[0]), ts[0], 25)[:-1]
+        elif best == ts[-1] and ts[-1] < limits[1]:
+            new = np.geomspace(ts[-1], min(ts[-1] * 10, limits[1]), 25)[1:]
+        else:
+            break
+        vals.update({float(t): nll(t) for t in new})
+    ts = sorted(vals)
+    best = min(vals, key=vals.get)
+    return {"temperature": float(best), "nll_best": float(vals[best]), "nll_at_1": nll(1.0),
+            "grid": ts, "nll": [vals[t] for t in ts], "pixels": int(n),
+            "at_limit": bool(best in (ts[0], ts[-1])),
+            "scene_ids": sorted(int(d["scene_id"]) for d in data)}
+
+
+def scene_ece(data, temperature: float, n_bins: int = 10) -> float:
+    """Expected calibration error of the assigned-object confidence at ``temperature``
+    over :func:`scene_label_samples` entries (10 equal bins of confidence)."""
+    from astrogen.deblend.metrics import expected_calibration_error
+
+    data = [d for d in data if len(d["assigned"])]
+    if not data:
+        return float("nan")
+    c = np.concatenate([_confidence(d, float(temperature)) for d in data])
+    y = np.concatenate([d["correct"] for d in data])
+    return expected_calibration_error(np.stack([1 - c, c], axis=-1), y.astype(np.int64),
+                                      n_bins)
 
 
 def calibrate(model, val_scenes, sigma, fwhm_pix: float, n_samples: int) -> dict:
-    """Fit the MC-dropout temperature on ``val_scenes`` and record it in ``model.card``."""
-    pairs = [scene_label_samples(model, sc, sigma, fwhm_pix, n_samples, seed=i)
-             for i, sc in enumerate(val_scenes)]
-    fit = fit_scene_temperature(pairs)
+    """Fit the MC-dropout temperature on ``val_scenes`` and record it in ``model.card``
+    (with the validation scenes' ids, so an evaluation can prove it uses other scenes)."""
+    data = [scene_label_samples(model, sc, sigma, fwhm_pix, n_samples, seed=i)
+            for i, sc in enumerate(val_scenes)]
+    fit = fit_scene_temperature(data)
+    fit["ece_validation_at_1"] = scene_ece(data, 1.0)
+    fit["ece_validation"] = scene_ece(data, fit["temperature"])
+    ids = fit["scene_ids"]
     model.card["temperature"] = fit["temperature"]
-    model.card["calibration"] = {k: fit[k] for k in ("temperature", "nll_best", "nll_at_1")}
-    model.card["calibration"].update(scenes=len(val_scenes), n_samples=int(n_samples),
-                                     label_threshold=float(model.card.get(
-                                         "fraction_background", 0.1)))
+    model.card["calibration"] = {k: fit[k] for k in ("temperature", "nll_best", "nll_at_1",
+                                                     "at_limit", "pixels",
+                                                     "ece_validation_at_1", "ece_validation")}
+    model.card["calibration"].update(
+        scenes=len(val_scenes), n_samples=int(n_samples),
+        scene_id_range=[int(min(ids)), int(max(ids))] if ids else None,
+        target="assigned object is the pixel's true majority-light owner, over the pixels "
+               "of the returned segmentation's objects")
     return fit
+
+
+def check_heldout(card: dict, dataset_seed: int, scene_ids) -> None:
+    """Refuse to evaluate a model's calibration on scenes it was calibrated (or trained) on:
+    the scene set of ``dataset_seed`` and ``scene_ids`` must not meet the card's training
+    set (same seed and scene ids ``first_scene .. first_scene + n_scenes - 1``, which holds
+    the validation scenes)."""
+    from astrogen.errors import ConfigError
+
+    tr = card.get("training", {}).get("dataset", {})
+    if not tr or int(tr.get("seed", -1)) != int(dataset_seed):
+        return
+    lo = int(tr.get("first_scene", 0))
+    hi = lo + int(tr.get("n_scenes", 0))
+    ids = np.asarray(list(scene_ids), np.int64)
+    bad = ids[(ids >= lo) & (ids < hi)]
+    if len(bad):
+        raise ConfigError("scenes used for training or calibration cannot evaluate the "
+                          "model.", key="scenes",
+                          received={"overlap": bad[:5].tolist(), "n_overlap": int(len(bad)),
+                                    "training_scenes": [lo, hi - 1],
+                                    "seed": int(dataset_seed)})
 
 
 def calibrate_trained(config_path) -> dict:
@@ -271,4 +353,5 @@ if __name__ == "__main__":  # python -m astrogen.training.scene_trainer calibrat
         sys.exit("usage: python -m astrogen.training.scene_trainer calibrate <config.yaml>")
     out = calibrate_trained(sys.argv[2])
     print(f"temperature {out['temperature']:.3f} (NLL {out['nll_at_1']:.4f} -> "
-          f"{out['nll_best']:.4f})")
+          f"{out['nll_best']:.4f}; validation ECE {out['ece_validation_at_1']:.3f} -> "
+          f"{out['ece_validation']:.3f})")

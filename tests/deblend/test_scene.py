@@ -168,6 +168,48 @@ def test_true_labels_follow_the_dominant_object_and_the_matching():
     assert lab[0, 0] == 1 and lab[1, 0] == 0 and lab[1, 3] == 1
 
 
+def test_owner_correct_scores_segmented_pixels_against_the_light_owner():
+    from astrogen.deblend.scene import owner_correct
+
+    m = np.zeros((2, 4, 4))
+    m[0, :, :2] = 5.0
+    m[1, :, 2:] = 3.0
+    seg = np.zeros((4, 4), np.int32)
+    seg[:, :3] = 1  # detection 1 takes column 2, owned by true object 1
+    seg[0, 0] = 0
+    ok = owner_correct(m, np.array([0, 1]), seg)
+    assert ok[1, 0] and ok[1, 1] and not ok[1, 2] and not ok[0, 0] and not ok[1, 3]
+    assert not owner_correct(m, np.array([-1, 1]), seg).any()  # spurious detection 1
+
+
+def test_assigned_confidence_is_the_tempered_mean_of_the_assigned_class():
+    from astrogen.deblend.calibration import tempered
+    from astrogen.deblend.scene import assigned_confidence
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=(5, 6, 6))  # (ns, H, W, K)
+    probs = np.moveaxis(p, -1, 1)  # (ns, K, H, W)
+    seg = np.argmax(probs.mean(0), axis=0)
+    c = assigned_confidence(probs, seg, 2.0)
+    inside = seg > 0
+    assert np.all(np.isnan(c[~inside]))
+    want = np.take_along_axis(tempered(p, 2.0).mean(0), seg[..., None], -1)[..., 0]
+    np.testing.assert_allclose(c[inside], want[inside])
+    c1 = assigned_confidence(probs, seg, 1.0)
+    assert np.nanmean(c) < np.nanmean(c1)
+
+
+def test_prob_unet_uncertainty_lives_on_the_segmentation():
+    pos = _grid(2)
+    img, _ = _scene(pos, noise=1.0)
+    res = deblend_scene(img, pixel_scale=PS, bands=BANDS, noise_sigma=1.0, psf_fwhm=FWHM,
+                        method="prob_unet", predictor=_mark_predictor, n_samples=2)
+    inside = res.segmentation > 0
+    assert inside.any() and np.all(np.isnan(res.uncertainty[~inside]))
+    u = res.uncertainty[inside]
+    assert np.all((u >= 0) & (u <= 1))
+
+
 def test_bad_inputs_name_their_key():
     img = np.zeros((3, 16, 16))
     with pytest.raises(ConfigError, match="^noise_sigma:"):

@@ -74,15 +74,75 @@ def test_training_cutouts_hold_fractions_of_the_detected_object(tiny_run):
     assert np.all(d["targets"][~m] == 0)
 
 
-def test_temperature_fit_softens_overconfident_samples():
-    rng = np.random.default_rng(0)
-    pairs = []
-    for _ in range(3):
-        lab = rng.integers(0, 2, (20, 20))
-        right = rng.random((20, 20)) < 0.7  # 70 % right, predicted with 99 % confidence
-        pred = np.where(right, lab, 1 - lab)
-        p1 = np.where(pred == 1, 0.99, 0.01)
-        s = np.stack([1 - p1, p1])[None]  # (1 sample, 2 classes, H, W)
-        pairs.append((s, lab))
-    fit = fit_scene_temperature(pairs)
-    assert fit["temperature"] > 1.5 and fit["nll_best"] < fit["nll_at_1"]
+def _synthetic_calibration_scenes(ids, true_t=4.0, seed=0):
+    """Scenes whose MC samples are over-confident: each sample is softmax(5 z) while the
+    assigned object is right with probability softmax(5 z / true_t)[assigned] (z: logits of
+    3 classes, background + 2 objects), so the right temperature is ``true_t``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for sid in ids:
+        z = rng.normal(0.0, 1.0, (400, 3))
+        z[:, 0] -= 3.0  # object pixels: the background class is rarely the top one
+        samp = np.stack([5 * (z + rng.normal(0, 0.05, z.shape)) for _ in range(4)])
+        p = np.exp(samp - samp.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)  # (ns, P, K)
+        assigned = np.argmax(p.mean(0), axis=-1)
+        q = np.exp(5 * z / true_t)
+        q /= q.sum(-1, keepdims=True)
+        correct = rng.random(len(z)) < np.take_along_axis(q, assigned[:, None], -1)[:, 0]
+        out.append({"samples": np.moveaxis(p, -1, 1), "assigned": assigned,
+                    "correct": correct, "scene_id": int(sid)})
+    return out
+
+
+def test_temperature_fitted_on_validation_calibrates_separate_scenes():
+    from astrogen.training.scene_trainer import scene_ece
+
+    val = _synthetic_calibration_scenes(range(0, 8), seed=1)
+    held = _synthetic_calibration_scenes(range(100, 108), seed=2)
+    fit = fit_scene_temperature(val)
+    assert set(fit["scene_ids"]).isdisjoint(d["scene_id"] for d in held)
+    assert 2.5 < fit["temperature"] < 6.5 and fit["nll_best"] < fit["nll_at_1"]
+    before, after = scene_ece(held, 1.0), scene_ece(held, fit["temperature"])
+    assert before > 0.1 and after < 0.04  # measured on scenes the fit never saw
+
+
+def test_temperature_grid_extends_past_its_edge():
+    val = _synthetic_calibration_scenes(range(4), true_t=60.0, seed=3)
+    fit = fit_scene_temperature(val)
+    assert fit["temperature"] > 20.0 and not fit["at_limit"]
+    assert min(fit["grid"]) == pytest.approx(0.05) and max(fit["grid"]) > 20.0
+
+
+def test_check_heldout_refuses_training_or_validation_scenes():
+    from astrogen.errors import ConfigError
+    from astrogen.training.scene_trainer import check_heldout
+
+    card = {"training": {"dataset": {"seed": 1, "first_scene": 0, "n_scenes": 1200}}}
+    check_heldout(card, 1, [1200, 5000])  # after the training set: fine
+    check_heldout(card, 2, [0, 10])  # another scene seed: other scenes
+    with pytest.raises(ConfigError, match="scenes"):
+        check_heldout(card, 1, [1150, 1300])  # 1150 is a validation scene
+
+
+def test_shipped_model_was_calibrated_off_the_benchmark_scenes():
+    """The shipped card's calibration scenes and the benchmark's held-out set never meet."""
+    import importlib.util
+    from pathlib import Path
+
+    from astrogen.models.scene_deblender import load_scene_deblender
+    from astrogen.training.scene_trainer import check_heldout
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location(
+        "scene_bench", root / "benchmarks" / "scene_deblend_benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    card = load_scene_deblender(root / "astrogen/data/models/scene_deblender_lsst.keras").card
+    d = bench.DATASET
+    ids = range(d["first_scene"], d["first_scene"] + d["n_scenes"])
+    check_heldout(card, d["seed"], ids)
+    lo, hi = card["calibration"]["scene_id_range"]
+    tr = card["training"]["dataset"]
+    assert tr["first_scene"] <= lo <= hi < tr["first_scene"] + tr["n_scenes"]
+    assert d["seed"] != tr["seed"] or hi < d["first_scene"]
