@@ -279,7 +279,9 @@ class SceneReport(Stage):
                     vstack(cats, metadata_conflicts="silent").write(tmp, format="ascii.ecsv",
                                                                     overwrite=True)
             info["methods"][name] = {"method": res["method"], "seconds": res["seconds"]}
-        if index == 0 and self.n_figures:
+        if self.n_figures and len(b):
+            # every chunk keeps its first n_figures scenes; finalize takes the first
+            # n_figures over the chunks in order (chunks may end before n_figures scenes)
             k = min(self.n_figures, len(b))
             bi = [i for i, n in enumerate(b.scenes[0]["bands"]) if n.endswith("_i")]
             bi = bi[0] if bi else 0
@@ -292,7 +294,7 @@ class SceneReport(Stage):
                 if res["scenes"][0].uncertainty is not None:
                     arrays[f"unc__{name}"] = np.stack([r.uncertainty
                                                        for r in res["scenes"][:k]])
-            save_npz(self._part(0, "figure.npz"), **arrays)
+            save_npz(self._part(index, "figure.npz"), **arrays)
         with atomic_path(self._part(index, "info.json")) as tmp:
             tmp.write_text(json.dumps(info))
 
@@ -327,13 +329,19 @@ class SceneReport(Stage):
                                    "[s] wall time of the stage")
             hdus.append(h)
         paths.append(write_image(self.ctx.output_dir / self.catalog_file, hdus))
-        fig = self._part(0, "figure.npz")
-        if fig.is_file():
-            with np.load(fig) as z:
-                preds = {k.split("__", 1)[1]: z[k] for k in z.files if k.startswith("labels__")}
-                unc = {k.split("__", 1)[1]: z[k] for k in z.files if k.startswith("unc__")}
-                paths.append(plot_scenes(self.ctx.output_dir / self.figure_file, z["images"],
-                                         z["truth"], preds, unc,
-                                         [f"scene {s}" for s in z["scene_ids"]]))
+        figs = sorted(wd.glob("part_*_figure.npz"))
+        if figs and self.n_figures:
+            parts = []
+            for p in figs:
+                with np.load(p) as z:
+                    parts.append({k: z[k] for k in z.files})
+            keys = parts[0].keys()
+            z = {k: np.concatenate([q[k] for q in parts if k in q])[:self.n_figures]
+                 for k in keys}
+            preds = {k.split("__", 1)[1]: z[k] for k in keys if k.startswith("labels__")}
+            unc = {k.split("__", 1)[1]: z[k] for k in keys if k.startswith("unc__")}
+            paths.append(plot_scenes(self.ctx.output_dir / self.figure_file, z["images"],
+                                     z["truth"], preds, unc,
+                                     [f"scene {s}" for s in z["scene_ids"]]))
         paths += sorted(self.ctx.output_dir.glob("scene_[0-9]*.fits"))
         return paths

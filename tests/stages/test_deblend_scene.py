@@ -74,3 +74,28 @@ def test_pipeline_writes_scenes_with_wcs_truth_and_catalogs(tmp_path):
     truth = Table.read(tmp_path / "scene_truth.fits")
     assert set(cat["scene_id"]) <= set(truth["scene_id"])
     assert (tmp_path / "scenes.png").is_file()
+
+
+def test_report_figure_holds_n_figures_scenes_across_chunks(tmp_path, monkeypatch):
+    """3 scenes in chunks of 2 and n_figures = 3: the figure shows all 3, in order (it used
+    to draw only from the first chunk)."""
+    import astrogen.deblend.figures as figures
+    from astrogen.pipeline.runner import run_pipeline
+
+    shown = {}
+    real = figures.plot_scenes
+
+    def capture(path, images, truth, preds, unc, titles):
+        shown.update(n=len(images), truth=len(truth), titles=list(titles),
+                     preds={k: len(v) for k, v in preds.items()})
+        return real(path, images, truth, preds, unc, titles)
+
+    monkeypatch.setattr(figures, "plot_scenes", capture)
+    cfg = _config(tmp_path)
+    cfg["stages"][-1]["n_figures"] = 3
+    run_pipeline(_build(cfg), progress=False)
+    truth = Table.read(tmp_path / "scene_truth.fits")
+    assert shown["n"] == shown["truth"] == 3 and shown["preds"] == {"sep": 3}
+    ids = sorted(int(f.stem.split("_")[1]) for f in tmp_path.glob("scene_[0-9]*.fits"))
+    assert shown["titles"] == [f"scene {i}" for i in ids]
+    assert set(truth["scene_id"]) == set(ids)
