@@ -428,7 +428,8 @@ def true_labels(models_det: np.ndarray, truth_of_detection: np.ndarray,
 
 
 def assigned_confidence(prob_samples: np.ndarray, segmentation: np.ndarray,
-                        temperature: float = 1.0) -> np.ndarray:
+                        temperature: float = 1.0, confidence_map: dict | None = None
+                        ) -> np.ndarray:
     """Per-pixel probability that the segmentation's object is the pixel's owner.
 
     Parameters
@@ -441,6 +442,10 @@ def assigned_confidence(prob_samples: np.ndarray, segmentation: np.ndarray,
     temperature : float
         Temperature applied to every sample before averaging
         (:func:`astrogen.deblend.calibration.tempered`).
+    confidence_map : dict, optional
+        Monotone map applied after the temperature
+        (:func:`astrogen.deblend.calibration.fit_isotonic_map`; the model card's
+        ``calibration.map``).
 
     Returns
     -------
@@ -449,7 +454,7 @@ def assigned_confidence(prob_samples: np.ndarray, segmentation: np.ndarray,
         segmentation's objects (``segmentation > 0``); NaN outside (no object assigned, no
         claim made). The calibration target is :func:`owner_correct` on the same pixels.
     """
-    from astrogen.deblend.calibration import tempered
+    from astrogen.deblend.calibration import apply_confidence_map, tempered
 
     p = np.asarray(prob_samples, np.float64)
     seg = np.asarray(segmentation)
@@ -462,7 +467,7 @@ def assigned_confidence(prob_samples: np.ndarray, segmentation: np.ndarray,
         px = tempered(px, temperature)
     mean = px.mean(axis=0)
     out[inside] = np.take_along_axis(mean, seg[inside][:, None].astype(np.int64), axis=-1)[:, 0]
-    return out
+    return apply_confidence_map(out, confidence_map)
 
 
 def owner_correct(models_det: np.ndarray, truth_of_detection: np.ndarray,
@@ -498,6 +503,7 @@ def owner_correct(models_det: np.ndarray, truth_of_detection: np.ndarray,
 def deblend_scene(image: Any, *, pixel_scale: float, bands, noise_sigma, psf_fwhm: float,
                   method: str = "unet", predictor: Predictor | None = None,
                   cutout_size: int = 32, n_samples: int = 1, temperature: float = 1.0,
+                  confidence_map: dict | None = None,
                   wcs=None, flux_unit=None, footprint_nsigma: float = 2.0,
                   detect_params: dict | None = None, model: dict | None = None
                   ) -> SceneResult:
@@ -519,8 +525,8 @@ def deblend_scene(image: Any, *, pixel_scale: float, bands, noise_sigma, psf_fwh
         Network fractions (``predictor`` required; ``prob_unet`` averages ``n_samples``
         stochastic predictions and returns, inside the segmentation's objects, the
         per-pixel probability that the assigned object is not the pixel's true
-        majority-light owner, at ``temperature`` (:func:`assigned_confidence`; NaN outside
-        the segmentation) or the SEP baseline.
+        majority-light owner, at ``temperature`` then through ``confidence_map``
+        (:func:`assigned_confidence`; NaN outside the segmentation) or the SEP baseline.
     predictor : callable, optional
         ``predictor(inputs (N, S, S, C+2), n_samples) -> (n_samples, N, S, S)`` fractions.
     cutout_size : int
@@ -576,7 +582,8 @@ def deblend_scene(image: Any, *, pixel_scale: float, bands, noise_sigma, psf_fwh
     cat, seg, totals = measure_scene(img, fr, sig, det, list(bands), flux_unit, wcs)
     if method == "prob_unet":
         probs = np.stack([label_probabilities(s) for s in scene_samples])  # (ns, N+1, H, W)
-        uncertainty = (1.0 - assigned_confidence(probs, seg, temperature)).astype(np.float32)
+        uncertainty = (1.0 - assigned_confidence(probs, seg, temperature, confidence_map)
+                       ).astype(np.float32)
     cat.meta.update(totals)
     cat.meta["n_samples"] = ns
     return SceneResult(catalog=cat, segmentation=seg, fractions=fr, uncertainty=uncertainty,

@@ -186,5 +186,7 @@ def deblend_survey_scene(image: Any, *, pixel_scale: float, bands, method: str =
     return deblend_scene(img_m, pixel_scale=pixel_scale, bands=names, noise_sigma=sig_m,
                          psf_fwhm=fwhm, method=method, predictor=net.predictor(seed),
                          cutout_size=net.size, n_samples=n_samples,
-                         temperature=net.temperature, wcs=wcs, flux_unit=flux_unit,
+                         temperature=net.temperature,
+                         confidence_map=net.card.get("calibration", {}).get("map"),
+                         wcs=wcs, flux_unit=flux_unit,
                          detect_params=detect_params, model=dict(net.card))

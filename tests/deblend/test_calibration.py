@@ -46,3 +46,18 @@ def test_calibration_errors():
         fit_temperature(np.full((2, 4, 3), 1 / 3), np.zeros(5, int))
     with pytest.raises(ConfigError, match="labels"):
         fit_temperature(np.full((2, 4, 3), 1 / 3), np.full(4, 3))
+
+
+def test_isotonic_map_is_monotone_and_recovers_the_accuracy_curve():
+    from astrogen.deblend.calibration import apply_confidence_map, fit_isotonic_map
+
+    rng = np.random.default_rng(0)
+    c = rng.random(20000)
+    correct = rng.random(c.size) < c ** 2  # over-confident: accuracy c^2 at confidence c
+    cmap = fit_isotonic_map(c, correct, n_bins=50)
+    assert np.all(np.diff(cmap["confidence"]) > 0) and np.all(np.diff(cmap["accuracy"]) >= 0)
+    grid = np.array([0.2, 0.5, 0.8, np.nan])
+    out = apply_confidence_map(grid, cmap)
+    np.testing.assert_allclose(out[:3], grid[:3] ** 2, atol=0.04)
+    assert np.isnan(out[3])
+    assert apply_confidence_map(grid[:3], None).tolist() == grid[:3].tolist()
