@@ -17,7 +17,7 @@ import numpy as np
 
 from astrogen.errors import ConfigError
 
-__all__ = ["tempered", "fit_temperature", "TEMPERATURE_GRID", "fit_isotonic_map",
+__all__ = ["tempered", "tempered_exact", "fit_temperature", "TEMPERATURE_GRID", "fit_isotonic_map",
            "apply_confidence_map"]
 
 #: Temperatures tried by :func:`fit_temperature` (log-spaced, 0.02 to 8, steps of 10 %).
@@ -36,6 +36,20 @@ def tempered(samples: np.ndarray, temperature: float) -> np.ndarray:
     logp -= logp.max(axis=-1, keepdims=True)
     p = np.exp(logp)
     return p / p.sum(axis=-1, keepdims=True)
+
+
+def tempered_exact(samples: np.ndarray, temperature: float) -> np.ndarray:
+    """Like :func:`tempered` but classes of probability exactly 0 stay at 0 (``p^(1/T)``
+    renormalised without a floor): for light-fraction label probabilities, where a pixel no
+    cut-out covers has fraction 0 for that object whatever the number of objects."""
+    t = float(temperature)
+    if not t > 0:
+        raise ConfigError("must be > 0.", key="temperature", received={"temperature": t})
+    p = np.clip(np.asarray(samples, np.float64), 0.0, None)
+    m = p.max(axis=-1, keepdims=True)
+    q = np.power(np.divide(p, m, out=np.zeros_like(p), where=m > 0), 1.0 / t)
+    s = q.sum(axis=-1, keepdims=True)
+    return np.divide(q, s, out=np.zeros_like(q), where=s > 0)
 
 
 def fit_temperature(samples: np.ndarray, labels: np.ndarray, grid=TEMPERATURE_GRID) -> dict:

@@ -441,7 +441,8 @@ def assigned_confidence(prob_samples: np.ndarray, segmentation: np.ndarray,
         Instance map (0 background, ``k`` detection ``k``).
     temperature : float
         Temperature applied to every sample before averaging
-        (:func:`astrogen.deblend.calibration.tempered`).
+        (:func:`astrogen.deblend.calibration.tempered_exact`: objects whose fraction is 0
+        in the pixel stay at 0).
     confidence_map : dict, optional
         Monotone map applied after the temperature
         (:func:`astrogen.deblend.calibration.fit_isotonic_map`; the model card's
@@ -454,7 +455,7 @@ def assigned_confidence(prob_samples: np.ndarray, segmentation: np.ndarray,
         segmentation's objects (``segmentation > 0``); NaN outside (no object assigned, no
         claim made). The calibration target is :func:`owner_correct` on the same pixels.
     """
-    from astrogen.deblend.calibration import apply_confidence_map, tempered
+    from astrogen.deblend.calibration import apply_confidence_map, tempered_exact
 
     p = np.asarray(prob_samples, np.float64)
     seg = np.asarray(segmentation)
@@ -464,7 +465,7 @@ def assigned_confidence(prob_samples: np.ndarray, segmentation: np.ndarray,
         return out
     px = np.moveaxis(p[:, :, inside], 1, -1)  # (ns, P, K)
     if float(temperature) != 1.0:
-        px = tempered(px, temperature)
+        px = tempered_exact(px, temperature)
     mean = px.mean(axis=0)
     out[inside] = np.take_along_axis(mean, seg[inside][:, None].astype(np.int64), axis=-1)[:, 0]
     return apply_confidence_map(out, confidence_map)

@@ -121,10 +121,10 @@ def scene_label_samples(model, scene: dict, sigma, fwhm_pix: float, n_samples: i
 
 
 def _confidence(data: dict, t: float, cmap: dict | None = None) -> np.ndarray:
-    from astrogen.deblend.calibration import apply_confidence_map, tempered
+    from astrogen.deblend.calibration import apply_confidence_map, tempered_exact
 
     px = np.moveaxis(data["samples"], 1, -1)  # (ns, P, K)
-    mean = (tempered(px, t) if t != 1.0 else px).mean(axis=0)
+    mean = (tempered_exact(px, t) if t != 1.0 else px).mean(axis=0)
     c = np.take_along_axis(mean, data["assigned"][:, None], axis=-1)[:, 0]
     return apply_confidence_map(c, cmap)
 
