@@ -8,7 +8,7 @@ The public Python API (:mod:`astrogen.api`)::
     galaxies = astrogen.sample(model, mag=[22.0, 23.5], hlr=[0.3, 0.2], z=[0.5, 1.1])
     # -> list of galsim.InterpolatedImage (arcsec; flux in count/s at zero point 25.94)
     result = astrogen.run("pipelines/parametric_mock.yaml", overrides=["seed=3"])
-    arrays, catalog = astrogen.deblend(image, noise_sigma=19.4, method="unet")
+    result = astrogen.deblend(image, pixel_scale=0.2, bands=["g", "r", "i", "z"])  # SceneResult
 
 Plug-ins register their own stage types with :func:`register_stage` (subclasses of
 :class:`Stage`); the registry of stage types is :data:`STAGES`. Where the training package

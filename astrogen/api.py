@@ -11,7 +11,7 @@ TensorFlow, nor GalSim, nor astropy; they are imported by the first call that ne
     img = galsim.Convolve(gals[0], psf).drawImage(scale=0.2)
 
     result = astrogen.run("pipelines/parametric_mock.yaml", overrides=["seed=3"])
-    arrays, catalog = astrogen.deblend(image, noise_sigma=19.4, method="unet")
+    result = astrogen.deblend(image, pixel_scale=0.2, bands=["g", "r", "i", "z"])  # SceneResult
 
 Same rows, same pixels
 ----------------------
@@ -78,6 +78,9 @@ KINDS: dict[str, ModelKind] = {
     "prob_unet": ModelKind("deblend.prob_unet", False, None, shipped_value="shipped"),
     "baryon_painter": ModelKind("baryons.paint", False,
                                 "astrogen.models.baryon_painter:load_baryon_painter"),
+    "scene_deblender": ModelKind("deblend.scene", False,
+                                 "astrogen.models.scene_deblender:load_scene_deblender",
+                                 shipped_value="shipped"),
 }
 
 #: Shipped models: name -> (kind, file in ``astrogen/data/models``, what it is). ``parametric``
@@ -106,6 +109,9 @@ SHIPPED_MODELS: dict[str, tuple[str, str | None, str]] = {
     "baryon_painter_64": ("baryon_painter", "baryon_painter_64.keras",
                           "3-D conditional VAE: dark-matter box (1 Mpc/h cells, z = 0) -> "
                           "gas density, temperature, electron pressure, total matter"),
+    "scene_deblender_lsst": ("scene_deblender", "scene_deblender_lsst.keras",
+                             "whole-scene deblender for LSST g r i z at 0.2 arcsec/pixel "
+                             "(detection-conditioned cut-out U-Net, MC dropout)"),
 }
 _ALIASES = {"galsim.parametric": "parametric", "sersic": "parametric"}
 
@@ -538,40 +544,70 @@ def galsim_objects(batch, zero_point: float | None = None) -> list:
 
 
 # ---------------------------------------------------------------------------------- deblend
-def deblend(image, noise_sigma=None, method: str = "unet", **kwargs):
-    """Segment and measure blended galaxies in an image (or a stack of images).
+def deblend(image, noise_sigma=None, method: str = "unet", *, pixel_scale=None, bands=None,
+            wcs=None, psf=None, model: str = "shipped", survey: str = "lsst",
+            n_samples: int = 16, seed: int = 0, flux_unit=None, detect_params=None):
+    """Detect and deblend every object of a survey scene (any size, 1 to C bands).
 
-    This is :func:`astrogen.deblend.segment.deblend`; see it for every option (``psf``,
-    ``detections``, ``zero_point``, ``model``, ``n_samples``, ``seed``, ``detect_nsigma``,
-    ``sep_params``). ``astrogen.deblend(...)`` calls it too: the ``astrogen.deblend``
-    package is callable.
+    ``astrogen.deblend(...)`` calls it too (the ``astrogen.deblend`` package is callable).
+    This is :func:`astrogen.deblend.survey.deblend_survey_scene`: SEP detection on the
+    noise-weighted detection image of all bands, then the shipped detection-conditioned
+    network (``unet``; ``prob_unet``: its MC-dropout samples with calibrated per-pixel
+    uncertainty) or the SEP baseline (``sep``), fluxes per band by redistribution.
 
     Parameters
     ----------
-    image : array_like, shape (h, w) or (n, h, w)
-        Background-subtracted image(s), any flux unit (the shipped networks: HST-like,
-        0.06 arcsec/pixel).
-    noise_sigma : float or array_like, optional
-        Background noise standard deviation per image, in the image's unit (estimated when
-        omitted).
+    image : array_like, shape (H, W), (H, W, C) or (C, H, W)
+        Background-subtracted scene; the band axis is the one with ``len(bands)`` entries
+        (ambiguous or no such axis: :class:`~astrogen.errors.ConfigError` naming ``bands``).
+        A 3-D array is never read as a stack of scenes.
+    noise_sigma : float or array (C,), optional
+        Background noise per band, image units (estimated robustly when omitted).
     method : {"unet", "prob_unet", "sep"}
-        Shipped U-Net, probabilistic U-Net, or SEP (SExtractor) baseline.
+    pixel_scale : float
+        Pixel scale of the image, arcsec/pixel (required). Outside the model's range
+        (its card's ``pixel_scale`` +- ``pixel_scale_tolerance``) the call is refused with a
+        ConfigError naming ``pixel_scale``: resample the image first.
+    bands : list of str
+        Band names in the order of the image's band axis (required): the model's bands
+        (``lsst_g`` or ``g`` ...), in any order.
+    wcs : astropy.wcs.WCS, optional
+        Celestial WCS; gives ``ra``/``dec`` in the catalog.
+    psf : float, dict or galsim.GSObject, optional
+        PSF (FWHM in arcsec, GalSim config or object): detection filter, and checked against
+        the model's (a factor 1.5 at most); default the model's.
+    model : str
+        ``"shipped"`` (the ``survey``'s shipped model) or a ``.keras`` path.
+    n_samples, seed : int
+        MC-dropout samples of ``prob_unet`` and their seed.
+    flux_unit : str or astropy unit, optional
+        Unit of the image, recorded on the flux columns.
+    detect_params : dict, optional
+        Overrides of :data:`astrogen.deblend.scene.DETECT_DEFAULTS`.
 
     Returns
     -------
-    arrays : dict of numpy.ndarray
-        ``labels`` (0 = background), ``fractions``, ``classes`` / ``uncertainty``...
-    catalog : astropy.table.Table
-        One row per measured object: ``x``, ``y`` (0-based pixels), ``flux``, ``flux_err``
-        (image unit), ``mag`` with ``zero_point``.
+    astrogen.deblend.result.SceneResult
+        Catalog (``id``, ``x``, ``y``, ``peak_x``, ``peak_y``, ``ra``, ``dec``,
+        ``flux_<band>``, ``flux_err_<band>``), instance map, light fractions, uncertainty
+        (``prob_unet``), bands, pixel scale, WCS, method and the model's card.
     """
-    from astrogen.deblend.segment import deblend as _deblend
+    from astrogen.deblend.survey import deblend_survey_scene
 
+    if pixel_scale is None:
+        raise ConfigError("is required: the pixel scale of the image in arcsec/pixel.",
+                          key="pixel_scale")
+    if bands is None:
+        raise ConfigError("is required: the band names, in the order of the image's band "
+                          "axis.", key="bands")
     if method in ("unet", "prob_unet") and "tensorflow" not in __import__("sys").modules:
         from astrogen.tf_quiet import import_tensorflow_quietly
 
         import_tensorflow_quietly()
-    return _deblend(image, noise_sigma=noise_sigma, method=method, **kwargs)
+    return deblend_survey_scene(image, pixel_scale=pixel_scale, bands=bands, method=method,
+                                model=model, survey=survey, wcs=wcs, psf=psf,
+                                noise_sigma=noise_sigma, n_samples=n_samples, seed=seed,
+                                flux_unit=flux_unit, detect_params=detect_params)
 
 
 class CallableModule(types.ModuleType):
@@ -583,7 +619,7 @@ class CallableModule(types.ModuleType):
     """
 
     def __call__(self, image, noise_sigma=None, method: str = "unet", **kwargs):
-        """Deblend ``image``: see :func:`astrogen.api.deblend`."""
+        """Deblend a scene: see :func:`astrogen.api.deblend`."""
         return deblend(image, noise_sigma=noise_sigma, method=method, **kwargs)
 
 

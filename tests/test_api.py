@@ -232,12 +232,16 @@ def test_deblend_finds_two_separated_galaxies_with_their_fluxes():
     for flux, (dx, dy) in zip(fluxes, ((-0.7, -0.3), (0.8, 0.5))):
         galsim.Gaussian(sigma=0.15, flux=flux).drawImage(img, offset=(dx / 0.06, dy / 0.06),
                                                          add_to_image=True)
-    arrays, cat = astrogen.deblend(img.array, noise_sigma=1.0, method="sep")
+    res = astrogen.deblend(img.array, noise_sigma=1.0, method="sep", pixel_scale=0.06,
+                           bands=["hst_f814w"], psf=0.35)
+    cat = res.catalog
     assert len(cat) == 2
-    assert sorted(cat["flux"]) == pytest.approx(sorted(fluxes), rel=0.03)
-    assert arrays["labels"].shape == (64, 64) and arrays["labels"].max() == 2
+    assert sorted(cat["flux_hst_f814w"]) == pytest.approx(sorted(fluxes), rel=0.03)
+    assert res.segmentation.shape == (64, 64) and res.segmentation.max() == 2
     with pytest.raises(ConfigError, match=r"^method: must be one of"):
-        astrogen.deblend(img.array, method="sepp")
+        astrogen.deblend(img.array, method="sepp", pixel_scale=0.06, bands=["hst_f814w"])
+    with pytest.raises(ConfigError, match=r"^pixel_scale: is required"):
+        astrogen.deblend(img.array, method="sep", bands=["hst_f814w"])
 
 
 # ------------------------------------------------------------------- run and the registries

@@ -155,6 +155,8 @@ out["halo_unet"] = int(load_halo_unet(d / "halo_unet_32.keras").network.count_pa
 out["nbody_gan"] = int(load_nbody_gan(d / "nbody_gan_32.keras").generator.count_params())
 out["unet"] = int(load_segmenter("shipped", "unet").count_params())
 out["prob_unet"] = int(load_segmenter("shipped", "prob_unet").count_params())
+from astrogen.deblend.survey import load_scene_model
+out["scene_deblender"] = int(load_scene_model("shipped").network.count_params())
 print(json.dumps(out))
 """
 
@@ -167,7 +169,7 @@ def test_every_shipped_model_loads_after_importing_every_module():
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["flowvae"] == [1, 64, 64]
-    for k in ("ddpm", "halo_unet", "nbody_gan", "unet", "prob_unet"):
+    for k in ("ddpm", "halo_unet", "nbody_gan", "unet", "prob_unet", "scene_deblender"):
         assert got[k] > 1000, (k, got)
 
 

@@ -33,6 +33,9 @@ class SceneResult:
         Per-pixel light fraction of each object (sums to at most 1 over objects).
     uncertainty : numpy.ndarray, shape (H, W), float32, optional
         Per-pixel probability that the segmentation label is wrong (probabilistic methods).
+        For whole scenes (:func:`astrogen.deblend.scene.deblend_scene`): inside the
+        segmentation's objects, the probability that the assigned object is not the pixel's
+        true majority-light owner; NaN on background pixels.
     bands : tuple of str
         Band names, in the order of the image's band axis.
     pixel_scale : float

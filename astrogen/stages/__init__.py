@@ -6,6 +6,7 @@ weights are loaded in ``Stage.setup``.
 from astrogen.stages import catalog, galsim_stages, output  # noqa: F401  (registration)
 from astrogen.stages import nbody  # noqa: F401  (registration: N-body stages)
 from astrogen.stages import deblend  # noqa: F401  (registration: blend.*, deblend.* stages)
+from astrogen.stages import deblend_scene  # noqa: F401  (registration: scene.generate, deblend.scene*)
 from astrogen.stages import flowvae  # noqa: F401  (registration: flowvae.generate)
 from astrogen.stages import ddpm  # noqa: F401  (registration: ddpm.generate)
 from astrogen.stages import nbody_emulate  # noqa: F401  (registration: nbody.emulate...)

@@ -34,6 +34,7 @@ TRAINER_MODULES = (
     "astrogen.training.unet_trainer",
     "astrogen.training.d3m_trainer",
     "astrogen.training.baryon_trainer",
+    "astrogen.training.scene_trainer",
 )
 
 

@@ -46,3 +46,30 @@ def test_calibration_errors():
         fit_temperature(np.full((2, 4, 3), 1 / 3), np.zeros(5, int))
     with pytest.raises(ConfigError, match="labels"):
         fit_temperature(np.full((2, 4, 3), 1 / 3), np.full(4, 3))
+
+
+def test_isotonic_map_is_monotone_and_recovers_the_accuracy_curve():
+    from astrogen.deblend.calibration import apply_confidence_map, fit_isotonic_map
+
+    rng = np.random.default_rng(0)
+    c = rng.random(20000)
+    correct = rng.random(c.size) < c ** 2  # over-confident: accuracy c^2 at confidence c
+    cmap = fit_isotonic_map(c, correct, n_bins=50)
+    assert np.all(np.diff(cmap["confidence"]) > 0) and np.all(np.diff(cmap["accuracy"]) >= 0)
+    grid = np.array([0.2, 0.5, 0.8, np.nan])
+    out = apply_confidence_map(grid, cmap)
+    np.testing.assert_allclose(out[:3], grid[:3] ** 2, atol=0.04)
+    assert np.isnan(out[3])
+    assert apply_confidence_map(grid[:3], None).tolist() == grid[:3].tolist()
+
+
+def test_tempered_exact_keeps_zeros_and_matches_tempered_elsewhere():
+    from astrogen.deblend.calibration import tempered_exact
+
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(4), size=(3, 5))
+    np.testing.assert_allclose(tempered_exact(p, 3.0), tempered(p, 3.0), rtol=1e-9)
+    one = np.zeros((2, 6))
+    one[:, 2] = 1.0  # one object covers the pixel: certain at any T, whatever the classes
+    for t in (0.3, 1.0, 30.0):
+        np.testing.assert_array_equal(tempered_exact(one, t), one)

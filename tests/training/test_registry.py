@@ -12,7 +12,7 @@ from astrogen.training.schema import REQUIRED, check_int, check_sections, loop_k
 def test_every_model_has_its_trainer():
     assert trainer_names() == sorted(["flowvae", "ddpm", "nbody_gan", "halo_unet", "unet", "d3m",
                                       "prob_unet", "baryon_painter", "ddpm_distill",
-                                      "halo_vnet"])
+                                      "halo_vnet", "scene_deblender"])
     assert get_trainer("unet") is not get_trainer("prob_unet")
     assert type(get_trainer("unet")) is type(get_trainer("prob_unet"))
 
