@@ -476,7 +476,7 @@ def sample(model, table=None, *, mag=None, hlr=None, z=None, q=None, beta=None, 
                          received={"model": m.name})
     rows = _rows(table, {"mag": mag, "hlr": hlr, "z": z, "q": q, "beta": beta})
     stage = m.make_stage(**stage_options)
-    if type(stage).uses_tensorflow:
+    if stage.uses_tensorflow:
         from astrogen.tf_quiet import import_tensorflow_quietly
 
         import_tensorflow_quietly()
@@ -686,7 +686,7 @@ def run(pipeline, overrides=None, resume: bool = False, *, progress: bool = Fals
     p = build_pipeline(cfg)
     if executor is not None:
         p.executor = parse_executor(executor)
-    if any(type(n.stage).uses_tensorflow for n in p.nodes):
+    if any(n.stage.uses_tensorflow for n in p.nodes):
         from astrogen.tf_quiet import import_tensorflow_quietly
 
         import_tensorflow_quietly()

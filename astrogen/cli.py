@@ -124,7 +124,7 @@ def _cmd_run(args) -> int:
     log = logging.getLogger("astrogen")
     log.info("%s: %d stage(s), %s item(s) in %d chunk(s) -> %s", p.name, len(p.nodes),
              p.n_rows(), p.n_chunks(), p.output)
-    if args.verbosity < 3 and any(type(n.stage).uses_tensorflow for n in p.nodes):
+    if args.verbosity < 3 and any(n.stage.uses_tensorflow for n in p.nodes):
         from astrogen.pipeline.runner import finished_run
 
         if args.resume or existing != "skip" or finished_run(p.output) is None:

@@ -38,6 +38,7 @@ from astrogen.deblend.result import SceneResult
 from astrogen.errors import ConfigError
 
 __all__ = [
+    "network_scene",
     "import_btk",
     "catsim_catalog",
     "survey_bands",
@@ -214,6 +215,67 @@ def deblend_blend_batch(blend_batch: Any, fn: Callable[..., SceneResult],
                           received={"fn": fn})
     return [_call(fn, read_blend(blend_batch, i), fn_kwargs)
             for i in range(int(blend_batch.batch_size))]
+
+
+def network_scene(image: Any, *, pixel_scale: float, bands, wcs: Any = None,
+                  noise_sigma: Any = None, method: str = "unet", n_samples: int = 8,
+                  seed: int = 0) -> SceneResult:
+    """The shipped scene network (:func:`astrogen.api.deblend`) on a scene with more bands
+    than the model's (a BTK LSST batch has u..y; the model g r i z).
+
+    The network runs on the model's bands; every other band of ``image`` is measured with the
+    same light fractions (flux redistribution), so the catalog has ``flux_<band>`` and
+    ``flux_err_<band>`` for every band of ``bands``.
+
+    Parameters
+    ----------
+    image : array_like, shape (C, H, W)
+        Background-subtracted scene, image units (electrons for BTK).
+    pixel_scale : float
+        arcsec / pixel (must be the model's).
+    bands : sequence of str
+        Band names of the image's band axis (``lsst_g`` or ``g`` ...).
+    wcs, noise_sigma
+        As in :func:`astrogen.api.deblend` (``noise_sigma`` per band of ``bands``).
+    method : {"unet", "prob_unet"}
+        Network point estimate or its MC-dropout samples with calibrated uncertainty.
+    n_samples, seed : int
+        MC-dropout samples of ``prob_unet`` and their seed.
+
+    Returns
+    -------
+    SceneResult
+        With ``bands`` all of the image's bands.
+    """
+    from dataclasses import replace
+
+    from astrogen.deblend.survey import deblend_survey_scene, load_scene_model
+
+    img = np.asarray(image, dtype=np.float64)
+    names = [str(b) for b in bands]
+    if img.ndim != 3 or img.shape[0] != len(names):
+        raise ConfigError("must be (C, H, W) with one entry of bands per band.", key="image",
+                          received={"shape": img.shape, "bands": names})
+    card = load_scene_model("shipped", "lsst").card
+    short = [b.split("_")[-1] for b in names]
+    keep = [short.index(mb.split("_")[-1]) for mb in card["bands"]
+            if mb.split("_")[-1] in short]
+    sig = (np.broadcast_to(np.asarray(noise_sigma, float).reshape(-1), (len(names),))
+           if noise_sigma is not None else None)
+    res = deblend_survey_scene(img[keep], pixel_scale=pixel_scale,
+                               bands=[names[i] for i in keep], method=method, wcs=wcs,
+                               noise_sigma=None if sig is None else sig[keep],
+                               n_samples=n_samples, seed=seed)
+    cat = res.catalog
+    f = (np.asarray(res.fractions, np.float64) if res.fractions is not None
+         else np.zeros((0,) + img.shape[1:]))
+    for i, b in enumerate(names):
+        if i in keep:
+            continue
+        cat[f"flux_{b}"] = np.einsum("hw,nhw->n", img[i], f)
+        s = np.nan if sig is None else float(sig[i])
+        cat[f"flux_err_{b}"] = s * np.sqrt(np.einsum("nhw->n", f ** 2))
+    return replace(res, bands=tuple(names))
 
 
 # ------------------------------------------------------------------ SceneResult -> BTK

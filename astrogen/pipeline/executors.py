@@ -498,7 +498,7 @@ class ChunkPlan:
                    nodes=[_MapNode(n.name, list(n.inputs), n.stage, contexts[n.name])
                           for n in maps],
                    needs=needs, returns=returns,
-                   tensorflow=any(type(n.stage).uses_tensorflow for n in maps),
+                   tensorflow=any(n.stage.uses_tensorflow for n in maps),
                    quiet_tensorflow=tf_log > logging.DEBUG)
 
     def setup(self, timings: dict | None = None) -> None:

@@ -79,7 +79,7 @@ class Stage:
     #: Units of the constructor arguments, shown by ``astrogen stages``.
     units: ClassVar[dict[str, str]] = {}
     #: Whether the stage imports TensorFlow (the CLI then imports it quietly beforehand).
-    uses_tensorflow: ClassVar[bool] = False
+    uses_tensorflow: bool = False  # an instance may set it (a method choice that loads a network)
     #: Catalog columns the stage reads from the rows of its first input (``astrogen
     #: validate`` checks that something upstream provides them); see
     #: :meth:`required_columns`.

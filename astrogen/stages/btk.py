@@ -20,16 +20,21 @@ __all__ = ["DeblendBTK", "METHODS"]
 
 #: scene deblenders by name: module path and function (imported when the stage runs)
 METHODS = {
-    "sep": ("astrogen.deblend.sep_scene", "sep_scene"),
-    "scarlet2": ("astrogen.deblend.external", "scarlet2_scene"),
+    "sep": ("astrogen.deblend.sep_scene", "sep_scene", {}),
+    "scarlet2": ("astrogen.deblend.external", "scarlet2_scene", {}),
+    "unet": ("astrogen.deblend.btk", "network_scene", {"method": "unet"}),
+    "prob_unet": ("astrogen.deblend.btk", "network_scene", {"method": "prob_unet"}),
 }
 
 
 def _method(name: str):
     import importlib
 
-    module, attr = METHODS[name]
-    return getattr(importlib.import_module(module), attr)
+    from functools import partial
+
+    module, attr, kwargs = METHODS[name]
+    fn = getattr(importlib.import_module(module), attr)
+    return partial(fn, **kwargs) if kwargs else fn
 
 
 @register_stage("deblend.btk")
@@ -63,7 +68,9 @@ class DeblendBTK(Stage):
     survey : str
         surveycodex survey name (``LSST``, ``HSC``, ...).
     method : {"sep", "scarlet2"}
-        Scene deblender (:data:`METHODS`).
+        Scene deblender (:data:`METHODS`): ``unet`` / ``prob_unet`` the shipped scene
+        network (:func:`astrogen.deblend.btk.network_scene`: run on the model's bands, every
+        other band measured with its light fractions), ``sep`` the SEP baseline, ``scarlet2``.
     max_sources : int
         Most objects a deblender may return per blend (more raises, as in BTK).
     match_radius : float, optional
@@ -120,6 +127,7 @@ class DeblendBTK(Stage):
                               key="survey", received={"survey": survey})
         self.survey_name = survey
         self.method = check_choice("method", method, tuple(METHODS))
+        self.uses_tensorflow = self.method in ("unet", "prob_unet")
         self.max_sources = check_int("max_sources", max_sources)
         self.match_radius = (None if match_radius is None
                              else check_positive("match_radius", match_radius, unit="pix"))
