@@ -37,7 +37,7 @@ from typing import Any
 
 from astrogen.errors import ConfigError, ModelError, suggest
 
-__all__ = ["Model", "ModelKind", "SHIPPED_MODELS", "shipped_models", "load_model", "sample",
+__all__ = ["Model", "ModelKind", "SHIPPED_MODELS", "COMPANION_FILES", "shipped_models", "load_model", "sample",
            "galsim_objects", "deblend", "run", "CallableModule"]
 
 
@@ -74,6 +74,7 @@ KINDS: dict[str, ModelKind] = {
     "nbody_gan": ModelKind("nbody.emulate", False, "astrogen.models.nbody_gan:load_nbody_gan"),
     "halo_unet": ModelKind("nbody.halo_map", False, "astrogen.models.halo_unet:load_halo_unet"),
     "d3m": ModelKind("nbody.displace", False, "astrogen.models.d3m:load_d3m"),
+    "halo_vnet": ModelKind("nbody.halos3d", False, "astrogen.models.halo_vnet:load_halo_vnet"),
     "unet": ModelKind("deblend.unet", False, None, shipped_value="shipped"),
     "prob_unet": ModelKind("deblend.prob_unet", False, None, shipped_value="shipped"),
     "baryon_painter": ModelKind("baryons.paint", False,
@@ -101,6 +102,8 @@ SHIPPED_MODELS: dict[str, tuple[str, str | None, str]] = {
                      "U-Net: projected density slab -> halo map and catalog"),
     "d3m_32": ("d3m", "d3m_32.keras",
                "D3M displacement emulator: Zel'dovich displacement -> z = 0 particles (3-D)"),
+    "halo_vnet_32": ("halo_vnet", "halo_vnet_32.keras",
+                     "3-D halo V-Net: linear field on a 32^3 lattice -> protohalo mask + sizes"),
     "unet_blends": ("unet", "unet_blends.keras",
                     "deblending U-Net (classes + light fractions) for HST-like 0.06 "
                     "arcsec/pixel blends"),
@@ -112,6 +115,14 @@ SHIPPED_MODELS: dict[str, tuple[str, str | None, str]] = {
     "scene_deblender_lsst": ("scene_deblender", "scene_deblender_lsst.keras",
                              "whole-scene deblender for LSST g r i z at 0.2 arcsec/pixel "
                              "(detection-conditioned cut-out U-Net, MC dropout)"),
+}
+
+#: Shipped files that belong to a named model instead of being one: the distilled few-step
+#: students of ``ddpm_cosmos64``, which ``ddpm.generate`` picks by ``sampler: distilled`` and
+#: ``num_steps`` (file -> how they are used).
+COMPANION_FILES: dict[str, str] = {
+    f"ddpm_cosmos64_distilled_{n}step.keras":
+        f"ddpm_cosmos64 with sampler: distilled, num_steps: {n}" for n in (1, 2, 4)
 }
 _ALIASES = {"galsim.parametric": "parametric", "sersic": "parametric"}
 

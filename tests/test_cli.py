@@ -97,6 +97,7 @@ def test_every_stage_parameter_is_documented():
     from astrogen.registry import STAGES
 
     missing = [f"{name}.{k}" for name, cls in STAGES.items()
+               if cls.__module__.startswith("astrogen.")  # not other tests' plug-ins
                for k in cls.parameters() if k not in cls.parameter_docs()]
     assert missing == []
 

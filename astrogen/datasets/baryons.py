@@ -46,7 +46,6 @@ then retrains on it unchanged.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,10 +53,10 @@ from typing import Callable
 
 import numpy as np
 
-from astrogen.datasets.base import DatasetConfig, boxes_complete, manifest_path
+from astrogen.datasets.base import DatasetConfig, boxes_complete, claim_folder
 from astrogen.datasets.base import read_manifest as read_manifest_file
 from astrogen.errors import ConfigError, suggest
-from astrogen.io.atomic import save_npz, write_json
+from astrogen.io.atomic import save_npz
 from astrogen.seeds import derive_seed
 
 __all__ = ["BaryonDatasetConfig", "build_baryon_dataset", "read_baryon_box", "read_manifest",
@@ -266,16 +265,7 @@ def _init(path: Path, cfg: BaryonDatasetConfig, backend_name: str) -> dict:
                 "units": FIELD_UNITS, "cell_size": cfg.cell_size,
                 "baryon_fraction": cfg.baryon_fraction,
                 "box_ids": list(range(cfg.first_box, cfg.first_box + cfg.n_boxes))}
-    mf = manifest_path(path)
-    if mf.is_file():
-        old = json.loads(mf.read_text())
-        if old.get("config") != manifest["config"] or old.get("backend") != backend_name:
-            raise ConfigError("the dataset folder holds another configuration; delete it or "
-                              "choose another path.", key="dataset.path",
-                              received={"path": str(path)})
-        return old
-    write_json(mf, manifest)
-    return manifest
+    return claim_folder(path, manifest, same=("config", "backend"))
 
 
 def build_baryon_dataset(path, cfg: BaryonDatasetConfig, backend: Callable | None = None,

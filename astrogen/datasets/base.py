@@ -109,6 +109,37 @@ def boxes_complete(path, shard_of) -> bool:
     return all(shard_of(path, m, b).is_file() for b in m["box_ids"])
 
 
+def claim_folder(path, manifest: dict, same=("config",)) -> dict:
+    """Start or continue a box data set in folder ``path``: write ``manifest`` if the folder
+    has none; if it has one, it must agree on the keys ``same`` (else a ConfigError naming
+    ``dataset.path``). Returns the manifest in force (the folder's own when continuing).
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        Data set folder (created if missing).
+    manifest : dict
+        The manifest of the configuration asked for.
+    same : sequence of str
+        Keys that must be equal for the build to continue in the folder.
+    """
+    from astrogen.errors import ConfigError
+    from astrogen.io.atomic import write_json
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    mf = manifest_path(path)
+    if not mf.is_file():
+        write_json(mf, manifest)
+        return manifest
+    old = json.loads(mf.read_text())
+    if any(old.get(k) != manifest.get(k) for k in same):
+        raise ConfigError("the dataset folder holds another configuration; delete it or "
+                          "choose another path.", key="dataset.path",
+                          received={"path": str(path)})
+    return old
+
+
 def load_manifest(path) -> dict | None:
     """The manifest of folder ``path``, or ``None`` if it has none (or an unreadable one)."""
     p = manifest_path(path)

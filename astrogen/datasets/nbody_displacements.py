@@ -32,17 +32,16 @@ interrupted build resumes where it stopped and a box is the same whatever the bu
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from astrogen.datasets.base import DatasetConfig, boxes_complete, manifest_path
+from astrogen.datasets.base import DatasetConfig, boxes_complete, claim_folder
 from astrogen.datasets.base import read_manifest as read_manifest_file
 from astrogen.errors import ConfigError
-from astrogen.io.atomic import save_npz, write_json
+from astrogen.io.atomic import save_npz
 from astrogen.seeds import derive_seed
 
 __all__ = ["DisplacementDatasetConfig", "build_displacement_dataset", "simulate_box",
@@ -198,20 +197,11 @@ def init_dataset(path, cfg: DisplacementDatasetConfig) -> dict:
     configuration (ConfigError naming ``dataset.path`` otherwise)."""
     cfg.check()
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    mf = manifest_path(path)
     manifest = {"format": "astrogen.nbody_displacements/1", "config": cfg.to_dict(),
                 "cell_size": cfg.cell_size, "split": cfg.split, "box_ids": _box_ids(cfg),
                 "arrays": {"zeldovich": "Mpc/h (3, n, n, n)", "target": "Mpc/h (3, n, n, n)",
                            "linear3d": "dimensionless (n, n, n), a = 1"}}
-    if mf.is_file():
-        old = json.loads(mf.read_text())
-        if old.get("config") != manifest["config"]:
-            raise ConfigError("the dataset folder holds another configuration; delete it or "
-                              "choose another path.", key="dataset.path",
-                              received={"path": str(path)})
-    else:
-        write_json(mf, manifest)
+    claim_folder(path, manifest)
     return manifest
 
 

@@ -30,17 +30,16 @@ axis 2: ``x = i * cell``, ``y = j * cell``), cell ``i`` centred at ``i * cell_si
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from astrogen.datasets.base import DatasetConfig, boxes_complete, manifest_path
+from astrogen.datasets.base import DatasetConfig, boxes_complete, claim_folder
 from astrogen.datasets.base import read_manifest as read_manifest_file
 from astrogen.errors import ConfigError
-from astrogen.io.atomic import save_npz, write_json
+from astrogen.io.atomic import save_npz
 from astrogen.nbody.slabs import project_slabs, slab_geometry  # noqa: F401 (re-export)
 from astrogen.seeds import derive_seed
 
@@ -237,20 +236,11 @@ def init_dataset(path, cfg: SliceDatasetConfig) -> dict:
     :func:`simulate_box` for their arrays)."""
     cfg.check()
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    mf = manifest_path(path)
     manifest = {"format": "astrogen.nbody_slices/1", "config": cfg.to_dict(),
                 **slab_geometry(cfg.n_grid, cfg.box_size, cfg.slab_thickness),
                 "images_per_box": cfg.images_per_box,
                 "box_ids": list(range(cfg.first_box, cfg.first_box + cfg.n_boxes))}
-    if mf.is_file():
-        old = json.loads(mf.read_text())
-        if old.get("config") != manifest["config"]:
-            raise ConfigError("the dataset folder holds another configuration; delete it or "
-                              "choose another path.", key="dataset.path",
-                              received={"path": str(path)})
-    else:
-        write_json(mf, manifest)
+    claim_folder(path, manifest)
     return manifest
 
 

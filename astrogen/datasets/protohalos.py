@@ -32,17 +32,16 @@ and so seeds, never overlap.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from astrogen.datasets.base import DatasetConfig, boxes_complete, manifest_path
+from astrogen.datasets.base import DatasetConfig, boxes_complete, claim_folder
 from astrogen.datasets.base import read_manifest as read_manifest_file
 from astrogen.errors import ConfigError
-from astrogen.io.atomic import save_npz, write_json
+from astrogen.io.atomic import save_npz
 from astrogen.seeds import derive_seed
 
 __all__ = ["ProtoHaloDatasetConfig", "build_protohalo_dataset", "simulate_protohalo_box",
@@ -193,20 +192,11 @@ def init_protohalo_dataset(path, cfg: ProtoHaloDatasetConfig) -> dict:
     configuration); returns the manifest."""
     cfg.check()
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    mf = manifest_path(path)
     manifest = {"format": "astrogen.protohalos/1", "config": cfg.to_dict(),
                 "cell_size": float(cfg.box_size) / int(cfg.n_grid),
                 "particle_mass_msun_h": cfg.particle_mass(),
                 "box_ids": list(range(cfg.first_box, cfg.first_box + cfg.n_boxes))}
-    if mf.is_file():
-        old = json.loads(mf.read_text())
-        if old.get("config") != manifest["config"]:
-            raise ConfigError("the dataset folder holds another configuration; delete it or "
-                              "choose another path.", key="dataset.path",
-                              received={"path": str(path)})
-    else:
-        write_json(mf, manifest)
+    claim_folder(path, manifest)
     return manifest
 
 

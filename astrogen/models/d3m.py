@@ -206,14 +206,9 @@ class D3M:
 
     def save(self, path) -> Path:
         """Write ``path`` (``.keras``) and its ``.json`` sidecar (:meth:`config`)."""
-        path = Path(path)
-        if path.suffix != ".keras":
-            raise ModelError("the file name must end in .keras.", key="path",
-                             received={"path": str(path)})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.network.save(path)
-        path.with_suffix(".json").write_text(json.dumps(self.config(), indent=2) + "\n")
-        return path
+        from astrogen.models.pretrained import save_network
+
+        return save_network(self.network, path, self.config())
 
 
 def load_d3m(path) -> D3M:

@@ -12,7 +12,6 @@ pixels of a FoF halo centre lying in the slab", and ``(log10 M - 13) `` of that 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -121,14 +120,9 @@ class HaloUNet:
         astrogen.errors.ModelError
             When the file name does not end in ``.keras``.
         """
-        path = Path(path)
-        if path.suffix != ".keras":
-            raise ModelError("the file name must end in .keras.", key="path",
-                             received={"path": str(path)})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.network.save(path)
-        path.with_suffix(".json").write_text(json.dumps(self.config(), indent=2) + "\n")
-        return path
+        from astrogen.models.pretrained import save_network
+
+        return save_network(self.network, path, self.config())
 
 
 def load_halo_unet(path) -> HaloUNet:

@@ -19,7 +19,6 @@ on halo cells)`` (:func:`halo_vnet_loss`). The catalogue step is :mod:`astrogen.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -172,14 +171,9 @@ class HaloVNet:
 
     def save(self, path) -> Path:
         """Save the network to ``path`` (``.keras``) and its JSON sidecar next to it; returns ``path``."""
-        path = Path(path)
-        if path.suffix != ".keras":
-            raise ModelError("the file name must end in .keras.", key="path",
-                             received={"path": str(path)})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.network.save(path)
-        path.with_suffix(".json").write_text(json.dumps(self.config(), indent=2) + "\n")
-        return path
+        from astrogen.models.pretrained import save_network
+
+        return save_network(self.network, path, self.config())
 
 
 def load_halo_vnet(path) -> HaloVNet:

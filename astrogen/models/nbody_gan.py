@@ -585,13 +585,9 @@ class NBodyGAN:
 
     def save(self, path, with_critic: bool = False) -> Path:
         """Write ``path`` (``.keras``, the generator) and its ``.json`` sidecar."""
-        path = Path(path)
-        if path.suffix != ".keras":
-            raise ModelError("the file name must end in .keras.", key="path",
-                             received={"path": str(path)})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.generator.save(path)
-        path.with_suffix(".json").write_text(json.dumps(self.config(), indent=2) + "\n")
+        from astrogen.models.pretrained import save_network
+
+        path = save_network(self.generator, path, self.config())
         if with_critic and self.critic is not None:
             self.critic.save(path.with_name(path.stem + "_critic.keras"))
         return path

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from astrogen.errors import ModelError
 
-__all__ = ["Pretrained", "PRETRAINED", "models_dir", "resolve_model_path", "cached_model"]
+__all__ = ["Pretrained", "PRETRAINED", "models_dir", "resolve_model_path", "cached_model",
+           "save_network"]
 
 # One loaded model per (file, modification time, size) per process: stages built several
 # times (validation, Dask workers running many tasks) and GalSim's per-object builders share it.
@@ -110,3 +111,24 @@ def cached_model(path: Path, loader):
     if key not in _CACHE:
         _CACHE[key] = loader(path)
     return _CACHE[key]
+
+
+def save_network(network, path, sidecar: dict) -> Path:
+    """Write a Keras ``network`` to ``path`` (``.keras``; parent folders created) and
+    ``sidecar`` as JSON next to it (``path`` with suffix ``.json``); returns ``path``.
+
+    Raises
+    ------
+    ModelError
+        ``path`` does not end in ``.keras`` (key ``path``).
+    """
+    import json
+
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ModelError("the file name must end in .keras.", key="path",
+                         received={"path": str(path)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    network.save(path)
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return path

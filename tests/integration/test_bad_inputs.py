@@ -405,7 +405,9 @@ def _stage_types():
 
 def _required_yaml(cls):
     """Valid values of a stage type's required parameters (so only the bad key fails)."""
-    fill = {"n_objects": 4, "file_name": "cat.fits", "n_grid": 8, "box_size": 64.0}
+    fill = {"n_objects": 4, "file_name": "cat.fits", "n_grid": 8, "box_size": 64.0,
+            "catalog_file": str(Path(__file__).resolve().parents[2] / "examples" / "catsim"
+                                / "catsim_example.fits")}
     return {k: fill[k] for k, p in cls.parameters().items()
             if p.default is inspect.Parameter.empty}
 
