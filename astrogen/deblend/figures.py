@@ -29,9 +29,11 @@ def _labels_rgb(labels: np.ndarray) -> np.ndarray:
 
 def plot_scenes(path, images: np.ndarray, truth: np.ndarray | None,
                 predictions: dict[str, np.ndarray],
-                uncertainty: dict[str, np.ndarray] | None = None, titles: list[str] | None = None) -> Path:
+                uncertainty: dict[str, np.ndarray] | None = None, titles: list[str] | None = None,
+                uncertainty_max: float = float(np.log(3))) -> Path:
     """One row per scene: observed image, true ownership map, each method's label map and
-    each uncertainty map."""
+    each uncertainty map (colour scale 0 to ``uncertainty_max``: ``log 3`` for the pair
+    models' 3-class entropy, 1 for a probability of being wrong; NaN is left white)."""
     plt = _plt()
     uncertainty = uncertainty or {}
     cols = ["scene"] + (["truth"] if truth is not None else []) + list(predictions) + [
@@ -54,7 +56,9 @@ def plot_scenes(path, images: np.ndarray, truth: np.ndarray | None,
             elif kind == "lab":
                 ax.imshow(_labels_rgb(a), origin="lower", interpolation="nearest")
             else:
-                ax.imshow(a, origin="lower", cmap="magma", vmin=0, vmax=np.log(3))
+                im = ax.imshow(a, origin="lower", cmap="magma", vmin=0, vmax=uncertainty_max)
+                if i == n - 1:
+                    fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.04)
             if i == 0:
                 ax.set_title(cols[j], fontsize=7)
         if titles:

@@ -342,6 +342,7 @@ class SceneReport(Stage):
             unc = {k.split("__", 1)[1]: z[k] for k in keys if k.startswith("unc__")}
             paths.append(plot_scenes(self.ctx.output_dir / self.figure_file, z["images"],
                                      z["truth"], preds, unc,
-                                     [f"scene {s}" for s in z["scene_ids"]]))
+                                     [f"scene {s}" for s in z["scene_ids"]],
+                                     uncertainty_max=1.0))
         paths += sorted(self.ctx.output_dir.glob("scene_[0-9]*.fits"))
         return paths
