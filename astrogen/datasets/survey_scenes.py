@@ -64,6 +64,7 @@ class SceneDatasetConfig(DatasetConfig):
     shard_size: int = 50
 
     def check(self):
+        """Check every field; a ConfigError names the key and the value received."""
         for k in ("n_scenes", "shard_size", "first_scene"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (
@@ -72,6 +73,7 @@ class SceneDatasetConfig(DatasetConfig):
         self.spec()
 
     def spec(self):
+        """The :class:`~astrogen.physics.survey_scenes.SceneSpec` of the data set's scenes."""
         from astrogen.physics.survey_scenes import SceneSpec
 
         return SceneSpec(size=self.size, bands=tuple(self.bands), margin=self.margin,

@@ -113,9 +113,11 @@ class SceneDeblender:
 
     @property
     def temperature(self) -> float:
+        """Calibration temperature of the MC-dropout fractions (card; 1 if uncalibrated)."""
         return float(self.card.get("temperature", 1.0))
 
     def config(self) -> dict:
+        """The model's configuration as written to its JSON sidecar (with its card)."""
         return {"format": FORMAT, "size": self.size, "n_bands": self.n_bands,
                 "filters": self.filters, "dropout": self.dropout,
                 "transform_a": self.transform_a, "card": self.card}

@@ -93,20 +93,24 @@ class SceneSpec:
                               received={"bands": list(self.bands)})
 
     def surveys(self):
+        """The survey band preset of each band (:func:`astrogen.physics.surveys.get_survey`)."""
         from astrogen.physics.surveys import get_survey
 
         return [get_survey(b, key="bands") for b in self.bands]
 
     @property
     def pixel_scale(self) -> float:
+        """Pixel scale of the scenes (arcsec / pixel; the first band's)."""
         return float(self.surveys()[0].pixel_scale)
 
     def field(self):
+        """The scene's :class:`~astrogen.physics.scene.Field` (size, pixel scale, centre)."""
         from astrogen.physics.scene import Field
 
         return Field(self.size, self.size, self.pixel_scale, self.ra, self.dec)
 
     def sampler(self):
+        """The COSMOS galaxy sampler (built once, cached)."""
         if "sampler" not in self._cache:
             from astrogen.catalog.cosmos import CosmosSampler
 
@@ -115,6 +119,7 @@ class SceneSpec:
         return self._cache["sampler"]
 
     def psfs(self):
+        """GalSim PSF of each band (built once, cached)."""
         if "psfs" not in self._cache:
             from astrogen.physics.psf import build_psf
 
@@ -130,6 +135,7 @@ class SceneSpec:
         return np.array([s.noise_sigma for s in self.surveys()])
 
     def to_dict(self) -> dict:
+        """The specification as a JSON-able dict (the data set manifest's)."""
         return {"size": int(self.size), "bands": list(self.bands), "margin": int(self.margin),
                 "star_density": float(self.star_density),
                 "density_scale": float(self.density_scale), "ra": self.ra, "dec": self.dec}
