@@ -444,8 +444,8 @@ def _build(cfg: Config) -> Pipeline:
         full = _full_params(n.stage, n.params)
         full_params[n.name] = full
         resolved["stages"].append({"name": n.name, "type": n.type, "inputs": n.inputs, **full})
+    _bind_fields(cfg, ordered)  # before the columns: bound stages know their bands
     _check_columns(cfg, ordered)
-    _bind_fields(cfg, ordered)
     _check_output_files(cfg, ordered, full_params)
     _check_memory(cfg, ordered, full_params)
     output = _check_output(cfg, data["output"])
@@ -569,8 +569,8 @@ def _bind_fields(cfg: Config, ordered: list[StageNode]) -> None:
                     key=key_path(path + ("inputs",)), line=cfg.line(path + ("inputs",)),
                     received={m0: f0.describe(), m: f.describe()})
         upstream = known[0][1] if known else None
-        if upstream is not None:
-            n.stage.input_field = upstream
+        if upstream is not None:  # observe/scene: an omitted survey becomes the field's
+            _stage_call(cfg, n, n.stage.bind_field, upstream)
         elif n.stage.needs_field:
             chain = _input_chain({x.name: x for x in ordered}, n)
             raise PipelineGraphError(

@@ -17,7 +17,7 @@ from astrogen.physics.photometry import flux_from_mag, image_zero_point
 from astrogen.physics.psf import build_psf, describe_psf
 from astrogen.physics.render import MIN_FLUX_FRAC, PROFILES, draw_intrinsic, galaxy_profile
 from astrogen.physics.scene import Field, SceneCanvas
-from astrogen.physics.surveys import get_bands
+from astrogen.physics.surveys import SURVEYS, get_bands
 from astrogen.registry import register_stage
 from astrogen.seeds import derive_seed, galsim_seed, row_seeds
 from astrogen.stages.base import Stage, check_choice, check_file_name, check_int, check_positive
@@ -157,25 +157,71 @@ class _SurveyStage(Stage):
             return tuple(s.mag_column for s in self.bands)
         return ("mag",)  # a single band falls back on the reference magnitude (logged)
 
-    def __init__(self, survey="lsst_i", stamp_size: int | None = None, add_noise: bool = True,
+    def __init__(self, survey=None, stamp_size: int | None = None, add_noise: bool = True,
                  flux_from: str = "catalog", psf: dict | None = None, draw_method: str = "auto",
                  bands: list | None = None, max_stamp_size: int = 1024):
-        self.bands = get_bands(survey, bands)
-        self.multi = bands is not None or len(self.bands) > 1
-        self.survey = self.bands[0]
+        #: the survey as given (``None``: the bound field's, see :meth:`bind_field`)
+        self.survey_spec = survey
+        self.bands_spec = bands
         self.psf_spec = dict(psf) if psf is not None else None
-        self.psfs = {}
-        for j, s in enumerate(self.bands):
-            spec = self.psf_spec if psf is not None else dict(s.psf)
-            where = "psf" if psf is not None else (f"bands[{j}].psf" if self.multi else "survey.psf")
-            self.psfs[s.name] = (spec, build_psf(spec, key=where))
-        self.psf = self.psfs[self.survey.name][1]
+        # unbound, an omitted survey is lsst_i (as before); bind_field re-resolves it
+        self._set_bands(survey, bands)
         self.stamp_size = None if stamp_size is None else check_int("stamp_size", stamp_size, 4)
         self.max_stamp_size = check_int("max_stamp_size", max_stamp_size, 16)
         self.add_noise = bool(add_noise)
         self.flux_from = check_choice("flux_from", flux_from, ("catalog", "stamp"))
         self.draw_method = check_choice("draw_method", draw_method,
                                         ("auto", "no_pixel", "fft", "real_space"))
+
+    def _set_bands(self, survey, bands) -> None:
+        """Resolve the bands (presets, PSFs) of ``survey`` / ``bands`` (``survey=None``:
+        ``lsst_i``, or band presets when ``bands`` is given)."""
+        self.bands = get_bands(survey, bands)
+        self.multi = bands is not None or len(self.bands) > 1
+        self.survey = self.bands[0]
+        self.psfs = {}
+        for j, s in enumerate(self.bands):
+            spec = self.psf_spec if self.psf_spec is not None else dict(s.psf)
+            where = ("psf" if self.psf_spec is not None else
+                     (f"bands[{j}].psf" if self.multi else "survey.psf"))
+            self.psfs[s.name] = (spec, build_psf(spec, key=where))
+        self.psf = self.psfs[self.survey.name][1]
+
+    @staticmethod
+    def field_survey(field):
+        """The survey an omitted ``survey`` means under ``field``: the preset whose pixel
+        scale placed the rows (``catalog.positions``' ``survey``); ``None`` (``lsst_i``, as
+        unbound) for a field that names no survey.
+
+        Raises
+        ------
+        ConfigError
+            The field's survey is a customised preset (its pixel scale is not the preset's):
+            the stage must name its survey.
+        """
+        name = field.survey
+        if not name:
+            return None
+        if name not in SURVEYS or abs(SURVEYS[name].pixel_scale - field.pixel_scale) > 1e-12:
+            raise ConfigError(
+                f"is omitted, so it would be the scene field's survey, but that is a customised "
+                f"survey ('{name}' at {field.pixel_scale:g} arcsec/pix); name this stage's "
+                "survey.", key="survey",
+                received={"survey": None, "field": field.describe()})
+        return name
+
+    def bind_field(self, field):
+        """Give the stage its input rows' scene field; an omitted ``survey`` becomes the
+        field's (:meth:`field_survey`), and the bands and PSFs are resolved again; listed
+        ``bands`` (presets) stay as listed."""
+        super().bind_field(field)
+        if self.survey_spec is None and self.bands_spec is None:
+            self._set_bands(self.field_survey(field), None)
+            self._bands_changed()
+        return self
+
+    def _bands_changed(self) -> None:
+        """Hook: re-derive what depends on :attr:`bands` after :meth:`bind_field`."""
 
     def _fluxes(self, batch: StampBatch, survey) -> np.ndarray:
         """Unlensed electrons per object in ``survey``'s exposure.
@@ -282,9 +328,12 @@ class Observe(_SurveyStage):
 
     Parameters
     ----------
-    survey : str or dict
+    survey : str or dict, optional
         A band preset (``lsst_r``, ``euclid_vis``, ``hst_cosmos``...) or
-        ``{base: preset, field: value}``.
+        ``{base: preset, field: value}``. Omitted: the survey of the scene field bound to
+        the stage (the ``survey`` of ``catalog.positions`` / ``catalog.stars`` or of the
+        pipeline's ``field:`` key), so a pipeline names it once; ``lsst_i`` when no stage
+        upstream declares a field.
     stamp_size : int, optional
         Fixed output stamp side in survey pixels (cut profiles are flagged); default: per
         profile.
@@ -313,7 +362,7 @@ class Observe(_SurveyStage):
     #: ``MultiBandStamps`` on an instance given several bands (set in ``__init__``).
     output_type = StampBatch
 
-    def __init__(self, survey="lsst_i", stamp_size: int | None = None, add_noise: bool = True,
+    def __init__(self, survey=None, stamp_size: int | None = None, add_noise: bool = True,
                  flux_from: str = "catalog", psf: dict | None = None, draw_method: str = "auto",
                  max_stamp_size: int = 1024, bands: list | None = None):
         super().__init__(survey, stamp_size, add_noise, flux_from, psf, draw_method, bands,
@@ -392,9 +441,12 @@ class Scene(_SurveyStage):
 
     Parameters
     ----------
-    survey : str or dict
+    survey : str or dict, optional
         A band preset, or a survey (``lsst``, ``hsc``, ``des``, ``euclid``) whose ``bands``
-        are listed (all its bands when ``bands`` is omitted).
+        are listed (all its bands when ``bands`` is omitted). Omitted: the survey of the
+        scene field (the ``survey`` of ``catalog.positions`` or of the pipeline's
+        ``field:``), ``lsst_i`` when none is declared; with ``bands`` omitted only (listed
+        bands are then presets, ``[lsst_g, lsst_r]``).
     bands : list of str, optional
         Band presets (``[lsst_g, lsst_r]``) or filters of ``survey`` (``[g, r, i]``); each
         row's flux comes from ``mag_<band>``.
@@ -417,7 +469,7 @@ class Scene(_SurveyStage):
     def required_columns(self):  # checked by validate through the graph
         return ("x", "y") + (("mag",) if self.flux_from == "catalog" else ())
 
-    def __init__(self, survey="lsst_i", stamp_size: int | None = None, add_noise: bool = True,
+    def __init__(self, survey=None, stamp_size: int | None = None, add_noise: bool = True,
                  flux_from: str = "catalog", psf: dict | None = None, draw_method: str = "auto",
                  file_name: str = "scene.fits", preview: str | None = "scene.png",
                  bands: list | None = None, max_stamp_size: int = 1024,
@@ -428,7 +480,15 @@ class Scene(_SurveyStage):
         self.preview = None if preview is None else check_file_name("preview", preview, (".png",))
         self.color_preview = (None if color_preview is None else
                               check_file_name("color_preview", color_preview, (".png",)))
+        self.color_bands_spec = color_bands
+        self._bands_changed()
+        self.canvases: dict[str, SceneCanvas] = {}
+        self.n_objects = 0
+        self.n_stars = 0
+
+    def _bands_changed(self) -> None:
         names = [b.name for b in self.bands]
+        color_bands = self.color_bands_spec
         if color_bands is None:
             pick = [next((n for n in names if n.endswith(f)), None) for f in ("_i", "_r", "_g")]
             color_bands = pick if all(pick) else None
@@ -439,9 +499,6 @@ class Scene(_SurveyStage):
                                   "blue).", key="color_bands", received={"color_bands": color_bands})
         self.color_bands = color_bands
         self.band_surveys = {b.name: b for b in self.bands}
-        self.canvases: dict[str, SceneCanvas] = {}
-        self.n_objects = 0
-        self.n_stars = 0
 
     def _name(self, template: str, band: str) -> str:
         if "{band}" in template:
