@@ -444,8 +444,8 @@ def _build(cfg: Config) -> Pipeline:
         full = _full_params(n.stage, n.params)
         full_params[n.name] = full
         resolved["stages"].append({"name": n.name, "type": n.type, "inputs": n.inputs, **full})
-    _bind_fields(cfg, ordered)  # before the columns: bound stages know their bands
-    _check_columns(cfg, ordered)
+    _check_columns(cfg, ordered)  # (an inherited survey is one band: columns unchanged)
+    _bind_fields(cfg, ordered)
     _check_output_files(cfg, ordered, full_params)
     _check_memory(cfg, ordered, full_params)
     output = _check_output(cfg, data["output"])
