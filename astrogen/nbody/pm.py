@@ -36,7 +36,7 @@ from astrogen.errors import ConfigError
 from astrogen.seeds import derive_seed
 
 __all__ = ["ParticleMesh", "PMSnapshot", "PMResult", "GRADIENT_KERNELS", "VELOCITY_UNIT",
-           "BACKENDS"]
+           "BACKENDS", "stencil_derivative"]
 
 #: Gradient kernels: ``exact`` (``i k``), ``fd2`` (2-point central difference with the matching
 #: 7-point Laplacian), ``fd4`` (4-point central difference, exact Laplacian).
@@ -397,30 +397,30 @@ class ParticleMesh:
                       w=np.empty((8, npart), np.float32),
                       vals=np.empty((8, npart), np.float32),
                       mesh=np.empty((nm,) * 3, np.float32),
-                      grad=np.empty((nm,) * 3, np.float32),
-                      tmp=np.empty((nm,) * 3, np.float32))
+                      grad=np.empty((nm,) * 3, np.float32))
         idx, w = cic_stencil(x3 * np.float32(nm / self.box_size), nm, dtype=np.float32,
                              out=(ws["idx"], ws["w"]))
         rho = paint_stencil(idx, w, nm)  # float64 particles per cell
-        rho *= float(nm**3) / float(npart)
-        rho -= 1.0
-        np.copyto(ws["mesh"], rho, casting="same_kind")
+        # one pass: rho - mean in float64 (exact for small contrasts), rounded to float32; the
+        # factor nm^3 / npart from counts to density contrast is folded into the kernel
+        np.subtract(rho, float(npart) / float(nm**3), out=ws["mesh"], casting="same_kind")
         dk = sfft.rfftn(ws["mesh"], workers=self.workers, overwrite_x=True)
+        if self._psi_kernel is None or self._psi_kernel[0] != npart:
+            kern = self._kernels() if self.gradient == "exact" else self._potential_kernel()
+            kern *= kern.dtype.type(float(nm**3) / float(npart))
+            self._psi_kernel = (npart, kern)
+        kern = self._psi_kernel[1]
         if self.gradient == "exact":
-            if self._psi_kernel is None:
-                self._psi_kernel = self._kernels()
             out = np.empty((3, npart), np.float32)
             for i in range(3):
-                gi = sfft.irfftn(dk * self._psi_kernel[i], s=(nm,) * 3, workers=self.workers)
+                gi = sfft.irfftn(dk * kern[i], s=(nm,) * 3, workers=self.workers)
                 np.einsum("cn,cn->n", w, np.take(gi.reshape(-1), idx), out=out[i])
             return out
-        if self._psi_kernel is None:
-            self._psi_kernel = self._potential_kernel()
-        dk *= self._psi_kernel
+        dk *= kern
         psi = sfft.irfftn(dk, s=(nm,) * 3, workers=self.workers, overwrite_x=True)
         out = np.empty((3, npart), np.float32)
         for axis in range(3):  # one contiguous derivative mesh at a time, read out at once
-            gi = _stencil_derivative(psi, axis, self.gradient, out=ws["grad"], tmp=ws["tmp"])
+            gi = stencil_derivative(psi, axis, self.gradient, out=ws["grad"])
             np.take(gi.reshape(-1), idx, out=ws["vals"], mode="clip")  # clip: no buffering
             np.einsum("cn,cn->n", w, ws["vals"], out=out[axis])
         return out
@@ -583,37 +583,63 @@ class ParticleMesh:
         return PMSnapshot(a=float(a), positions=positions, momenta=momenta, density=df)
 
 
-def _shift_into(f: np.ndarray, k: int, axis: int, out: np.ndarray) -> np.ndarray:
-    """``out[..., i, ...] = f[..., (i + k) mod n, ...]`` along ``axis`` (``np.roll(f, -k)``
-    without allocating)."""
+def _segments(n: int, shifts: Sequence[int]):
+    """Split ``[0, n)`` where ``(i + k) mod n`` wraps for any ``k`` in ``shifts``; yields
+    ``(start, stop, [source start per shift])`` for each contiguous piece."""
+    cuts = sorted({0, n} | {(n - k % n) % n for k in shifts})
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        yield a, b, [(a + k) % n for k in shifts]
+
+
+def _shifted_op(ufunc, f: np.ndarray, ka: int, g: np.ndarray, kb: int, axis: int,
+                out: np.ndarray) -> np.ndarray:
+    """``out[..., i, ...] = ufunc(f[..., i + ka, ...], g[..., i + kb, ...])`` along ``axis``,
+    indices mod ``n``, without the copies of ``np.roll`` (``f`` may be ``out`` with ``ka = 0``:
+    element-wise in place)."""
     n = f.shape[axis]
-    k %= n
-
-    def sl(a, b):
-        s = [slice(None)] * f.ndim
-        s[axis] = slice(a, b)
-        return tuple(s)
-
-    out[sl(0, n - k)] = f[sl(k, n)]
-    out[sl(n - k, n)] = f[sl(0, k)]
+    pre = (slice(None),) * axis
+    for a, b, (sa, sb) in _segments(n, (ka, kb)):
+        m = b - a
+        ufunc(f[pre + (slice(sa, sa + m),)], g[pre + (slice(sb, sb + m),)],
+              out=out[pre + (slice(a, b),)])
     return out
 
 
-def _stencil_derivative(f: np.ndarray, axis: int, gradient: str,
-                        out: np.ndarray | None = None,
-                        tmp: np.ndarray | None = None) -> np.ndarray:
-    """Periodic finite difference of ``f`` along ``axis``, unnormalised (see
-    :meth:`ParticleMesh._potential_kernel`): ``f[i+1] - f[i-1]`` for ``fd2``,
-    ``8 (f[i+1] - f[i-1]) - (f[i+2] - f[i-2])`` for ``fd4``; same shape and dtype as ``f``,
-    written into ``out`` (``tmp``: a work array of the same shape) if given."""
+def stencil_derivative(f: np.ndarray, axis: int, gradient: str = "fd4",
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """Periodic finite difference of a mesh along one axis, unnormalised.
+
+    ``f[i+1] - f[i-1]`` for ``fd2``, ``8 (f[i+1] - f[i-1]) - (f[i+2] - f[i-2])`` for ``fd4``
+    (see :meth:`ParticleMesh._potential_kernel` for the normalisation: divide by ``2 dx`` or
+    ``12 dx`` for the derivative). Computed with shifted slices in 2 (``fd2``) or 4 (``fd4``)
+    passes over the mesh and no temporary array; the operations and their order are those of
+    the ``np.roll`` formula, so the result is bit-identical to it.
+
+    Parameters
+    ----------
+    f : numpy.ndarray, shape (n,)*d
+        Periodic mesh (any unit).
+    axis : int
+        Axis of the difference.
+    gradient : {"fd4", "fd2"}
+        Stencil.
+    out : numpy.ndarray, optional
+        Array to write into (same shape and dtype as ``f``, not ``f`` itself).
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape, dtype and unit as ``f``.
+    """
+    if gradient not in ("fd2", "fd4"):
+        raise ConfigError("must be 'fd2' or 'fd4'.", key="gradient",
+                          received={"gradient": gradient})
     out = np.empty_like(f) if out is None else out
-    tmp = np.empty_like(f) if tmp is None else tmp
-    _shift_into(f, 1, axis, out)
-    out -= _shift_into(f, -1, axis, tmp)
+    _shifted_op(np.subtract, f, 1, f, -1, axis, out)
     if gradient == "fd4":
-        out *= 8.0
-        out -= _shift_into(f, 2, axis, tmp)
-        out += _shift_into(f, -2, axis, tmp)
+        out *= out.dtype.type(8.0)
+        _shifted_op(np.subtract, out, 0, f, 2, axis, out)
+        _shifted_op(np.add, out, 0, f, -2, axis, out)
     return out
 
 
