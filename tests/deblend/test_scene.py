@@ -266,6 +266,8 @@ def test_assembly_extends_fractions_by_the_sep_segment_outside_the_cutout():
     assert np.allclose(sc[0, 12:20, 12:20], 0.7)  # inside its cut-out: the network's value
     assert np.allclose(sc[0, 2:12, 2:30], 1.0) and sc[0, 0, 0] == 0.0  # its segment outside
     assert np.allclose(sc[1, 20:24, 26:30], 1.0) and np.all(sc[0, 20:24, 26:30] == 0)
+    # under a neighbour's cut-out the network decides, not the segment
+    assert np.all(sc[0, 24:30, 2:8] == 0) and np.allclose(sc[1, 24:30, 2:8], 1.0)
     assert sc.sum(axis=0).max() <= 1 + 1e-6
     # without a segmentation the outside stays empty (the pre-issue-15 behaviour)
     sc0 = assemble_fractions(f, origins, (32, 32))
