@@ -44,7 +44,7 @@ from astrogen.errors import ConfigError
 __all__ = ["DETECT_DEFAULTS", "detection_image", "psf_kernel", "detect", "cutout_inputs",
            "assemble_fractions", "measure_scene", "sep_scene", "deblend_scene",
            "read_bands", "label_probabilities", "network_fractions", "true_labels",
-           "assigned_confidence", "owner_correct", "grow_segments"]
+           "assigned_confidence", "owner_correct"]
 
 #: Detection settings (thresholds in sigma of the filtered detection image). The minimum
 #: deblending contrast is 1e-4, not SExtractor's 0.005: the contrast is relative to the
@@ -410,45 +410,6 @@ def sep_scene(image: np.ndarray, noise_sigma, det: np.ndarray, objects: Table,
 
 Predictor = Callable[[np.ndarray, int], np.ndarray]
 
-#: The SEP segments are grown (:func:`grow_segments`) into the isophote of the detection
-#: image filtered by a Gaussian of this many PSF FWHMs (faint outer light of large objects).
-HALO_FWHM_FACTOR = 3.0
-
-
-def grow_segments(segmap: np.ndarray, det: np.ndarray, fwhm_pix: float,
-                  nsigma: float = 2.0) -> np.ndarray:
-    """SEP segments grown into the faint isophote around them.
-
-    The detection image is filtered by a unit-L2 Gaussian of ``HALO_FWHM_FACTOR * fwhm_pix``
-    (unit noise: the S/N of extended light rises with the filter's size); every pixel above
-    ``nsigma`` in a connected region that contains a segment goes to the nearest segment.
-
-    Parameters
-    ----------
-    segmap : numpy.ndarray of int, shape (H, W)
-        SEP segmentation (0 background).
-    det : numpy.ndarray, shape (H, W)
-        Unit-noise detection image.
-    fwhm_pix : float
-        PSF FWHM (pixels).
-    nsigma : float
-        Threshold (sigma of the filtered image).
-
-    Returns
-    -------
-    numpy.ndarray int32, shape (H, W); equal to ``segmap`` where ``segmap > 0``.
-    """
-    from scipy.ndimage import distance_transform_edt, label
-
-    seg = np.asarray(segmap, np.int32)
-    if not (seg > 0).any():
-        return seg.copy()
-    halo = (_filtered(det, HALO_FWHM_FACTOR * float(fwhm_pix)) > float(nsigma)) | (seg > 0)
-    lab, _ = label(halo)
-    keep = np.isin(lab, np.unique(lab[seg > 0])) & (lab > 0)
-    _, (ri, ci) = distance_transform_edt(seg == 0, return_indices=True)
-    return np.where(keep, seg[ri, ci], 0).astype(np.int32)
-
 
 def network_fractions(img: np.ndarray, sig, det: np.ndarray, objects: Table, fwhm_pix: float,
                       predictor: Predictor, size: int, n_samples: int = 1,
@@ -456,8 +417,8 @@ def network_fractions(img: np.ndarray, sig, det: np.ndarray, objects: Table, fwh
                       ) -> np.ndarray:
     """Scene light fractions ``(n_samples, N, H, W)`` of the detections ``objects`` from
     a cut-out ``predictor`` (see :func:`deblend_scene`); ``segmap`` (SEP segmentation of
-    ``objects``), grown into the faint isophote (:func:`grow_segments`), extends each
-    object's fraction beyond its cut-out (:func:`assemble_fractions`)."""
+    ``objects``) extends each object's fraction beyond its cut-out
+    (:func:`assemble_fractions`)."""
     pos = np.c_[objects["x"], objects["y"]] if len(objects) else np.zeros((0, 2))
     inputs, origins = cutout_inputs(img, sig, pos, int(size))
     if len(inputs):
@@ -465,8 +426,6 @@ def network_fractions(img: np.ndarray, sig, det: np.ndarray, objects: Table, fwh
     else:
         samples = np.zeros((n_samples, 0, size, size))
     footprint = _filtered(det, fwhm_pix) > float(footprint_nsigma)
-    if segmap is not None:
-        segmap = grow_segments(segmap, det, fwhm_pix, footprint_nsigma)
     return np.stack([assemble_fractions(s, origins, det.shape, footprint, segmap)
                      for s in samples])
 
