@@ -167,6 +167,9 @@ def main(argv=None):
     ap.add_argument("--data", default=str(ROOT / "output" / "scene_data" / "lsst_heldout"))
     ap.add_argument("--model", default="shipped")
     ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--stem", default=None,
+                    help="output file stem under benchmarks/results/deblend_scenes/ "
+                         "(default results, or quick_results with --quick)")
     args = ap.parse_args(argv)
     from astrogen.tf_quiet import import_tensorflow_quietly
 
@@ -234,7 +237,7 @@ def main(argv=None):
         "ece_prob_unet": summary["methods"]["prob_unet"].get("ece"),
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    stem = "quick_results" if args.quick else "results"
+    stem = args.stem or ("quick_results" if args.quick else "results")
     (OUT / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [f"# Scene deblending, {len(scenes)} held-out LSST-like scenes (g r i z, 64x64)",
              "", f"`{summary['command']}`", "",

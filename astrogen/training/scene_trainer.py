@@ -108,9 +108,9 @@ def scene_label_samples(model, scene: dict, sigma, fwhm_pix: float, n_samples: i
                                         owner_correct)
 
     det = detection_image(scene["image"], sigma)
-    objs, _ = detect(det, fwhm_pix, **DETECT_DEFAULTS)
+    objs, segmap = detect(det, fwhm_pix, **DETECT_DEFAULTS)
     fr = network_fractions(scene["image"], sigma, det, objs, fwhm_pix,
-                           model.predictor(seed), model.size, n_samples)
+                           model.predictor(seed), model.size, n_samples, segmap=segmap)
     probs = np.stack([label_probabilities(f) for f in fr])  # (ns, N + 1, H, W)
     seg = np.argmax(label_probabilities(fr.mean(axis=0).astype(np.float32)), axis=0)
     pos = np.c_[objs["x"], objs["y"]] if len(objs) else np.zeros((0, 2))

@@ -224,3 +224,51 @@ def test_bad_inputs_name_their_key():
     with pytest.raises(ConfigError, match="^method:"):
         deblend_scene(img, pixel_scale=PS, bands=BANDS, noise_sigma=1, psf_fwhm=FWHM,
                       method="scarlet")
+
+
+def test_an_object_larger_than_its_cutout_keeps_its_outer_light():
+    """Issue 15: a galaxy much larger than the 32x32 cut-out used to get a square segment
+    (the light outside its cut-out went to nobody: ~79 % of a sigma = 12 px Gaussian lies in
+    the cut-out); its SEP segment now carries its fraction beyond the cut-out."""
+    size, cut = 128, 32
+    yy, xx = np.mgrid[0:size, 0:size]
+    pos = np.array([[50.3, 60.2], [105.4, 62.7]])
+    big = np.exp(-0.5 * ((xx - pos[0, 0]) ** 2 + (yy - pos[0, 1]) ** 2) / 12.0 ** 2)
+    small = np.exp(-0.5 * ((xx - pos[1, 0]) ** 2 + (yy - pos[1, 1]) ** 2) / 1.6 ** 2)
+    models = np.stack([2e5 * big / big.sum(), 2e3 * small / small.sum()])
+    img = np.repeat(models.sum(axis=0)[None], 3, axis=0) * np.array([1.0, 1.2, 1.4])[:, None,
+                                                                                   None]
+    res = deblend_scene(img, pixel_scale=PS, bands=BANDS, noise_sigma=1e-2, psf_fwhm=FWHM,
+                        method="unet", predictor=_mark_predictor, cutout_size=cut)
+    assert res.n_objects == 2
+    k = int(np.argmin(np.hypot(res.catalog["x"] - pos[0, 0], res.catalog["y"] - pos[0, 1])))
+    # share of the big galaxy's true light given to its detection
+    share = float((models[0] * res.fractions[k]).sum() / models[0].sum())
+    assert share > 0.9
+    # its segment reaches well beyond its cut-out on every side (not a square)
+    rows, cols = np.nonzero(res.segmentation == k + 1)
+    r0, c0 = int(np.floor(pos[0, 1] + 0.5)) - cut // 2, int(np.floor(pos[0, 0] + 0.5)) - cut // 2
+    assert rows.min() < r0 - 8 and rows.max() > r0 + cut + 8
+    assert cols.min() < c0 - 8 and cols.max() > c0 + cut + 8
+    # the small neighbour keeps its own light, and nothing is lost in a noiseless scene
+    assert float((models[1] * res.fractions[1 - k]).sum() / models[1].sum()) > 0.9
+    for j, b in enumerate(BANDS):
+        assert float(np.sum(res.catalog[f"flux_{b}"])) == pytest.approx(img[j].sum(), rel=1e-3)
+
+
+def test_assembly_extends_fractions_by_the_sep_segment_outside_the_cutout():
+    segmap = np.zeros((32, 32), np.int32)
+    segmap[2:30, 2:30] = 1
+    segmap[20:24, 26:30] = 2  # a neighbour whose cut-out does not cover these pixels
+    f = np.stack([np.full((8, 8), 0.7), np.ones((8, 8))])
+    origins = np.array([[12, 12], [24, 0]])
+    sc = assemble_fractions(f, origins, (32, 32), segmap=segmap)
+    assert np.allclose(sc[0, 12:20, 12:20], 0.7)  # inside its cut-out: the network's value
+    assert np.allclose(sc[0, 2:12, 2:30], 1.0) and sc[0, 0, 0] == 0.0  # its segment outside
+    assert np.allclose(sc[1, 20:24, 26:30], 1.0) and np.all(sc[0, 20:24, 26:30] == 0)
+    # under a neighbour's cut-out the network decides, not the segment
+    assert np.all(sc[0, 24:30, 2:8] == 0) and np.allclose(sc[1, 24:30, 2:8], 1.0)
+    assert sc.sum(axis=0).max() <= 1 + 1e-6
+    # without a segmentation the outside stays empty (the pre-issue-15 behaviour)
+    sc0 = assemble_fractions(f, origins, (32, 32))
+    assert sc0[0, 2:12].sum() == 0
