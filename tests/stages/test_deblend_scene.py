@@ -85,15 +85,16 @@ def test_report_figure_holds_n_figures_scenes_across_chunks(tmp_path, monkeypatc
     shown = {}
     real = figures.plot_scenes
 
-    def capture(path, images, truth, preds, unc, titles):
+    def capture(path, images, truth, preds, unc, titles, **kwargs):
         shown.update(n=len(images), truth=len(truth), titles=list(titles),
-                     preds={k: len(v) for k, v in preds.items()})
-        return real(path, images, truth, preds, unc, titles)
+                     preds={k: len(v) for k, v in preds.items()}, **kwargs)
+        return real(path, images, truth, preds, unc, titles, **kwargs)
 
     monkeypatch.setattr(figures, "plot_scenes", capture)
     cfg = _config(tmp_path)
     cfg["stages"][-1]["n_figures"] = 3
     run_pipeline(_build(cfg), progress=False)
+    assert shown["uncertainty_max"] == 1.0  # a probability, not the pair models' entropy
     truth = Table.read(tmp_path / "scene_truth.fits")
     assert shown["n"] == shown["truth"] == 3 and shown["preds"] == {"sep": 3}
     ids = sorted(int(f.stem.split("_")[1]) for f in tmp_path.glob("scene_[0-9]*.fits"))
