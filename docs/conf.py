@@ -21,11 +21,32 @@ extensions = [
 ]
 autosummary_generate = True
 autosummary_imported_members = False
-autodoc_default_options = {"members": True, "show-inheritance": True}
+# ignore-module-all: a module page documents what the module defines, not what it re-exports
+# (``astrogen`` and the subpackages re-export names documented on their own modules' pages)
+autodoc_default_options = {"members": True, "show-inheritance": True, "ignore-module-all": True}
 autodoc_typehints = "none"
 autodoc_member_order = "bysource"
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
+# the "Output" section of the stage docstrings (what the stage passes on)
+napoleon_custom_sections = ["Output"]
 exclude_patterns = ["_build", "tutorials/*.py", "_generated/tutorials/*/*"]
 html_theme = "pydata_sphinx_theme"
 html_title = f"astrogen {version}"
+
+
+def _skip_keras_docstrings(app, what, name, obj, skip, options):
+    """Leave out methods without a docstring of their own whose text would be inherited from
+    Keras (``from_config``, ``get_config``...): Keras's docstrings are not numpydoc."""
+    if skip or not callable(obj) or getattr(obj, "__doc__", "") is not None:
+        return None
+    import keras
+
+    if hasattr(keras.Model, name) or hasattr(keras.layers.Layer, name):
+        return True
+    return None
+
+
+def setup(app):
+    """Connect the docs' own event handlers."""
+    app.connect("autodoc-skip-member", _skip_keras_docstrings)

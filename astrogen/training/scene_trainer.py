@@ -247,9 +247,10 @@ def check_heldout(card: dict, dataset_seed: int, scene_ids) -> None:
 
 
 def calibrate_trained(config_path) -> dict:
-    """Fit the temperature of the model a finished run exported (its validation scenes,
-    the run's settings) and rewrite its card: ``python -m astrogen.training.scene_trainer
-    calibrate <config>``."""
+    """Fit the temperature of the model a finished run exported and rewrite its card.
+
+    Uses the run's validation scenes and settings; command line:
+    ``python -m astrogen.training.scene_trainer calibrate <config>``."""
     from pathlib import Path
 
     from astrogen.datasets.survey_scenes import SceneDatasetConfig, read_scene_dataset

@@ -43,8 +43,22 @@ def stage_page(name: str, cls) -> str:
     out = _type_names(cls.output_type) if cls.output_type else "files (a sink)"
     lines += [f"* kind: ``{cls.kind}``", f"* inputs: {ins}", f"* output: {out}",
               f"* class: :class:`{cls.__module__}.{cls.__qualname__}`", "",
-              "Parameters", "----------", "",
-              ".. list-table::", "   :header-rows: 1", "   :widths: 15 15 15 15 40", "",
+              "Parameters", "----------", ""]
+    if not cls.parameters():
+        lines += ["None."]
+    else:
+        lines += _parameter_table(cls)
+    doc = inspect.getdoc(cls) or ""
+    body = doc.split("\nParameters\n", 1)[0].splitlines()[1:]
+    rest = "\n".join(body).strip()
+    if rest:
+        lines += ["", "Description", "-----------", "", rest]
+    return "\n".join(lines) + "\n"
+
+
+def _parameter_table(cls) -> list[str]:
+    """The rows of the parameter table of a stage type."""
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 15 15 15 15 40", "",
               "   * - key", "     - default", "     - unit", "     - type / allowed values",
               "     - description"]
     docs = cls.parameter_docs()
@@ -57,12 +71,7 @@ def stage_page(name: str, cls) -> str:
                   f"     - {_rst_text(unit) or '-'}",
                   f"     - {('``' + _rst_text(kind) + '``') if kind else '-'}",
                   f"     - {_rst_text(text) or '-'}"]
-    doc = inspect.getdoc(cls) or ""
-    body = doc.split("\nParameters\n", 1)[0].splitlines()[1:]
-    rest = "\n".join(body).strip()
-    if rest:
-        lines += ["", "Description", "-----------", "", rest]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_stage_pages() -> list[str]:
