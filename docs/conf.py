@@ -30,6 +30,9 @@ napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 # the "Output" section of the stage docstrings (what the stage passes on)
 napoleon_custom_sections = ["Output"]
+# an ambiguous cross-reference (the same attribute name on several classes, e.g. ``kind``)
+# resolves to one of them; not an error of the docstrings
+suppress_warnings = ["ref.python"]
 exclude_patterns = ["_build", "tutorials/*.py", "_generated/tutorials/*/*"]
 html_theme = "pydata_sphinx_theme"
 html_title = f"astrogen {version}"

@@ -227,7 +227,7 @@ def calibrate(model, val_scenes, sigma, fwhm_pix: float, n_samples: int) -> dict
 def check_heldout(card: dict, dataset_seed: int, scene_ids) -> None:
     """Refuse to evaluate a model's calibration on scenes it was calibrated (or trained) on:
     the scene set of ``dataset_seed`` and ``scene_ids`` must not meet the card's training
-    set (same seed and scene ids ``first_scene .. first_scene + n_scenes - 1``, which holds
+    set (same seed and scene ids ``first_scene`` to ``first_scene + n_scenes - 1``, which holds
     the validation scenes)."""
     from astrogen.errors import ConfigError
 

@@ -3,7 +3,8 @@
 At ``builder-inited`` it writes, under ``docs/_generated/`` (not committed):
 
 * ``stages/<type>.rst``, one page per registered stage type, from the stage registry
-  (:meth:`astrogen.stages.base.Stage.parameters`, :meth:`~astrogen.stages.base.Stage.parameter_docs`,
+  (:meth:`astrogen.stages.base.Stage.parameters`,
+  :meth:`~astrogen.stages.base.Stage.parameter_docs`,
   ``units``, ``input_types``, ``output_type``), and ``stages/index.rst`` listing them;
 * ``tutorials/<name>.rst`` for each ``docs/tutorials/<name>.py``: the script is run in its
   own folder ``_generated/tutorials/<name>/`` (a failing script fails the build), and the

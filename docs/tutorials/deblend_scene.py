@@ -2,9 +2,10 @@
 ==================
 
 Draw a small blended 4-band scene with GalSim (two overlapping galaxies and an isolated
-one, Gaussian noise), then detect and deblend it with :func:`astrogen.deblend`. The
-result is a :class:`~astrogen.deblend.result.SceneResult`: a catalog with per-band fluxes
-and a segmentation map.
+one, Gaussian noise), then detect and deblend it with
+:func:`astrogen.deblend <astrogen.api.deblend>`. The result is a
+:class:`~astrogen.deblend.result.SceneResult`: a catalog with per-band fluxes and a
+segmentation map.
 """
 import galsim
 import matplotlib
@@ -25,7 +26,8 @@ scene = np.zeros((size, size, len(bands)), np.float32)
 for b in range(len(bands)):
     img = galsim.ImageF(size, size, scale=scale)
     for x, y, hlr, flux in sources:
-        gal = galsim.Convolve(galsim.Exponential(half_light_radius=hlr, flux=flux * (0.6 + 0.2 * b)), psf)
+        gal = galsim.Exponential(half_light_radius=hlr, flux=flux * (0.6 + 0.2 * b))  # = flux in i (b = 2)
+        gal = galsim.Convolve(gal, psf)
         gal.drawImage(img, add_to_image=True,
                       offset=(x - (size - 1) / 2, y - (size - 1) / 2))
     scene[..., b] = img.array + rng.normal(0.0, sigma, (size, size))

@@ -2,7 +2,7 @@
 ===================================
 
 Load the shipped FlowVAE generator by name and draw galaxies for given magnitudes, sizes
-and redshifts with :func:`astrogen.sample`. The result is a list of
+and redshifts with :func:`astrogen.sample <astrogen.api.sample>`. The result is a list of
 ``galsim.InterpolatedImage`` objects (arcsec; flux in count/s at the model's zero point),
 to convolve with a PSF and draw like any GalSim profile.
 """

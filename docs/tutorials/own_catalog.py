@@ -4,7 +4,7 @@
 Write a small catalog file (any table astropy reads), map its columns to astrogen's
 canonical names with ``catalog.read``, render the galaxies with GalSim and observe them in
 three LSST bands in one ``observe`` stage. The pipeline is a plain dict given to
-:func:`astrogen.run` (a YAML file works the same way).
+:func:`astrogen.run <astrogen.api.run>` (a YAML file works the same way).
 """
 import numpy as np
 from astropy.table import Table
