@@ -22,6 +22,9 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1]
 GEN = DOCS / "_generated"
+#: table cell of an absent unit, type or description (an escaped hyphen: a bare "-" would
+#: start an empty bullet list)
+NONE = "\\-"
 
 
 def _type_names(spec) -> str:
@@ -69,9 +72,9 @@ def _parameter_table(cls) -> list[str]:
         kind, text = docs.get(key, ("", ""))
         unit = cls.units.get(key, "") if isinstance(cls.units, dict) else ""
         lines += [f"   * - ``{key}``", f"     - {default}",
-                  f"     - {_rst_text(unit) or '-'}",
-                  f"     - {('``' + _rst_text(kind) + '``') if kind else '-'}",
-                  f"     - {_rst_text(text) or '-'}"]
+                  f"     - {_rst_text(unit) or NONE}",
+                  f"     - {('``' + _rst_text(kind) + '``') if kind else NONE}",
+                  f"     - {_rst_text(text) or NONE}"]
     return lines
 
 
