@@ -4,7 +4,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install mock test bench
+.PHONY: install mock test bench docs
 
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test]'
@@ -14,6 +14,11 @@ mock: install
 
 test: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q
+
+# the docs site (Sphinx, warnings are errors; runs the tutorials): HTML in docs/_build/html
+docs:
+	$(PIP) install --quiet --disable-pip-version-check -e '.[docs]'
+	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 bench: install
 	$(PYTHON) benchmarks/parametric_throughput.py

@@ -141,6 +141,9 @@ def network_input(images: np.ndarray, sigma, input_scale: float, radial: bool,
         Bring the noise to ``input_scale`` (False for the training images, already at it).
     centre : (float, float), optional
         (row, column) of the stamp centre, 0-based pixels; default the array centre.
+
+    Notes
+    -----
     r is in units of half the stamp width (:func:`radial_channel`)."""
     x = np.asarray(images, np.float32)
     if rescale:

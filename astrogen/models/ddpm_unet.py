@@ -13,11 +13,11 @@ unconditional prediction used by classifier-free guidance
 
 Inputs (a tuple, list or dict with these keys):
 
-``x``      images ``(B, H, W, channels)``, float32;
-``t``      integer timesteps ``(B,)`` in ``[0, T)``;
-``cond``   optional ``(B, cond_dim)`` raw catalog values (normalised inside the model with
-           ``cond_mean`` / ``cond_std``); absent or ``None`` = unconditional;
-``cond_mask`` optional ``(B,)``: 1 uses the row's condition, 0 the null condition.
+* ``x``: images ``(B, H, W, channels)``, float32;
+* ``t``: integer timesteps ``(B,)`` in ``[0, T)``;
+* ``cond``: optional ``(B, cond_dim)`` raw catalog values (normalised inside the model with
+  ``cond_mean`` / ``cond_std``); absent or ``None`` = unconditional;
+* ``cond_mask``: optional ``(B,)``: 1 uses the row's condition, 0 the null condition.
 
 Use :func:`as_eps_model` to drive the samplers of :mod:`astrogen.schedulers` with a model,
 :class:`DiffusionTrainer` to train it and :class:`~astrogen.models.ema.EMA` for weight

@@ -29,7 +29,9 @@ class EMA:
         ``ExponentialMovingAverage`` with ``num_updates``), so early averages are not
         dominated by the random initialisation.
 
-    Usage::
+    Examples
+    --------
+    ::
 
         ema = EMA(model, decay=0.999)
         ...  # after each optimizer step (also inside a tf.function):

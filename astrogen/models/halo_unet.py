@@ -4,7 +4,7 @@ After Berger & Stein (2019, arXiv:1805.04537), who segment haloes in 3-D density
 a V-Net; here a small 2-D U-Net with periodic padding (the building blocks of
 :mod:`astrogen.models.nbody_gan`) segments projected slabs. Input: ``s(1 + delta)`` (the
 emulator's pixel transform). Two outputs per pixel: the logit of "within ``halo_radius``
-pixels of a FoF halo centre lying in the slab", and ``(log10 M - 13) `` of that halo.
+pixels of a FoF halo centre lying in the slab", and ``(log10 M - 13)`` of that halo.
 
 :func:`mask_to_catalog` turns a probability map into a catalog: connected components
 (periodic) of ``p > threshold``, centre = probability-weighted periodic centroid, mass =

@@ -278,6 +278,8 @@ class ProbUNet(keras.Model):
     seed : int, optional
         Seed of the initializers and of the training-time posterior draws.
 
+    Notes
+    -----
     Inputs are images ``(batch, height, width, n_bands)``; targets ``y`` for ``fit`` are
     ``(batch, height, width, n_outputs)`` one-hot classes or fractions. Compile with an
     optimizer only (``model.compile(optimizer="adam")``): the loss is built in.

@@ -384,6 +384,8 @@ class UNet(keras.Model):
     seed : int, optional
         Seed of every kernel initializer, for weights that do not depend on global state.
 
+    Notes
+    -----
     Calling the model on ``(batch, height, width, n_bands)`` images returns a dict with
     ``"classes"`` and, if ``max_objects > 0``, ``"fractions"``; both are probabilities that
     sum to one over the last axis. Train with ``categorical_crossentropy`` on both outputs

@@ -70,7 +70,7 @@ def cic_window(n: int, ndim: int = 3) -> np.ndarray:
 
 
 def mode_grid(n: int, ndim: int, kf: float):
-    """|k| (h/Mpc) on the real-FFT grid and the number of full-space modes each entry stands for."""
+    """Wavenumber modulus ``|k|`` (h/Mpc) on the real-FFT grid and the number of full-space modes each entry stands for."""
     kk = 0.0
     for i in range(ndim):
         f = np.fft.rfftfreq(n, 1.0 / n) if i == ndim - 1 else np.fft.fftfreq(n, 1.0 / n)

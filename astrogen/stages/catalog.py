@@ -179,6 +179,8 @@ class Positions(Stage):
     from_sky : bool
         Use the catalog's ``ra``/``dec`` columns instead of random positions.
 
+    Notes
+    -----
     The field (size, pixel scale, centre) is declared here once: every stage downstream
     that needs it (``scene``, ``lensing.field``) receives it from the pipeline builder,
     checked by ``astrogen validate`` (see :meth:`output_field`).

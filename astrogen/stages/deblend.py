@@ -43,9 +43,12 @@ class BlendGenerate(Stage):
         with 0.06 arcsec pixels).
     psf : dict, optional
         GalSim PSF config replacing the survey's.
-    stamp_size, min_objects, max_objects, central_offset, separation, min_separation,
-    max_separation, margin
-        Scene geometry (:class:`astrogen.physics.blends.BlendGeometry`); ``separation`` is in
+    stamp_size, min_objects, max_objects, central_offset, margin
+        Scene geometry (:class:`astrogen.physics.blends.BlendGeometry`): ``stamp_size``,
+        ``central_offset`` and ``margin`` in pixels, ``min_objects`` and ``max_objects``
+        counts of galaxies per scene.
+    separation, min_separation, max_separation
+        Scene geometry (:class:`astrogen.physics.blends.BlendGeometry`): ``separation`` in
         units of the summed half-light radii, the others in pixels.
     profile : {"sersic", "bulge_disk"}
         Parametric profile for catalog input.

@@ -227,7 +227,7 @@ def calibrate(model, val_scenes, sigma, fwhm_pix: float, n_samples: int) -> dict
 def check_heldout(card: dict, dataset_seed: int, scene_ids) -> None:
     """Refuse to evaluate a model's calibration on scenes it was calibrated (or trained) on:
     the scene set of ``dataset_seed`` and ``scene_ids`` must not meet the card's training
-    set (same seed and scene ids ``first_scene .. first_scene + n_scenes - 1``, which holds
+    set (same seed and scene ids ``first_scene`` to ``first_scene + n_scenes - 1``, which holds
     the validation scenes)."""
     from astrogen.errors import ConfigError
 
@@ -247,9 +247,10 @@ def check_heldout(card: dict, dataset_seed: int, scene_ids) -> None:
 
 
 def calibrate_trained(config_path) -> dict:
-    """Fit the temperature of the model a finished run exported (its validation scenes,
-    the run's settings) and rewrite its card: ``python -m astrogen.training.scene_trainer
-    calibrate <config>``."""
+    """Fit the temperature of the model a finished run exported and rewrite its card.
+
+    Uses the run's validation scenes and settings; command line:
+    ``python -m astrogen.training.scene_trainer calibrate <config>``."""
     from pathlib import Path
 
     from astrogen.datasets.survey_scenes import SceneDatasetConfig, read_scene_dataset
