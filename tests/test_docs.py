@@ -39,7 +39,8 @@ def test_a_page_per_registered_stage_type_with_its_keys(html):
     import astrogen.stages  # noqa: F401 - registers the built-in stage types
     from astrogen.registry import STAGES
 
-    names = sorted(dict(STAGES.items()))
+    # the package's own stage types (other tests register plug-ins in this process)
+    names = sorted(n for n, c in STAGES.items() if c.__module__.startswith("astrogen."))
     assert len(names) > 20
     index = (html / "_generated" / "stages" / "index.html").read_text()
     for name in names:
