@@ -11,7 +11,7 @@ from astropy.table import Table
 
 from astrogen.io.atomic import atomic_path
 
-__all__ = ["provenance_cards", "set_card", "write_image", "write_cube_stream",
+__all__ = ["comoving_wcs_cards", "provenance_cards", "set_card", "write_image", "write_cube_stream",
            "write_varlen_stream", "write_table_stream",
            "check_header_values"]
 
@@ -198,3 +198,40 @@ def write_varlen_stream(path, primary_header: fits.Header, counts: np.ndarray,
                 raise RuntimeError(f"variable-length table expected {heap} bytes, got {written}")
             fh.write(b"\0" * ((-(16 * n + heap)) % 2880))
     return Path(path)
+
+
+def comoving_wcs_cards(h: fits.Header, nd: int, cell: float, hub: float | None) -> None:
+    """Linear WCS of a comoving grid: FITS axes 1, 2(, 3) = x, y(, z), cell ``i`` at
+    ``i * cell``. Primary WCS in Mpc with CUNIT (h applied); alternate ``H`` in Mpc/h without
+    CUNIT (FITS has no h). Without ``hub`` (no cosmology) the primary WCS is in Mpc/h.
+
+    Parameters
+    ----------
+    h : astropy.io.fits.Header
+        Header to fill.
+    nd : int
+        Number of axes (2 or 3).
+    cell : float
+        Grid spacing, Mpc/h.
+    hub : float or None
+        Dimensionless Hubble constant h.
+    """
+    axes = "XYZ"
+    h["WCSAXES"] = nd
+    wcs = [("", 1.0 / hub if hub else 1.0, "Mpc" if hub else None)]
+    if hub:
+        wcs.append(("H", 1.0, None))
+    for key, scale, unit in wcs:
+        h[f"WCSNAME{key}"] = (f"comoving Mpc (h = {hub:g} applied)" if unit
+                              else "comoving Mpc/h")
+        for i in range(nd):
+            a = i + 1
+            h[f"CTYPE{a}{key}"] = (axes[i], f"comoving {axes[i].lower()}")
+            if unit:
+                h[f"CUNIT{a}{key}"] = unit
+            else:
+                h[f"CNAME{a}{key}"] = f"comoving {axes[i].lower()} [Mpc/h]"
+            h[f"CRPIX{a}{key}"] = 1.0
+            h[f"CRVAL{a}{key}"] = 0.0
+            h[f"CDELT{a}{key}"] = (cell * scale,
+                                   "Mpc" if unit else "Mpc/h (no CUNIT: FITS has no h)")

@@ -190,19 +190,10 @@ class D3M:
 
     def make_train_step(self, optimizer):
         """A compiled ``step(u, target) -> loss terms`` applying one ``optimizer`` update."""
-        import tensorflow as tf
+        from astrogen.models.losses import compiled_step
 
-        net = self.network
-
-        @tf.function(reduce_retracing=True)
-        def step(u, t):
-            with tf.GradientTape() as tape:
-                out = self.losses(u, t, training=True)
-            grads = tape.gradient(out["loss"], net.trainable_variables)
-            optimizer.apply_gradients(zip(grads, net.trainable_variables))
-            return out
-
-        return step
+        return compiled_step(self.network, optimizer,
+                             lambda u, t: self.losses(u, t, training=True))
 
     def save(self, path) -> Path:
         """Write ``path`` (``.keras``) and its ``.json`` sidecar (:meth:`config`)."""

@@ -87,20 +87,11 @@ class HaloUNet:
                         mass_weight: float):
         """A compiled ``step(x, mask, logm) -> loss terms`` that applies one ``optimizer``
         update of the network on :meth:`losses`."""
-        import tensorflow as tf
+        from astrogen.models.losses import compiled_step
 
-        net = self.network
-
-        @tf.function(reduce_retracing=True)
-        def step(x, m, lm):
-            with tf.GradientTape() as tape:
-                out = self.losses(x, m, lm, pos_weight, dice_weight, mass_weight,
-                                  training=True)
-            grads = tape.gradient(out["loss"], net.trainable_variables)
-            optimizer.apply_gradients(zip(grads, net.trainable_variables))
-            return out
-
-        return step
+        return compiled_step(self.network, optimizer,
+                             lambda x, m, lm: self.losses(
+                                 x, m, lm, pos_weight, dice_weight, mass_weight, training=True))
 
     def save(self, path) -> Path:
         """Save the network to ``path`` and its sidecar to ``path`` with suffix ``.json``.

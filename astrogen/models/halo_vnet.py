@@ -154,20 +154,11 @@ class HaloVNet:
                         size_weight: float):
         """A compiled ``step(x, mask, log_n) -> loss terms`` applying one ``optimizer``
         update."""
-        import tensorflow as tf
+        from astrogen.models.losses import compiled_step
 
-        net = self.network
-
-        @tf.function(reduce_retracing=True)
-        def step(x, m, ln):
-            with tf.GradientTape() as tape:
-                out = self.losses(x, m, ln, pos_weight, dice_weight, size_weight,
-                                  training=True)
-            grads = tape.gradient(out["loss"], net.trainable_variables)
-            optimizer.apply_gradients(zip(grads, net.trainable_variables))
-            return out
-
-        return step
+        return compiled_step(self.network, optimizer,
+                             lambda x, m, ln: self.losses(
+                                 x, m, ln, pos_weight, dice_weight, size_weight, training=True))
 
     def save(self, path) -> Path:
         """Save the network to ``path`` (``.keras``) and its JSON sidecar next to it; returns ``path``."""

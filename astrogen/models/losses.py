@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 
-__all__ = ["slot_permutations", "permutation_invariant_ce"]
+__all__ = ["slot_permutations", "permutation_invariant_ce", "compiled_step"]
 
 
 def slot_permutations(k: int) -> np.ndarray:
@@ -53,3 +53,20 @@ def permutation_invariant_ce(y, logp, perms, weights=None, reduce="mean"):
                       else tf.reduce_sum(ce, axis=(1, 2)))
     stacked = tf.stack(losses, axis=-1)
     return tf.reduce_min(stacked, axis=-1), tf.argmin(stacked, axis=-1)
+
+
+def compiled_step(network, optimizer, losses):
+    """A compiled ``step(*inputs) -> loss terms``: one ``optimizer`` update of ``network``'s
+    trainable variables on ``losses(*inputs)["loss"]`` (``losses`` returns a dict of terms).
+    """
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def step(*inputs):
+        with tf.GradientTape() as tape:
+            out = losses(*inputs)
+        grads = tape.gradient(out["loss"], network.trainable_variables)
+        optimizer.apply_gradients(zip(grads, network.trainable_variables))
+        return out
+
+    return step

@@ -178,19 +178,10 @@ class SceneDeblender:
 
     def make_train_step(self, optimizer, object_weight: float = 4.0):
         """A compiled ``step(x, target) -> loss terms`` applying one optimizer update."""
-        import tensorflow as tf
+        from astrogen.models.losses import compiled_step
 
-        net = self.network
-
-        @tf.function(reduce_retracing=True)
-        def step(x, t):
-            with tf.GradientTape() as tape:
-                out = self.losses(x, t, object_weight, training=True)
-            grads = tape.gradient(out["loss"], net.trainable_variables)
-            optimizer.apply_gradients(zip(grads, net.trainable_variables))
-            return out
-
-        return step
+        return compiled_step(self.network, optimizer,
+                             lambda x, t: self.losses(x, t, object_weight, training=True))
 
     def save(self, path) -> Path:
         """Write ``path`` (``.keras``) and its ``.json`` card."""

@@ -187,28 +187,6 @@ _FIELD_CARDS = {"TOTAL": ("total", "rho_m/rho_m_mean", "baryonified total matter
                 "PE": ("pressure", "keV cm-3", "electron pressure (physical)")}
 
 
-def _wcs_cards(h: fits.Header, nd: int, cell: float, hub: float | None) -> None:
-    """Linear WCS: primary in Mpc (h applied), alternate ``H`` in Mpc/h (as output.field)."""
-    axes = "XYZ"
-    h["WCSAXES"] = nd
-    wcs = [("", 1.0 / hub if hub else 1.0, "Mpc" if hub else None)]
-    if hub:
-        wcs.append(("H", 1.0, None))
-    for key, scale, unit in wcs:
-        h[f"WCSNAME{key}"] = (f"comoving Mpc (h = {hub:g} applied)" if unit
-                              else "comoving Mpc/h")
-        for i in range(nd):
-            a = i + 1
-            h[f"CTYPE{a}{key}"] = (axes[i], f"comoving {axes[i].lower()}")
-            if unit:
-                h[f"CUNIT{a}{key}"] = unit
-            else:
-                h[f"CNAME{a}{key}"] = f"comoving {axes[i].lower()} [Mpc/h]"
-            h[f"CRPIX{a}{key}"] = 1.0
-            h[f"CRVAL{a}{key}"] = 0.0
-            h[f"CDELT{a}{key}"] = cell * scale
-
-
 @register_stage("output.baryons")
 class BaryonOutput(Stage):
     """Write painted gas fields: FITS cubes, projected Compton-y and gas maps, PNG figures.
@@ -269,6 +247,8 @@ class BaryonOutput(Stage):
                  meta=np.array(json.dumps(m, default=str)))
 
     def _header(self, m: dict, nd: int) -> fits.Header:
+        from astrogen.io.fits_out import comoving_wcs_cards
+
         h = fits.Header()
         hub = m["cosmology"].get("h")
         h["BOXID"] = (m["box_id"], "index of the box")
@@ -283,7 +263,7 @@ class BaryonOutput(Stage):
         h["PAINTER"] = (str(m["meta"].get("painter", ""))[:60], "baryons.paint model")
         h["PSEED"] = (int(m["meta"].get("paint_seed", 0)), "seed of the latent draws")
         h["CONSERVE"] = (bool(m["meta"].get("conserve", True)), "mass/gas fraction rescaled")
-        _wcs_cards(h, nd, m["box_size"] / m["n_grid"], hub)
+        comoving_wcs_cards(h, nd, m["box_size"] / m["n_grid"], hub)
         return h
 
     def finalize(self):

@@ -26,6 +26,7 @@ from astropy.table import Table
 
 from astrogen.batch import DensityField
 from astrogen.errors import ConfigError
+from astrogen.io.fits_out import comoving_wcs_cards
 from astrogen.nbody.snapshot import NBodySnapshot
 from astrogen.registry import register_stage
 from astrogen.seeds import derive_seed
@@ -452,24 +453,7 @@ def _field_header(m: dict, quantity: str) -> fits.Header:
     # linear WCS: FITS axis 1, 2(, 3) = comoving x, y(, z); cell i is at i * CELLSIZE.
     # Primary: Mpc with CUNIT (h applied); alternate "H": Mpc/h, no CUNIT (FITS has no h).
     # Without h (a field with no cosmology) the primary WCS is in Mpc/h, without CUNIT.
-    h["WCSAXES"] = nd
-    wcs = [("", 1.0 / hub if hub else 1.0, "Mpc" if hub else None)]
-    if hub:
-        wcs.append(("H", 1.0, None))
-    for key, scale, unit in wcs:
-        name = (f"comoving Mpc (h = {hub:g} applied)" if unit else "comoving Mpc/h")
-        h[f"WCSNAME{key}"] = name
-        for i in range(nd):
-            a = i + 1
-            h[f"CTYPE{a}{key}"] = (_AXES[i], f"comoving {_AXES[i].lower()}")
-            if unit:
-                h[f"CUNIT{a}{key}"] = unit
-            else:
-                h[f"CNAME{a}{key}"] = f"comoving {_AXES[i].lower()} [Mpc/h]"
-            h[f"CRPIX{a}{key}"] = 1.0
-            h[f"CRVAL{a}{key}"] = 0.0
-            h[f"CDELT{a}{key}"] = (L / n * scale,
-                                   "Mpc" if unit else "Mpc/h (no CUNIT: FITS has no h)")
+    comoving_wcs_cards(h, nd, L / n, hub)
     h["COMMENT"] = ("data[k, j, i] (numpy order) is the cell at x_i, y_j, z_k: the "
                     "transpose of DensityField.delta[i, j, k].")
     return h
