@@ -445,6 +445,7 @@ def _build(cfg: Config) -> Pipeline:
         full_params[n.name] = full
         resolved["stages"].append({"name": n.name, "type": n.type, "inputs": n.inputs, **full})
     _check_columns(cfg, ordered)  # (an inherited survey is one band: columns unchanged)
+    _check_flux_decided_once(cfg, ordered)
     _bind_fields(cfg, ordered)
     _check_output_files(cfg, ordered, full_params)
     _check_memory(cfg, ordered, full_params)
@@ -548,6 +549,38 @@ def _check_columns(cfg: Config, ordered: list[StageNode]) -> None:
                         f"{', '.join(sorted(upstream))}. '{c}' comes from {_providers(c)}.",
                         key=key_path(path), line=cfg.line(path), received={"column": c})
         cols[n.name] = None if upstream is None or provided is None else upstream | set(provided)
+
+
+def _check_flux_decided_once(cfg: Config, ordered: list[StageNode]) -> None:
+    """The flux of a stamp is decided once along a chain: a generator's ``flux`` key
+    (:attr:`~astrogen.stages.base.Stage.flux_key` ``"flux"``) given explicitly is refused when
+    a stage downstream observes its stamps (``flux_key`` ``"flux_from"``), whose
+    ``flux_from`` (given or default) then decides; the error names both keys."""
+    by_name = {n.name: n for n in ordered}
+    for n in ordered:
+        if n.stage.flux_key != "flux_from":
+            continue
+        todo, seen = list(n.inputs), set()
+        while todo:
+            m = by_name[todo.pop()]
+            if m.name in seen:
+                continue
+            seen.add(m.name)
+            todo.extend(m.inputs)
+            if m.stage.flux_key != "flux" or "flux" not in m.params:
+                continue
+            decides = getattr(n.stage, "flux_from", None)
+            given = "given" if "flux_from" in n.params else "its default"
+            same = {"catalog": "catalog", "stamp": "model"}.get(decides, decides)
+            path = ("stages", m.index, "flux")
+            raise ConfigError(
+                f"the flux of these stamps is decided once, by the stage that observes them: "
+                f"stage '{n.name}' ({n.type}, line {n.line}) draws them with flux_from: "
+                f"{decides} ({given}), which is this key's '{same}'. Remove 'flux' from stage "
+                f"'{m.name}' and set 'flux_from' on '{n.name}' (catalog: the catalog "
+                "magnitude; stamp: the model's flux).", key=key_path(path),
+                line=cfg.line(path), received={"flux": m.params["flux"],
+                                               f"{n.name}.flux_from": decides})
 
 
 def _bind_fields(cfg: Config, ordered: list[StageNode]) -> None:

@@ -95,6 +95,13 @@ class Stage:
     #: Constructor keys that declare the scene field (``catalog.positions``,
     #: ``catalog.stars``): filled from the pipeline's ``field:`` key, which they may not repeat.
     field_keys: ClassVar[tuple[str, ...]] = ()
+    #: The constructor key with which the stage decides the flux of its stamps: ``"flux"``
+    #: for a generator (keep the model's flux or rescale to the catalog), ``"flux_from"``
+    #: for a stage that observes stamps (catalog magnitude or stamp flux). Along one chain
+    #: of stages the flux is decided once: ``astrogen validate`` refuses a generator's
+    #: ``flux`` when a stage downstream observes its stamps (that stage's ``flux_from``
+    #: decides).
+    flux_key: ClassVar[str | None] = None
 
     ctx: StageContext | None = None
     #: The :class:`~astrogen.physics.scene.Field` of the rows this stage receives, set by the

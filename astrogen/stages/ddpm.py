@@ -129,6 +129,9 @@ class DDPMGenerate(Stage):
     flux : {"model", "catalog"}
         Keep the generated flux (set by the catalog magnitude up to the model's error), or
         rescale each stamp to exactly the catalog ``mag``.
+        Only for stamps that no stage observes: when ``observe`` or ``scene`` draws them
+        downstream, its ``flux_from`` decides the flux (``catalog``: this key's ``catalog``;
+        ``stamp``: its ``model``) and ``astrogen validate`` refuses this key.
     max_native_hlr : float or None
         Largest major-axis half-light radius ``hlr / sqrt(q)`` (arcsec) drawn in the model's
         own field; larger galaxies are generated at this size with a coarser per-stamp pixel
@@ -147,6 +150,8 @@ class DDPMGenerate(Stage):
     in units of their size; the catalog gains ``gen_mag``, ``stamp_flux_frac`` (stamp flux /
     catalog flux) and the ``gen_*`` columns of :func:`astrogen.stages.generated.truth_columns`.
     """
+
+    flux_key = "flux"
 
     input_types = (Table,)
     output_type = StampBatch

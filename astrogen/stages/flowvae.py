@@ -123,6 +123,9 @@ class FlowVAEGenerate(Stage):
     flux : {"model", "catalog"}
         Keep the flux the model generated, or rescale each stamp to the catalog ``mag``
         (the morphology stays the model's).
+        Only for stamps that no stage observes: when ``observe`` or ``scene`` draws them
+        downstream, its ``flux_from`` decides the flux (``catalog``: this key's ``catalog``;
+        ``stamp``: its ``model``) and ``astrogen validate`` refuses this key.
     max_native_hlr : float or None
         Largest major-axis half-light radius ``hlr / sqrt(q)`` (arcsec) drawn in the model's
         own field; a larger galaxy is generated at this size and its stamp given a coarser
@@ -145,6 +148,8 @@ class FlowVAEGenerate(Stage):
     :func:`astrogen.stages.generated.truth_columns` (pixel scale, conditioned hlr, flags,
     measured hlr, q, beta, outer-ring light).
     """
+
+    flux_key = "flux"
 
     input_types = (Table,)
     output_type = StampBatch

@@ -149,6 +149,7 @@ class _SurveyStage(Stage):
 
     units = {"stamp_size": "pix (survey pixels)", "max_stamp_size": "pix (survey pixels)"}
     provides_columns = ()
+    flux_key = "flux_from"
 
     def required_columns(self):  # checked by validate through the graph
         if self.flux_from != "catalog":

@@ -189,3 +189,39 @@ def test_field_reaches_map_stages_on_dask_workers(tmp_path, dask_address):
     for c in ("x", "y", "g1", "g2", "kappa"):
         np.testing.assert_array_equal(remote[c], local[c])
     assert np.std(local["kappa"]) > 0
+
+
+
+def _generated_and_observed(tmp_path, observer: str, flux: str, flux_from: str):
+    """COSMOS rows -> ``flowvae.generate`` (``flux``) -> ``observer`` (``flux_from``); with a
+    field (``catalog.positions``) when the observer is a scene. Returns the loaded config."""
+    gen_in = "galaxies"
+    stages = "- {name: galaxies, type: catalog.cosmos, n_objects: 8, chunk_size: 4}\n"
+    if observer == "scene":
+        stages += "- {name: pos, type: catalog.positions, inputs: [galaxies], survey: lsst_i, size: 64}\n"
+        gen_in = "pos"
+    stages += f"- {{name: generate, type: flowvae.generate, inputs: [{gen_in}]{flux}}}\n"
+    stages += f"- {{name: obs, type: {observer}, inputs: [generate]{flux_from}}}\n"
+    return _yaml(tmp_path, "", stages)
+
+
+@pytest.mark.parametrize("observer", ["observe", "scene"])
+def test_flux_is_decided_once_by_the_stage_that_observes_the_stamps(tmp_path, observer):
+    """A generator's explicit ``flux`` with a stage downstream that draws its stamps (whose
+    ``flux_from`` decides) is refused, naming both; either key alone is accepted."""
+    gen_index = 2 if observer == "scene" else 1
+    for flux, obs in [(", flux: model", ""), (", flux: catalog", ", flux_from: stamp"),
+                      (", flux: catalog", ", flux_from: catalog")]:
+        with pytest.raises(ConfigError, match=r"decided once.*stage 'obs'.*Remove 'flux'") as e:
+            build_pipeline(_generated_and_observed(tmp_path, observer, flux, obs))
+        assert e.value.key == f"stages[{gen_index}].flux"
+        assert e.value.received["obs.flux_from"] == (obs.split(": ")[1] if obs else "catalog")
+    for obs in ("", ", flux_from: stamp"):
+        p = build_pipeline(_generated_and_observed(tmp_path, observer, "", obs))
+        assert p.node("obs").stage.flux_from == (obs.split(": ")[1] if obs else "catalog")
+    # no stage observes the stamps: the generator's key is the one decision
+    p = build_pipeline(_yaml(tmp_path, "", """\
+    - {name: galaxies, type: catalog.cosmos, n_objects: 8, chunk_size: 4}
+    - {name: generate, type: flowvae.generate, inputs: [galaxies], flux: catalog}
+    """))
+    assert p.node("generate").stage.flux == "catalog"
