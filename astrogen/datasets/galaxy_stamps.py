@@ -719,6 +719,7 @@ def load_real_cosmos(stamp_size: int = 64, seed: int = 0) -> dict:
 
     from astrogen.catalog.cosmos import load_cosmos_properties
     from astrogen.data import cosmos_dir
+    from astrogen.datasets.real_galaxies import real_stamp
 
     n = int(stamp_size)
     if n < 8 or n % 2:
@@ -739,26 +740,11 @@ def load_real_cosmos(stamp_size: int = 64, seed: int = 0) -> dict:
     power = np.empty((m, n, n // 2 + 1), np.float32)
     variance = np.asarray(tab["NOISE_VARIANCE"], np.float64)
     sizes = np.empty(m, np.int32)
-    for i in range(m):
-        gal = cat.getGalImage(i).array.astype(np.float64)
-        sizes[i] = gal.shape[0]
-        noise = cat.getNoise(i)
-        rng = galsim.BaseDeviate(galsim_seed(row_seeds(derive_seed(seed, "real_pad"),
-                                                       np.array([i]))[0]))
-        canvas = galsim.ImageD(n, n, scale=COSMOS_PIXEL_SCALE)
-        canvas.addNoise(noise.copy(rng=rng))
-        out = canvas.array
-        gy, gx = gal.shape
-        # centred cut/pad: the galaxy (true centre of its stamp) lands at the true centre of
-        # the N x N stamp when N - size is even (all shipped stamps are even-sized).
-        oy, ox = (n - gy) // 2, (n - gx) // 2
-        sy0, sx0 = max(0, -oy), max(0, -ox)
-        dy0, dx0 = max(0, oy), max(0, ox)
-        hy, hx = min(gy - sy0, n - dy0), min(gx - sx0, n - dx0)
-        out[dy0:dy0 + hy, dx0:dx0 + hx] = gal[sy0:sy0 + hy, sx0:sx0 + hx]
-        observed[i] = out
-        psf[i] = psf_stamp(cat.getPSFImage(i).array, n)[0]
-        power[i] = noise_power_from_correlation(noise, n, COSMOS_PIXEL_SCALE)
+    unit_power: dict = {}
+    for i in range(m):  # one galaxy as the real-galaxy training set reads it
+        one = real_stamp(cat, i, n, seed, unit_power)
+        observed[i], psf[i], power[i] = one["observed"], one["psf"], one["noise_power"]
+        sizes[i] = one["original_size"]
     size = COSMOS_PIXEL_SCALE * np.asarray(fits_tab["flux_radius"], np.float64)
     cond = np.stack([np.asarray(tab["MAG"], np.float64), size,
                      np.asarray(fits_tab["ZPHOT"], np.float64)], axis=1)
