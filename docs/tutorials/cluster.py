@@ -103,7 +103,7 @@ def main():
     scene = fits.getdata("out_cluster/scene.fits")
     fig, ax = plt.subplots(figsize=(3.5, 3.5))
     ax.imshow(np.arcsinh(scene / np.std(scene)), origin="lower", cmap="gray")
-    ax.set_title("scene drawn on the Dask workers")
+    ax.set_title("scene.fits of the cluster run (asinh)")
     ax.axis("off")
     fig.tight_layout()
     fig.savefig("cluster_scene.png", dpi=80)

@@ -12,6 +12,7 @@ model resolves (k <= k_Nyquist / 2); ``benchmarks/nbody_d3m_benchmark.py`` does 
 8 held-out boxes (see the Benchmarks page).
 """
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
@@ -82,7 +83,8 @@ for ax, name in ((a, "pm"), (b, "emulated")):
     ax.set_xlabel("Mpc/h")
 c.loglog(p_pm.k, p_pm.power, "k-", label="PM, 10 steps")
 c.loglog(p_emu.k, p_emu.power, "C1--", label="D3M emulator")
-c.axvline(k_nyq / 2, color="0.6", lw=0.8)
+c.axvline(k_nyq / 2, color="0.6", lw=0.8)  # k_Nyq / 2
+c.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 c.set_xlabel("k [h/Mpc]")
 c.set_ylabel("P(k) [(Mpc/h)^3]")
 c.legend(fontsize=8)
