@@ -37,7 +37,8 @@ config = {
                 "flow_hidden_units": [16, 16]},
     "training": {"batch_size": 4, "vae_steps": 2, "flow_steps": 2, "flow_batch_size": 4,
                  "latent_batch_size": 8, "shuffle_buffer": 8, "checkpoint_every": 2,
-                 "log_every": 1, "eval_real": False, "progress": False},
+                 "log_every": 1, "monitor_size": 0, "eval_real": False,
+                 "progress": False},
 }
 with open("my_training.yaml", "w") as fh:
     yaml.safe_dump(config, fh, sort_keys=False)
