@@ -117,7 +117,8 @@ def test_a_failing_tutorial_fails_its_page(tmp_path, monkeypatch):
     bad.write_text('"""Bad\n===\n\nFails."""\nprint("before")\nassert 1 == 2, "shown wrong"\n')
     runner = astrogen_docs.TutorialRunner([good, bad], jobs=2)
     page = runner.page("good")
-    assert "Good" in page and (tmp_path / "tutorials" / "good" / "stdout.txt").read_text() == "fine\n"
+    assert "Good" in page
+    assert (tmp_path / "tutorials" / "good" / "stdout.txt").read_text() == "fine\n"
     with pytest.raises(RuntimeError, match="shown wrong"):
         runner.page("bad")
 

@@ -11,9 +11,9 @@ Two ways onto a SLURM cluster (see :doc:`/slurm`):
    generated from the YAML and checked (no queue system is needed for that).
 2. ``executor: {type: dask, scheduler_file: ...}``: a scheduler started by a batch job
    (``dask scheduler --scheduler-file``, ``dask-mpi``) writes its address to a file, and
-   the run connects to it. Below, a local Dask cluster (one worker process of two threads) plays the
-   batch job's scheduler and workers: it writes the same scheduler file, and the pipeline
-   runs on it through exactly the code path of a cluster, then is compared, file by file,
+   the run connects to it. Below, a local Dask cluster (one worker process of two threads)
+   plays the batch job's scheduler and workers: it writes the same scheduler file, and the
+   pipeline runs on it through exactly the code path of a cluster, then is compared, file by file,
    with the same pipeline run in this process.
 """
 import json

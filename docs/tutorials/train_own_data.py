@@ -54,8 +54,8 @@ assert all(np.isfinite(row["loss"]) for row in losses)
 # the trained model, loaded by path, samples GalSim objects like a shipped model
 model = astrogen.load_model("run/my_flowvae.keras")
 lo, hi = np.array(model.network.condition_range)  # conditions seen in training (8 galaxies)
-print(f"loaded: {model.name}, kind {model.kind}, conditions {model.conditions}, "
-      f"trained on {dict((c, [round(float(a), 2), round(float(b), 2)]) for c, a, b in zip(model.conditions, lo, hi))}")
+ranges = {c: [round(float(a), 2), round(float(b), 2)] for c, a, b in zip(model.conditions, lo, hi)}
+print(f"loaded: {model.name}, kind {model.kind}, trained on {ranges}")
 fractions = [0.2, 0.5, 0.8]  # three galaxies inside that range
 cond = [lo + f * (hi - lo) for f in fractions]
 mags = [round(float(c[0]), 2) for c in cond]
