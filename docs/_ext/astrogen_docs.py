@@ -117,8 +117,10 @@ def start_tutorial(script: Path) -> subprocess.Popen:
                                 stdout=out, stderr=err)
 
 
-def tutorial_page(script: Path, proc: subprocess.Popen, seconds: float) -> str:
-    """Wait for a tutorial's process, keep what it printed, and return its page."""
+def tutorial_page(script: Path, proc: subprocess.Popen, seconds: float,
+                  cpu: float | None = None) -> str:
+    """Wait for a tutorial's process, keep what it printed, and return its page
+    (``seconds``: its wall time; ``cpu``: CPU seconds of its process tree, if known)."""
     name = script.stem
     work = GEN / "tutorials" / name
     proc.wait()
@@ -130,7 +132,8 @@ def tutorial_page(script: Path, proc: subprocess.Popen, seconds: float) -> str:
     doc = (inspect.cleandoc(_module_docstring(script)) or name).splitlines()
     lines = doc + ["", f".. literalinclude:: ../../tutorials/{script.name}",
                    "   :language: python", "   :lines: " + _code_start(script), "",
-                   f"Output (run during the docs build, {seconds:.1f} s):", "",
+                   f"Output (run during the docs build, {seconds:.1f} s"
+                   + (f", {cpu:.1f} s CPU" if cpu is not None else "") + "):", "",
                    f".. literalinclude:: {name}/stdout.txt", "   :language: text", ""]
     for png in sorted(work.glob("*.png")):
         lines += [f".. image:: {name}/{png.name}", f"   :alt: {png.stem}", ""]
@@ -159,7 +162,7 @@ class TutorialRunner:
         env_jobs = os.environ.get("ASTROGEN_DOCS_JOBS", "")
         self.jobs = max(1, jobs or (int(env_jobs) if env_jobs.isdigit() else 0)
                         or (os.cpu_count() or 1))
-        self.done: dict[str, tuple[subprocess.Popen, float]] = {}
+        self.done: dict[str, tuple[subprocess.Popen, float, float]] = {}
         self.pages: dict[str, str] = {}
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -173,10 +176,14 @@ class TutorialRunner:
                 script = pending.pop(0)
                 running[script.stem] = (start_tutorial(script), time.perf_counter())
             for name, (proc, t0) in list(running.items()):
-                if proc.poll() is None:
+                # wait4: the exit status and the CPU time of the script and its children
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid == 0:
                     continue
+                proc.returncode = os.waitstatus_to_exitcode(status)
                 with self._cond:
-                    self.done[name] = (proc, time.perf_counter() - t0)
+                    self.done[name] = (proc, time.perf_counter() - t0,
+                                       usage.ru_utime + usage.ru_stime)
                     self._cond.notify_all()
                 del running[name]
             time.sleep(0.05)
@@ -186,8 +193,8 @@ class TutorialRunner:
         if name not in self.pages:
             with self._cond:
                 self._cond.wait_for(lambda: name in self.done)
-            proc, seconds = self.done[name]
-            self.pages[name] = tutorial_page(self.scripts[name], proc, seconds)
+            proc, seconds, cpu = self.done[name]
+            self.pages[name] = tutorial_page(self.scripts[name], proc, seconds, cpu)
         return self.pages[name]
 
     def finish(self) -> None:
