@@ -17,8 +17,12 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
+    "myst_parser",
     "astrogen_docs",
 ]
+# the user guide, the SLURM and architecture pages and the generated benchmarks page are
+# Markdown (MyST: the README's former sections, tables as written)
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 autosummary_generate = True
 autosummary_imported_members = False
 # ignore-module-all: a module page documents what the module defines, not what it re-exports

@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 _INSTALL = ("BlendingToolKit is not installed: pip install 'astrogen[btk]' (blending-toolkit "
-            ">= 1.0.9; see the README section 'BlendingToolKit').")
+            ">= 1.0.9; see the docs: User guide, Deblending, 'BlendingToolKit').")
 
 
 def import_btk():

@@ -27,7 +27,7 @@ from astrogen.errors import ConfigError
 __all__ = ["import_scarlet2", "scarlet2_scene"]
 
 _INSTALL = ("scarlet2 is not installed: pip install 'astrogen[scarlet2]' (scarlet2 with JAX on "
-            "CPU; see the README section 'BlendingToolKit').")
+            "CPU; see the docs: User guide, Deblending, 'BlendingToolKit').")
 
 
 def import_scarlet2():

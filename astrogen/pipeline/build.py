@@ -130,7 +130,8 @@ def _check_type(cfg: Config, path: tuple, value, types, what: str):
 
 
 def _import_modules(cfg: Config, modules: list) -> None:
-    """Import the plug-in modules (running their code: see the README on ``modules:``)."""
+    """Import the plug-in modules (running their code: see the docs, User guide, Pipelines,
+    on ``modules:``)."""
     for i, mod in enumerate(modules):
         path = ("modules", i)
         _check_type(cfg, path, mod, (str,), "a module name (string)")

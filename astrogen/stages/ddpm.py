@@ -115,7 +115,7 @@ class DDPMGenerate(Stage):
         DPM-Solver++(2M).
     num_steps : int
         Network evaluations per stamp (1000 = the full DDPM chain; 25 DDIM steps is the
-        default trade-off, see the README's benchmark).
+        default trade-off, see the docs: User guide, DDPM benchmark).
     guidance : float
         Classifier-free guidance scale (1: conditional model; 0: unconditional; > 1 stronger
         conditioning, at twice the cost).

@@ -42,7 +42,8 @@ assignment (an overfit of 32 scenes for 150 steps: excess fraction cross-entropy
 vs 1.20 with Glorot). With base_filters 8, 3600 steps and 2-galaxy scenes (48 min on 2
 shared cores): validation fraction cross-entropy 1.98 (2.62 before), median IoU per object on
 the held-out benchmark 0.80 (0.48 before; 0.91 for isolated galaxies); the shipped
-configuration (``configs/unet.yaml``) is wider and longer, its figures are in the README.
+configuration (``configs/unet.yaml``) is wider and longer, its figures are in the docs
+(User guide, Deblending).
 
 Determinism and resume: batch ``g`` is rows ``perm_e[i*B:(i+1)*B]`` with
 ``e, i = divmod(g, n_train // B)``, ``perm_e`` a numpy permutation seeded by
