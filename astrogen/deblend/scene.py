@@ -28,8 +28,9 @@ a :class:`astrogen.deblend.result.SceneResult`:
    moment of ``max(detection, 0) * F_i`` over the object's own segment, the peak the
    brightest detection pixel of the segment; ra/dec from the WCS.
 
-The SEP baseline (``method="sep"``, :func:`sep_scene`) uses the same detection run and sums
-every band over each SEP segment.
+The SEP baseline (``method="sep"``, :func:`sep_catalog`; also
+:func:`astrogen.deblend.sep_scene.sep_scene`, the same code behind the shared scene-deblender
+signature) uses the same detection run and sums every band over each SEP segment.
 
 Only numpy, astropy and sep are imported here.
 """
@@ -45,8 +46,8 @@ from astrogen.deblend.result import SceneResult
 from astrogen.errors import ConfigError
 
 __all__ = ["DETECT_DEFAULTS", "detection_image", "psf_kernel", "detect", "cutout_inputs",
-           "assemble_fractions", "object_footprint", "measure_scene", "sep_scene",
-           "deblend_scene",
+           "assemble_fractions", "object_footprint", "instance_map", "measure_scene",
+           "sep_catalog", "deblend_scene",
            "read_bands", "label_probabilities", "network_fractions", "true_labels",
            "assigned_confidence", "owner_correct"]
 
@@ -122,12 +123,32 @@ def detection_image(image: np.ndarray, noise_sigma) -> np.ndarray:
     image : numpy.ndarray, shape (C, H, W)
         Background-subtracted bands (any flux unit).
     noise_sigma : float or array (C,)
-        Noise standard deviation per band, same unit.
+        Noise standard deviation per band, same unit; or a map per band, any array
+        broadcastable to ``(C, H, W)`` with 3 dimensions (per-pixel noise).
     """
     img = np.asarray(image, np.float64)
+    if np.ndim(noise_sigma) == 3:
+        w = 1.0 / np.square(_sigma_map(noise_sigma, img.shape))
+        return (w * img).sum(axis=0) / np.sqrt(w.sum(axis=0))
     s = _sigmas(noise_sigma, img.shape[0])
     w = 1.0 / s ** 2
     return np.tensordot(w, img, axes=1) / np.sqrt(w.sum())
+
+
+def _sigma_map(noise_sigma, shape) -> np.ndarray:
+    """Per-pixel noise ``(C, H, W)`` from a number, one per band or a (broadcastable) map."""
+    s = np.asarray(noise_sigma, np.float64)
+    if s.ndim < 3:
+        s = _sigmas(s, shape[0])[:, None, None]
+    try:
+        s = np.broadcast_to(s, shape)
+    except ValueError:
+        raise ConfigError("must be a number, one per band or a map of the image's shape.",
+                          key="noise_sigma", received={"shape": s.shape, "image_shape": shape}
+                          ) from None
+    if not (np.all(np.isfinite(s)) and np.all(s > 0)):
+        raise ConfigError("must be finite and > 0 (image units).", key="noise_sigma")
+    return s
 
 
 def psf_kernel(fwhm_pix: float) -> np.ndarray:
@@ -370,6 +391,28 @@ def _catalog(x, y, px, py, bands, flux, flux_err, unit, wcs) -> Table:
     return t
 
 
+def instance_map(fractions: np.ndarray, footprint: np.ndarray | None = None,
+                 peaks: np.ndarray | None = None) -> np.ndarray:
+    """Instance map ``(H, W)`` int32 of light fractions ``(N, H, W)``: each pixel goes to
+    the object with the largest fraction where that exceeds the background's share
+    (``1 - sum``), and, with ``footprint`` (components, :func:`object_footprint`) and
+    ``peaks`` ((column, row) of each object's detection peak, (N, 2)), only inside the
+    footprint component holding that object's peak; 0 is background."""
+    f = np.asarray(fractions, np.float64)
+    seg = np.argmax(label_probabilities(f), axis=0).astype(np.int32)
+    if footprint is None:
+        return seg
+    comp = np.asarray(footprint)
+    n = len(f)
+    pk = np.asarray(peaks, np.int64).reshape(-1, 2)
+    lut = np.zeros(n + 1, np.int64)  # component of each object's peak; 0 for background
+    if n:
+        lut[1:] = comp[np.clip(pk[:, 1], 0, comp.shape[0] - 1),
+                       np.clip(pk[:, 0], 0, comp.shape[1] - 1)]
+    keep = (comp > 0) & (comp == lut[seg])
+    return np.where(keep, seg, 0).astype(np.int32)
+
+
 def measure_scene(image: np.ndarray, fractions: np.ndarray, noise_sigma, det: np.ndarray,
                   bands, flux_unit=None, wcs=None, footprint: np.ndarray | None = None,
                   peaks: np.ndarray | None = None) -> tuple[Table, np.ndarray, dict]:
@@ -403,16 +446,7 @@ def measure_scene(image: np.ndarray, fractions: np.ndarray, noise_sigma, det: np
     flux = np.einsum("bhw,nhw->nb", img, f)
     flux_err = np.sqrt(np.einsum("b,nhw->nb", s ** 2, f ** 2))
     probs = label_probabilities(f)
-    seg = np.argmax(probs, axis=0).astype(np.int32)
-    if footprint is not None:
-        comp = np.asarray(footprint)
-        pk = np.asarray(peaks, np.int64).reshape(-1, 2)
-        lut = np.zeros(n + 1, np.int64)  # component of each object's peak; 0 for background
-        if n:
-            lut[1:] = comp[np.clip(pk[:, 1], 0, comp.shape[0] - 1),
-                           np.clip(pk[:, 0], 0, comp.shape[1] - 1)]
-        keep = (comp > 0) & (comp == lut[seg])
-        seg = np.where(keep, seg, 0).astype(np.int32)
+    seg = instance_map(f, footprint, peaks)
     x = np.full(n, np.nan)
     y = np.full(n, np.nan)
     px = np.zeros(n, np.int64)
@@ -448,20 +482,43 @@ def _unit(flux_unit):
                           received={"flux_unit": str(flux_unit)}) from None
 
 
-def sep_scene(image: np.ndarray, noise_sigma, det: np.ndarray, objects: Table,
-              segmap: np.ndarray, bands, flux_unit=None, wcs=None) -> tuple[Table, dict]:
-    """The SEP baseline's catalog: every band summed over each SEP segment; positions SEP's
-    barycentres, peaks its filtered peaks."""
+def sep_catalog(image: np.ndarray, noise_sigma, objects: Table, segmap: np.ndarray, bands,
+                flux_unit=None, wcs=None) -> tuple[Table, dict]:
+    """The SEP baseline's catalog (the one implementation, used by ``deblend_scene(method=
+    "sep")`` and :func:`astrogen.deblend.sep_scene.sep_scene`): every band summed over each
+    SEP segment (isophotal, deblended), ``flux_err_b = sqrt(sum over the segment of
+    sigma_b**2)``; positions SEP's barycentres, peaks its filtered peaks; ``npix``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, shape (C, H, W)
+    noise_sigma : float, array (C,) or map broadcastable to (C, H, W)
+        Noise standard deviation (image units).
+    objects, segmap
+        :func:`detect`'s detections and segmentation.
+    bands : list of str
+    flux_unit : str or astropy unit, optional
+    wcs : astropy.wcs.WCS, optional
+
+    Returns
+    -------
+    catalog : astropy.table.Table
+    totals : dict
+        ``total_flux`` and ``unassigned_flux`` per band (image units).
+    """
     img = np.asarray(image, np.float64)
-    s = _sigmas(noise_sigma, img.shape[0])
+    var = np.square(_sigma_map(noise_sigma, img.shape))
     n = len(objects)
-    lab = segmap.ravel()
+    lab = np.asarray(segmap).ravel()
     flux = np.stack([np.bincount(lab, weights=b.ravel(), minlength=n + 1)[1:n + 1]
                      for b in img], axis=-1) if n else np.zeros((0, len(bands)))
-    npix = np.bincount(lab, minlength=n + 1)[1:n + 1]
-    flux_err = np.sqrt(npix[:, None] * s[None, :] ** 2) if n else np.zeros((0, len(bands)))
+    flux_err = np.sqrt(np.stack([np.bincount(lab, weights=v.ravel(), minlength=n + 1)
+                                 [1:n + 1] for v in var], axis=-1)) if n else \
+        np.zeros((0, len(bands)))
     cat = _catalog(objects["x"], objects["y"], objects["peak_x"], objects["peak_y"], bands,
                    flux, flux_err, _unit(flux_unit), wcs)
+    cat["npix"] = Column(np.bincount(lab, minlength=n + 1)[1:n + 1].astype(np.int64),
+                         unit=u.pix ** 2, description="segment area")
     total = img.sum(axis=(1, 2))
     assigned = flux.sum(axis=0) if n else np.zeros(len(bands))
     return cat, {"total_flux": total.tolist(), "unassigned_flux": (total - assigned).tolist()}
@@ -657,7 +714,7 @@ def deblend_scene(image: Any, *, pixel_scale: float, bands, noise_sigma, psf_fwh
     common = dict(bands=tuple(bands), pixel_scale=ps, wcs=wcs, method=method,
                   model=dict(model or {}))
     if method == "sep":
-        cat, totals = sep_scene(img, sig, det, objects, segmap, list(bands), flux_unit, wcs)
+        cat, totals = sep_catalog(img, sig, objects, segmap, list(bands), flux_unit, wcs)
         cat.meta.update(totals)
         return SceneResult(catalog=cat, segmentation=segmap, **common)
     if predictor is None:
