@@ -3,6 +3,10 @@
 
     python benchmarks/scene_deblend_benchmark.py            # 2,000 scenes
     python benchmarks/scene_deblend_benchmark.py --quick    # 100 scenes (checking)
+    python benchmarks/scene_deblend_benchmark.py --n 200 --stem n200_x  # a lever on 200
+
+Breakdowns: completeness, purity and flux errors by blendedness and by true i magnitude
+(``MAG_BINS``; an unmatched detection is placed by its measured i magnitude).
 
 Scenes: :mod:`astrogen.datasets.survey_scenes` (LSST g r i z, 0.2"/pixel, 10-year depth,
 Kolmogorov seeing PSF per band, COSMOS galaxies at the sampler's density, stars; 64x64
@@ -35,7 +39,9 @@ Writes ``benchmarks/results/deblend_scenes/{results.json, results.md}`` (``--qui
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -64,13 +70,19 @@ def _bins(values, edges):
     return np.clip(np.digitize(values, edges) - 1, 0, len(edges) - 2)
 
 
-def evaluate(method_results, scenes, fwhm_pix, bands, snr_min=5.0, label_threshold=0.1):
+def evaluate(method_results, scenes, fwhm_pix, bands, snr_min=5.0, label_threshold=0.1,
+             mag_i_of_flux=None):
+    """Scores of one method on ``scenes`` (see the module docstring); ``mag_i_of_flux``
+    (electrons -> AB magnitude in i) places unmatched detections in the purity-by-magnitude
+    bins (matched ones take their true object's magnitude)."""
     from astrogen.deblend.metrics import expected_calibration_error, match_positions
     from astrogen.deblend.scene import owner_correct
 
     rows = {"target": [], "matched": [], "beta": [], "mag": [], "iou": [], "iou01": []}
     rel = {b: [] for b in bands}
-    rel_beta = []
+    rel_beta, rel_mag = [], []
+    det_mag, det_matched = [], []
+    band_i = [b for b in bands if b.endswith("_i")][0]
     n_det = n_det_matched = 0
     conf, hit = [], []
     for res, sc in zip(method_results, scenes):
@@ -81,6 +93,15 @@ def evaluate(method_results, scenes, fwhm_pix, bands, snr_min=5.0, label_thresho
         m = match_positions(txy, pxy, fwhm_pix)
         n_det += len(cat)
         n_det_matched += int((m["true_of_pred"] >= 0).sum())
+        for k, j in enumerate(m["true_of_pred"]):
+            det_matched.append(j >= 0)
+            if j >= 0:
+                det_mag.append(float(t["mag_lsst_i"][j]))
+            elif mag_i_of_flux is not None:
+                fi = float(cat[f"flux_{band_i}"][k])
+                det_mag.append(float(mag_i_of_flux(fi)) if fi > 0 else 99.0)
+            else:
+                det_mag.append(np.nan)
         target = np.asarray(t["inside"], bool) & (np.asarray(t["snr"]) >= snr_min)
         mdet = sc["models_det"]
         owner = np.argmax(mdet, axis=0) if len(mdet) else None
@@ -105,6 +126,7 @@ def evaluate(method_results, scenes, fwhm_pix, bands, snr_min=5.0, label_thresho
                     fm = float(cat[f"flux_{b}"][k])
                     rel[b].append(fm / ft - 1.0 if ft > 0 else np.nan)
                 rel_beta.append(float(t["blendedness"][j]))
+                rel_mag.append(float(t["mag_lsst_i"][j]))
             else:
                 rows["iou"].append(np.nan)
                 rows["iou01"].append(np.nan)
@@ -138,6 +160,22 @@ def evaluate(method_results, scenes, fwhm_pix, bands, snr_min=5.0, label_thresho
         out["completeness_by_mag_i"].append(
             {"range": MAG_BINS[i:i + 2], "n": int(s.sum()),
              "completeness": float(matched[s].mean()) if s.any() else None})
+    dm, dmt = np.asarray(det_mag), np.asarray(det_matched, bool)
+    out["purity_by_mag_i"] = []
+    dmb = _bins(np.nan_to_num(dm, nan=99.0), MAG_BINS)
+    for i in range(len(MAG_BINS) - 1):
+        s = dmb == i
+        out["purity_by_mag_i"].append(
+            {"range": MAG_BINS[i:i + 2], "n_detections": int(s.sum()),
+             "purity": float(dmt[s].mean()) if s.any() else None})
+    rm = _bins(np.asarray(rel_mag), MAG_BINS)
+    out["flux_by_mag_i"] = []
+    for i in range(len(MAG_BINS) - 1):
+        s = rm == i
+        out["flux_by_mag_i"].append(
+            {"range": MAG_BINS[i:i + 2],
+             "all_bands": _stats(np.concatenate([np.asarray(rel[b])[s] for b in bands])),
+             band_i: _stats(np.asarray(rel[band_i])[s])})
     rb = np.asarray(rel_beta)
     out["flux"] = {}
     for b in bands:
@@ -167,6 +205,18 @@ def main(argv=None):
     ap.add_argument("--data", default=str(ROOT / "output" / "scene_data" / "lsst_heldout"))
     ap.add_argument("--model", default="shipped")
     ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--methods", default="sep,unet,prob_unet",
+                    help="comma list of sep, unet, prob_unet (sep is always run: the peer)")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the chunks already cached under --cache/<stem>")
+    ap.add_argument("--chunk", type=int, default=100, help="scenes per cached chunk")
+    ap.add_argument("--score-only", action="store_true",
+                    help="with --resume: compute nothing, score each method on the cached "
+                         "chunks it has (a prefix of the scenes)")
+    ap.add_argument("--cache", default=str(ROOT / "output" / "scene_bench_cache"))
+    ap.add_argument("--fractions-on-footprint", action="store_true",
+                    help="network methods: light fractions set to 0 outside the objects' "
+                         "footprint (deblend_scene(fractions_on_footprint=True))")
     ap.add_argument("--stem", default=None,
                     help="output file stem under benchmarks/results/deblend_scenes/ "
                          "(default results, or quick_results with --quick)")
@@ -191,6 +241,7 @@ def main(argv=None):
     fwhm_pix = fwhm / spec.pixel_scale
     bands = [s.band_name for s in spec.surveys()]
     wcs = spec.field().wcs()
+    survey_i = [sv for sv in spec.surveys() if sv.band_name.endswith("_i")][0]
     net = load_scene_model(args.model)
     from astrogen.training.scene_trainer import check_heldout
 
@@ -200,47 +251,98 @@ def main(argv=None):
         "unet": dict(method="unet", model=args.model),
         "prob_unet": dict(method="prob_unet", model=args.model, n_samples=args.samples),
     }
-    results, seconds = {}, {}
-    for name, kw in methods.items():
-        # warm-up (graph building, model load) outside the timing
+    if args.fractions_on_footprint:
+        for name in ("unet", "prob_unet"):
+            methods[name]["fractions_on_footprint"] = True
+    wanted = {"sep", *[m.strip() for m in args.methods.split(",") if m.strip()]}
+    methods = {k: v for k, v in methods.items() if k in wanted}
+    stem = args.stem or ("quick_results" if args.quick else "results")
+    OUT.mkdir(parents=True, exist_ok=True)
+    # Chunks of scenes, every method on each chunk in turn (interleaved: a changing machine
+    # load falls on all methods alike); each chunk's light results (catalog, instance map,
+    # uncertainty; no fractions) and seconds are cached, so --resume continues an
+    # interrupted run and --resume --n K scores the first K scenes already done.
+    cache = Path(args.cache) / stem
+    cache.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        for f in cache.glob("*.pkl"):
+            f.unlink()
+    for name, kw in (methods.items() if not args.score_only else ()):  # warm-up, not timed
         deblend_survey_scene(scenes[0]["image"], pixel_scale=spec.pixel_scale, bands=bands,
                              noise_sigma=sigma, psf=fwhm, wcs=wcs, **kw)
-        t0 = time.perf_counter()
-        results[name] = [deblend_survey_scene(sc["image"], pixel_scale=spec.pixel_scale,
-                                              bands=bands, noise_sigma=sigma, psf=fwhm,
-                                              wcs=wcs, seed=i, **kw)
-                         for i, sc in enumerate(scenes)]
-        seconds[name] = time.perf_counter() - t0
-        print(f"{name}: {len(scenes)} scenes in {seconds[name]:.1f} s", flush=True)
+    results = {name: [] for name in methods}
+    seconds = {name: 0.0 for name in methods}
+    # the fast methods first over all scenes, then the slow MC-dropout one (8 network
+    # passes a scene): if the run must stop, the slow method is scored on the scenes it
+    # finished (--score-only), the others on all
+    phases = [[m for m in methods if m != "prob_unet"], [m for m in methods if m == "prob_unet"]]
+    for phase in phases:
+        for lo in range(0, len(scenes), args.chunk):
+            chunk = scenes[lo:lo + args.chunk]
+            for name in phase:
+                f = cache / f"{name}_{lo:06d}_{len(chunk)}.pkl"
+                if len(results[name]) < lo:  # an earlier chunk is missing (score-only)
+                    continue
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        res, sec = pickle.load(fh)
+                elif args.score_only:
+                    continue
+                else:
+                    t0 = time.perf_counter()
+                    res = [deblend_survey_scene(sc["image"], pixel_scale=spec.pixel_scale,
+                                                bands=bands, noise_sigma=sigma, psf=fwhm,
+                                                wcs=wcs, seed=lo + i, **methods[name])
+                           for i, sc in enumerate(chunk)]
+                    sec = time.perf_counter() - t0
+                    res = [dataclasses.replace(r, fractions=None) for r in res]
+                    with open(f.with_suffix(".tmp"), "wb") as fh:
+                        pickle.dump((res, sec), fh)
+                    f.with_suffix(".tmp").rename(f)
+                results[name] += res
+                seconds[name] += sec
+            if phase:
+                print(f"scenes {lo + len(chunk)}/{len(scenes)}: " + ", ".join(
+                    f"{k} {len(results[k])} in {seconds[k]:.0f} s" for k in phase), flush=True)
+    evals = {}
+    for name in methods:
+        k = len(results[name])
+        ev = evaluate(results[name], scenes[:k], fwhm_pix, bands,
+                      label_threshold=float(net.card.get("fraction_background", 0.1)),
+                      mag_i_of_flux=survey_i.magnitude)
+        ev["seconds"] = seconds[name]
+        ev["n_scenes"] = k
+        evals[name] = ev
     summary = {"n_scenes": len(scenes), "dataset": {**DATASET, "path": args.data},
                "psf_fwhm_arcsec": fwhm, "match_radius_pix": fwhm_pix, "snr_min": 5.0,
                "model_card": {k: net.card.get(k) for k in ("survey", "bands", "pixel_scale",
                                                            "temperature", "training")},
                "command": "python benchmarks/scene_deblend_benchmark.py "
                           + " ".join(sys.argv[1:] if argv is None else argv),
+               "load_average_at_end": list(__import__("os").getloadavg()),
                "methods": {}}
     for name in methods:
-        ev = evaluate(results[name], scenes, fwhm_pix, bands,
-                      label_threshold=float(net.card.get("fraction_background", 0.1)))
-        ev["seconds"] = seconds[name]
-        ev["scenes_per_second"] = len(scenes) / seconds[name]
-        ev["speed_ratio_to_sep"] = (len(scenes) / seconds[name]) / (len(scenes) /
-                                                                     seconds["sep"])
+        ev = evals[name]
+        ev["scenes_per_second"] = ev["n_scenes"] / seconds[name]
+        ev["speed_ratio_to_sep"] = ((ev["n_scenes"] / seconds[name])
+                                    / (evals["sep"]["n_scenes"] / seconds["sep"]))
         summary["methods"][name] = ev
-    sep, un = summary["methods"]["sep"], summary["methods"]["unet"]
-    summary["targets"] = {
+    sep, un = summary["methods"]["sep"], summary["methods"].get("unet")
+    summary["targets"] = {} if un is None else {
         "completeness_gain_points": 100 * (un["completeness"] - sep["completeness"]),
         "purity_difference_points": 100 * (un["purity"] - sep["purity"]),
         "mape_beta_gt_0.1_ratio_to_sep": (un["flux_all_bands_beta_gt_0.1"]["mape"]
                                           / sep["flux_all_bands_beta_gt_0.1"]["mape"]),
         "mape_overall_unet": un["flux_all_bands"]["mape"],
-        "ece_prob_unet": summary["methods"]["prob_unet"].get("ece"),
+        "ece_prob_unet": summary["methods"].get("prob_unet", {}).get("ece"),
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    stem = args.stem or ("quick_results" if args.quick else "results")
     (OUT / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [f"# Scene deblending, {len(scenes)} held-out LSST-like scenes (g r i z, 64x64)",
              "", f"`{summary['command']}`", "",
+             "Scenes scored per method: " + ", ".join(
+                 f"{m} {summary['methods'][m]['n_scenes']}" for m in summary["methods"])
+             + " (the first N of the held-out set; a method short of "
+             f"{len(scenes)} did not finish in the run's time).", "",
              "| method | completeness | purity | IoU median (truth 1 sigma / 0.1 sigma) | MAPE all"
              " (%) | MAPE beta>0.1 (%) | NMAD all | bias all | scenes/s (x SEP) | ECE |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -273,6 +375,30 @@ def main(argv=None):
                 for m in methods]
         lines.append(f"| {row['range'][0]}-{row['range'][1]} | {row['n']} | "
                      + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
+    lines += ["", "Purity by i magnitude (detections: the matched true object's magnitude, "
+              "else the measured one):", "",
+              "| mag_i | " + " | ".join(f"{m} (n)" for m in methods) + " |",
+              "| --- | " + " | ".join("---" for _ in methods) + " |"]
+    for i in range(len(MAG_BINS) - 1):
+        rng = summary["methods"]["sep"]["purity_by_mag_i"][i]["range"]
+        cells = []
+        for m in methods:
+            r = summary["methods"][m]["purity_by_mag_i"][i]
+            cells.append("-" if r["purity"] is None else
+                         f"{r['purity']:.3f} ({r['n_detections']})")
+        lines.append(f"| {rng[0]}-{rng[1]} | " + " | ".join(cells) + " |")
+    lines += ["", "Flux MAPE (%) of matched targets by true i magnitude (all bands / i band):",
+              "", "| mag_i | n | " + " | ".join(methods) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in methods) + " |"]
+    band_i = [b for b in bands if b.endswith("_i")][0]
+    for i in range(len(MAG_BINS) - 1):
+        rows_ = [summary["methods"][m]["flux_by_mag_i"][i] for m in methods]
+        rng = rows_[0]["range"]
+        cells = ["-" if r["all_bands"]["mape"] is None else
+                 f"{r['all_bands']['mape']:.1f} / {r[band_i]['mape']:.1f}" for r in rows_]
+        lines.append(f"| {rng[0]}-{rng[1]} | "
+                     + "/".join(str(r[band_i]["n"]) for r in rows_) + " | "
+                     + " | ".join(cells) + " |")
     lines += ["", "Flux MAPE (%) per band and blendedness bin:", ""]
     for name in methods:
         lines.append(f"- {name}: " + "; ".join(

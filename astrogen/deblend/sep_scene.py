@@ -3,9 +3,9 @@
 :func:`sep_scene` has the signature every scene deblender of the package shares,
 ``fn(image (C, H, W), *, pixel_scale, bands, wcs=None, noise_sigma=None) -> SceneResult``, so
 adapters (:mod:`astrogen.deblend.btk`), metrics and writers can take it or a network in its
-place. Detection and deblending run once, on the noise-weighted sum of the bands (one
-segmentation for all bands); each object's flux in band ``b`` is the sum of that band over
-the object's segment (isophotal, deblended; units of the image).
+place. It is a front end of the one SEP path of :mod:`astrogen.deblend.scene` (detection
+and deblending once, on the noise-weighted sum of the bands, one segmentation for all
+bands; each object's flux in band ``b`` the sum of that band over its segment).
 
 Conventions: positions are 0-based pixel centres (x = column, y = row), as in
 :mod:`astrogen.deblend.measure` and :class:`~astrogen.deblend.result.SceneResult`.
@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 from astropy import units as u
-from astropy.table import Column, Table
 
-from astrogen.deblend.measure import sep_deblend
 from astrogen.deblend.result import SceneResult
 from astrogen.errors import ConfigError
 
@@ -93,12 +91,33 @@ def scene_inputs(image: Any, pixel_scale: Any, bands: Any, noise_sigma: Any = No
     return img, ps, names, sig
 
 
-def _sky(wcs: Any, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if wcs is None or len(x) == 0:
-        nan = np.full(len(x), np.nan)
-        return nan, nan.copy()
-    ra, dec = wcs.celestial.pixel_to_world_values(x, y)
-    return np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
+def _psf_fwhm_pix(psf: Any, pixel_scale: float) -> float:
+    """FWHM (pixels) of the detection filter: ``psf`` as a FWHM in arcsec, as PSF images
+    ``(C, h, w)`` or ``(h, w)`` (FWHM of the Gaussian of the same second moments, mean over
+    bands), or None (:data:`astrogen.deblend.survey.SEP_DEFAULT_FWHM_PIX`)."""
+    from astrogen.deblend.survey import SEP_DEFAULT_FWHM_PIX
+
+    if psf is None:
+        return SEP_DEFAULT_FWHM_PIX
+    if np.ndim(psf) == 0:
+        fwhm = float(psf) / pixel_scale
+    else:
+        stamps = np.asarray(psf, np.float64)
+        stamps = stamps.reshape((-1,) + stamps.shape[-2:])
+        yy, xx = np.indices(stamps.shape[1:], dtype=np.float64)
+        fw = []
+        for p in stamps:
+            tot = p.sum()
+            if not tot > 0:
+                continue
+            cx, cy = (p * xx).sum() / tot, (p * yy).sum() / tot
+            r2 = (p * ((xx - cx) ** 2 + (yy - cy) ** 2)).sum() / tot
+            fw.append(2.3548 * np.sqrt(max(r2, 1e-12) / 2.0))
+        fwhm = float(np.mean(fw)) if fw else float("nan")
+    if not (np.isfinite(fwhm) and fwhm > 0):
+        raise ConfigError("must be a FWHM in arcsec or PSF images with positive flux.",
+                          key="psf", received={"psf": str(psf)[:80]})
+    return fwhm
 
 
 def sep_scene(image: Any, *, pixel_scale: float, bands: Any, wcs: Any = None,
@@ -107,18 +126,20 @@ def sep_scene(image: Any, *, pixel_scale: float, bands: Any, wcs: Any = None,
               psf: Any = None) -> SceneResult:
     """Detect and deblend every object of a scene with SEP; returns a :class:`SceneResult`.
 
-    The detection image is ``sum_b image_b / sigma_b**2`` (optimal for a flat spectrum and
-    noise-dominated pixels) with per-pixel noise ``sqrt(sum_b 1 / sigma_b**2)``; SEP runs on
-    it with :func:`astrogen.deblend.measure.sep_deblend` (threshold ``thresh`` sigma, SEP's
-    default 3x3 filter, multi-threshold deblending). Fluxes per band are sums of the band over
-    each segment; ``flux_err_b = sigma_b sqrt(n_pix)``.
+    The same code as ``deblend_scene(method="sep")`` (:mod:`astrogen.deblend.scene`: one
+    SEP path): the detection image is the noise-weighted sum of the bands with unit noise
+    (:func:`~astrogen.deblend.scene.detection_image`), filtered by a Gaussian of the PSF
+    FWHM (:func:`~astrogen.deblend.scene.detect`), SEP multi-threshold deblending; fluxes
+    per band are sums of the band over each segment
+    (:func:`~astrogen.deblend.scene.sep_catalog`), ``flux_err_b = sqrt(sum sigma_b**2)``
+    over the segment.
 
     Parameters
     ----------
     image : array_like, shape (C, H, W) or (H, W)
         Background-subtracted scene, bands first.
     pixel_scale : float
-        Arcsec per pixel (recorded; SEP works in pixels).
+        Arcsec per pixel (converts a FWHM ``psf`` to pixels).
     bands : sequence of str
         Band names, one per image band.
     wcs : astropy.wcs.WCS, optional
@@ -128,67 +149,36 @@ def sep_scene(image: Any, *, pixel_scale: float, bands: Any, wcs: Any = None,
     flux_unit : str or astropy unit, optional
         Unit of the image, recorded on the flux columns.
     thresh, minarea, deblend_nthresh, deblend_cont
-        SEP parameters (see :func:`~astrogen.deblend.measure.sep_deblend`).
-    psf : optional
-        Ignored (SEP does not model the PSF); accepted so that readers may pass it.
+        SEP parameters (threshold in sigma of the filtered detection image; default
+        SExtractor's, :data:`astrogen.deblend.segment.SEP_DEFAULTS`).
+    psf : float or array_like, optional
+        PSF FWHM in arcsec, or PSF images ``(C, h, w)`` (FWHM from their second moments),
+        for the detection filter; default 3 pixels.
 
     Returns
     -------
     SceneResult
         Catalog ``id, x, y`` (SEP barycentres on the detection image), ``peak_x, peak_y``
-        (brightest detection pixel of the segment), ``ra, dec``, ``flux_<b>``, ``flux_err_<b>``;
-        the SEP segmentation; one-hot ``fractions``.
+        (brightest filtered detection pixel), ``ra, dec``, ``flux_<b>``, ``flux_err_<b>``,
+        ``npix``; the SEP segmentation; one-hot ``fractions``.
     """
+    from astrogen.deblend.scene import detect, detection_image, sep_catalog
+
     img, ps, names, sig = scene_inputs(image, pixel_scale, bands, noise_sigma)
-    sig_full = np.broadcast_to(sig, img.shape)
-    ivar = 1.0 / np.square(sig_full)
-    det = np.sum(img * ivar, axis=0)
-    det_sigma = np.sqrt(np.sum(ivar, axis=0))
-    det_sigma = float(det_sigma.flat[0]) if np.all(det_sigma == det_sigma.flat[0]) else det_sigma
-    sep_cat, seg = sep_deblend(det, det_sigma, thresh=thresh, minarea=minarea,
-                               deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont)
-    n = len(sep_cat)
-    labels = seg.ravel()
+    fwhm_pix = _psf_fwhm_pix(psf, ps)
+    det = detection_image(img, sig)
+    objects, seg = detect(det, fwhm_pix, thresh=thresh, minarea=minarea,
+                          deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont)
+    cat, totals = sep_catalog(img, sig, objects, seg, list(names), flux_unit, wcs)
     unit = None if flux_unit is None else u.Unit(flux_unit)
-    x = np.asarray(sep_cat["x"], dtype=np.float64)
-    y = np.asarray(sep_cat["y"], dtype=np.float64)
-    # brightest pixel of each segment on the detection image
-    peak_x = np.full(n, np.nan)
-    peak_y = np.full(n, np.nan)
-    if n:
-        order = np.lexsort((-det.ravel(), labels))  # by label, then decreasing value
-        first = np.searchsorted(labels[order], np.arange(1, n + 1))
-        flat = order[first]
-        peak_y, peak_x = np.unravel_index(flat, det.shape)
-    ra, dec = _sky(wcs, x, y)
-    npix = np.bincount(labels, minlength=n + 1)[1:n + 1]
-    cat = Table()
-    cat["id"] = Column(np.arange(1, n + 1, dtype=np.int32),
-                       description="label of the object in segmentation")
-    cat["x"] = Column(x, unit=u.pix, description="barycentre column, 0-based pixel centre")
-    cat["y"] = Column(y, unit=u.pix, description="barycentre row, 0-based pixel centre")
-    cat["peak_x"] = Column(np.asarray(peak_x, dtype=np.float64), unit=u.pix,
-                           description="column of the brightest detection pixel")
-    cat["peak_y"] = Column(np.asarray(peak_y, dtype=np.float64), unit=u.pix,
-                           description="row of the brightest detection pixel")
-    cat["ra"] = Column(ra, unit=u.deg, description="right ascension of (x, y), NaN without WCS")
-    cat["dec"] = Column(dec, unit=u.deg, description="declination of (x, y), NaN without WCS")
-    for b, band in enumerate(names):
-        flux = np.bincount(labels, weights=img[b].ravel(), minlength=n + 1)[1:n + 1]
-        var = np.bincount(labels, weights=np.square(sig_full[b]).ravel(),
-                          minlength=n + 1)[1:n + 1]
-        desc = "image units" if unit is None else str(unit)
-        cat[f"flux_{band}"] = Column(flux, unit=unit,
-                                     description=f"sum of band {band} over the segment, {desc}")
-        cat[f"flux_err_{band}"] = Column(np.sqrt(var), unit=unit,
-                                         description=f"1-sigma noise of flux_{band}, {desc}")
-    cat["npix"] = Column(npix.astype(np.int64), unit=u.pix**2, description="segment area")
+    cat.meta.update(totals)
     cat.meta.update({"method": "sep", "thresh_sigma": float(thresh), "minarea": int(minarea),
                      "deblend_nthresh": int(deblend_nthresh),
-                     "deblend_cont": float(deblend_cont),
-                     "detection_image": "sum_b image_b / sigma_b^2",
+                     "deblend_cont": float(deblend_cont), "filter_fwhm_pix": fwhm_pix,
+                     "detection_image": "sum_b image_b / sigma_b^2 / sqrt(sum_b sigma_b^-2)",
                      "flux_unit": "image units" if unit is None else str(unit),
                      "position_convention": "0-based pixel centres, x = column, y = row"})
+    n = len(cat)
     fractions = (seg[None] == np.arange(1, n + 1)[:, None, None]).astype(np.float32)
     return SceneResult(catalog=cat, segmentation=seg.astype(np.int32), fractions=fractions,
                        bands=names, pixel_scale=ps, wcs=wcs, method="sep")

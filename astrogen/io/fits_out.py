@@ -74,6 +74,51 @@ def provenance_cards(header: fits.Header, cards: dict[str, tuple[Any, str]],
     return header
 
 
+def table_hdu(table: Table, name: str) -> fits.BinTableHDU:
+    """A binary-table HDU whose column units and descriptions survive a round trip through
+    ``astropy.table.Table.read`` / ``QTable.read``, also units FITS has no name for
+    (``electron``: ``fits.BinTableHDU(table)`` drops them with a warning).
+
+    Columns with a unit are written as quantities of their own dtype, so astropy records
+    them in its serialized-columns header block; units the FITS standard knows (``pix``,
+    ``deg``) are also written as ``TUNITn`` for other readers. An integer column with a
+    unit is stored as an integer but read back by astropy as float.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+    name : str
+        ``EXTNAME`` of the HDU.
+
+    Returns
+    -------
+    astropy.io.fits.BinTableHDU
+    """
+    import io
+    import warnings
+
+    from astropy import units as u
+    from astropy.table import QTable
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    q = QTable(meta=dict(table.meta))
+    for col_name, col in table.columns.items():
+        if getattr(col, "unit", None) is None:
+            q[col_name] = col
+            continue
+        q[col_name] = u.Quantity(np.asarray(col), col.unit, dtype=col.dtype)
+        q[col_name].info.description = col.info.description
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        q.write(buf, format="fits")
+    buf.seek(0)
+    with fits.open(buf) as hl:
+        hdu = fits.BinTableHDU(data=hl[1].data.copy(), header=hl[1].header.copy())
+    hdu.name = name
+    return hdu
+
+
 def write_image(path, hdus: list[fits.ImageHDU | fits.PrimaryHDU]) -> Path:
     """Write an HDU list atomically."""
     with atomic_path(path) as tmp:

@@ -261,6 +261,9 @@ class SceneReport(Stage):
             t["ra"], t["dec"] = ra, dec
             t["ra"].unit = t["dec"].unit = "deg"
             t["x"].unit = t["y"].unit = "pix"
+            for c in t.colnames:
+                if c.startswith("flux_"):
+                    t[c].unit = "electron"
             truths.append(t)
         if truths:
             with atomic_path(self._part(index, "truth.ecsv")) as tmp:
@@ -303,7 +306,7 @@ class SceneReport(Stage):
         from astropy.table import Table, vstack
 
         from astrogen.deblend.figures import plot_scenes
-        from astrogen.io.fits_out import provenance_cards, write_image
+        from astrogen.io.fits_out import provenance_cards, table_hdu, write_image
 
         wd = self.ctx.work_dir
         infos = [json.loads(p.read_text()) for p in sorted(wd.glob("part_*_info.json"))]
@@ -317,13 +320,13 @@ class SceneReport(Stage):
             truth = vstack([Table.read(p, format="ascii.ecsv") for p in tparts],
                            metadata_conflicts="silent")
             paths.append(write_image(self.ctx.output_dir / self.truth_file,
-                                     [prim.copy(), fits.BinTableHDU(truth, name="TRUTH")]))
+                                     [prim.copy(), table_hdu(truth, "TRUTH")]))
         hdus = [prim]
         for name, meta in infos[0]["methods"].items():
             parts = sorted(wd.glob(f"part_*_cat_{name}.ecsv"))
             cat = vstack([Table.read(p, format="ascii.ecsv") for p in parts],
                          metadata_conflicts="silent") if parts else Table()
-            h = fits.BinTableHDU(cat, name=name.upper()[:68])
+            h = table_hdu(cat, name.upper()[:68])
             h.header["METHOD"] = (meta["method"], "deblending method")
             h.header["SECONDS"] = (sum(i["methods"][name]["seconds"] for i in infos),
                                    "[s] wall time of the stage")

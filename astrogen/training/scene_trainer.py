@@ -89,8 +89,9 @@ def scene_label_samples(model, scene: dict, sigma, fwhm_pix: float, n_samples: i
                         seed: int = 0) -> dict:
     """Calibration data of one scene with truth, on the pixels the prediction segments.
 
-    The segmentation is the one :func:`astrogen.deblend.scene.deblend_scene` returns (argmax
-    of the label probabilities of the mean fractions); on its object pixels the returned
+    The segmentation is the one :func:`astrogen.deblend.scene.deblend_scene` returns
+    (:func:`astrogen.deblend.scene.instance_map` of the mean fractions on the objects'
+    footprint); on its object pixels the returned
     ``samples`` are the label probabilities of each MC-dropout sample, ``assigned`` the
     segmentation's class and ``correct`` whether that object is the pixel's true
     majority-light owner (:func:`astrogen.deblend.scene.owner_correct`, detections matched
@@ -104,15 +105,17 @@ def scene_label_samples(model, scene: dict, sigma, fwhm_pix: float, n_samples: i
     """
     from astrogen.datasets.survey_scenes import match_detections
     from astrogen.deblend.scene import (DETECT_DEFAULTS, detect, detection_image,
-                                        label_probabilities, network_fractions,
-                                        owner_correct)
+                                        instance_map, label_probabilities,
+                                        network_fractions, object_footprint, owner_correct)
 
     det = detection_image(scene["image"], sigma)
     objs, segmap = detect(det, fwhm_pix, **DETECT_DEFAULTS)
     fr = network_fractions(scene["image"], sigma, det, objs, fwhm_pix,
                            model.predictor(seed), model.size, n_samples, segmap=segmap)
     probs = np.stack([label_probabilities(f) for f in fr])  # (ns, N + 1, H, W)
-    seg = np.argmax(label_probabilities(fr.mean(axis=0).astype(np.float32)), axis=0)
+    seg = instance_map(fr.mean(axis=0).astype(np.float32),
+                       object_footprint(det, fwhm_pix, segmap),
+                       np.c_[objs["peak_x"], objs["peak_y"]])
     pos = np.c_[objs["x"], objs["y"]] if len(objs) else np.zeros((0, 2))
     ok = owner_correct(scene["models_det"], match_detections(pos, scene, fwhm_pix), seg)
     inside = seg > 0
@@ -251,18 +254,33 @@ def calibrate_trained(config_path) -> dict:
 
     Uses the run's validation scenes and settings; command line:
     ``python -m astrogen.training.scene_trainer calibrate <config>``."""
+    import dataclasses
     from pathlib import Path
 
     from astrogen.datasets.survey_scenes import SceneDatasetConfig, read_scene_dataset
     from astrogen.models.scene_deblender import load_scene_deblender
     from astrogen.training.config import load_training_config
 
+    from astrogen.datasets.base import is_complete
+    from astrogen.datasets.survey_scenes import build_scene_dataset
+
     cfg = load_training_config(str(config_path))
     ds = dict(cfg["dataset"])
     path = Path(ds.pop("path"))
-    spec = SceneDatasetConfig.from_dict(ds).spec()
+    dcfg = SceneDatasetConfig.from_dict(ds)
+    spec = dcfg.spec()
     model = load_scene_deblender(cfg["output"])
-    val = read_scene_dataset(path)[-int(cfg["training"]["validation_scenes"]):]
+    n_val = int(cfg["training"]["validation_scenes"])
+    if is_complete(path):
+        val = read_scene_dataset(path)[-n_val:]
+    else:
+        # a scene is a function of (seed, scene id) only: build just the validation scenes
+        # (the training set's last n_val ids) instead of the whole training set
+        vcfg = dataclasses.replace(dcfg, first_scene=dcfg.first_scene + dcfg.n_scenes - n_val,
+                                   n_scenes=n_val)
+        vpath = path.with_name(path.name + "_validation")
+        build_scene_dataset(vpath, vcfg)
+        val = read_scene_dataset(vpath)
     fwhm_pix = float(np.mean(spec.psf_fwhm())) / spec.pixel_scale
     fit = calibrate(model, val, spec.noise_sigma(), fwhm_pix,
                     int(cfg["training"]["calibration_samples"]))

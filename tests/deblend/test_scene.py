@@ -272,3 +272,33 @@ def test_assembly_extends_fractions_by_the_sep_segment_outside_the_cutout():
     # without a segmentation the outside stays empty (the pre-issue-15 behaviour)
     sc0 = assemble_fractions(f, origins, (32, 32))
     assert sc0[0, 2:12].sum() == 0
+
+
+def _greedy_predictor(inputs, n_samples):
+    """A network at its worst on noise: fraction 1 on every pixel of the cut-out, the
+    corners of pure noise included (the square segments of issue 15)."""
+    return np.ones((n_samples,) + inputs.shape[:3])
+
+
+@pytest.mark.parametrize("method,seed", [("unet", 1), ("unet", 3), ("prob_unet", 3)])
+def test_instance_map_stays_on_the_galaxy_not_on_its_cutout(method, seed):
+    from scipy.ndimage import binary_dilation
+
+    img, models = _scene([(31.3, 30.6)], fluxes=[4000.0], sigma_pix=2.0, noise=1.0,
+                         seed=seed)
+    res = deblend_scene(img, pixel_scale=PS, bands=BANDS, noise_sigma=1.0, psf_fwhm=FWHM,
+                        method=method, predictor=_greedy_predictor, n_samples=2)
+    # the galaxy's isophote: its noiseless light above 1 sigma of the detection image (the
+    # benchmark's true footprint); "far outside" = more than one PSF FWHM (4 pixels) beyond
+    iso = detection_image(models[0], 1.0) > 1.0
+    near = binary_dilation(iso, iterations=4)
+    k = int(np.argmin(np.hypot(res.catalog["x"] - 31.3, res.catalog["y"] - 30.6))) + 1
+    own = res.segmentation == k
+    assert (own & iso).sum() >= 0.8 * iso.sum()  # the galaxy keeps its isophote
+    # without the footprint the whole 32x32 cut-out was the galaxy's: 1024 pixels, 460 of
+    # them far outside; a noise spur attached to the footprint may reach a few
+    far = int((own & ~near).sum())
+    assert far <= 0.02 * own.sum(), f"{far} of {own.sum()} pixels far outside"
+    assert ((res.segmentation > 0) & ~near).sum() <= 0.02 * own.sum()
+    if method == "prob_unet":  # no confidence claimed off the objects
+        assert np.all(np.isnan(res.uncertainty[res.segmentation == 0]))

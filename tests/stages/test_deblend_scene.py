@@ -73,6 +73,20 @@ def test_pipeline_writes_scenes_with_wcs_truth_and_catalogs(tmp_path):
     assert cat["ra"].unit == "deg"
     truth = Table.read(tmp_path / "scene_truth.fits")
     assert set(cat["scene_id"]) <= set(truth["scene_id"])
+    # 'electron' is no FITS standard unit; it must still come back from the FITS files
+    # (fits.BinTableHDU(table) dropped it with a warning)
+    from astropy import units as u
+    from astropy.table import QTable
+
+    for t in (cat, truth):
+        assert t["flux_lsst_i"].unit == u.electron and t["x"].unit == u.pix
+    assert cat["flux_err_lsst_i"].unit == u.electron
+    assert truth["flux_scene_lsst_r"].unit == u.electron
+    q = QTable.read(tmp_path / "scene_catalog.fits", hdu="SEP")
+    assert q["flux_lsst_i"].unit == u.electron and q["flux_lsst_i"].value.sum() != 0
+    np.testing.assert_array_equal(q["flux_lsst_i"].value, cat["flux_lsst_i"])
+    with fits.open(files[0]) as h:
+        assert u.Unit(h[0].header["BUNIT"]) == u.electron
     assert (tmp_path / "scenes.png").is_file()
 
 
