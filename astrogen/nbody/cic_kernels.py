@@ -90,15 +90,26 @@ def _paint(cells, n, out):
 
 
 @_jit
+def _neighbours(n):
+    """``(i + s) mod n`` for s = -2, -1, 1, 2 (rows 0..3), without a modulo per mesh point."""
+    nb = np.empty((4, n), np.intp)
+    for i in range(n):
+        nb[0, i], nb[1, i], nb[2, i], nb[3, i] = (i - 2) % n, (i - 1) % n, (i + 1) % n, \
+            (i + 2) % n
+    return nb
+
+
+@_jit
 def _gradient_mesh(f, fd4, out):
     n = f.shape[0]
     eight = np.float32(8.0)
+    nb = _neighbours(n)
     for i in range(n):
-        ip1, im1, ip2, im2 = (i + 1) % n, (i - 1) % n, (i + 2) % n, (i - 2) % n
+        im2, im1, ip1, ip2 = nb[0, i], nb[1, i], nb[2, i], nb[3, i]
         for j in range(n):
-            jp1, jm1, jp2, jm2 = (j + 1) % n, (j - 1) % n, (j + 2) % n, (j - 2) % n
+            jm2, jm1, jp1, jp2 = nb[0, j], nb[1, j], nb[2, j], nb[3, j]
             for k in range(n):
-                kp1, km1, kp2, km2 = (k + 1) % n, (k - 1) % n, (k + 2) % n, (k - 2) % n
+                km2, km1, kp1, kp2 = nb[0, k], nb[1, k], nb[2, k], nb[3, k]
                 d0 = f[ip1, j, k] - f[im1, j, k]
                 d1 = f[i, jp1, k] - f[i, jm1, k]
                 d2 = f[i, j, kp1] - f[i, j, km1]
@@ -116,33 +127,27 @@ def _gradient_mesh(f, fd4, out):
 def _readout3(g, cells, n, out):
     npart = cells.shape[1]
     one = np.float32(1.0)
-    flat = g.reshape(-1, 3)
+    flat = g.reshape(-1)
     n2 = n * n
     for p in range(npart):
         a0, b0, f0 = _axis_terms(cells[0, p], n)
         a1, b1, f1 = _axis_terms(cells[1, p], n)
         a2, b2, f2 = _axis_terms(cells[2, p], n)
+        g0, g1, g2 = one - f0, one - f1, one - f2
+        j00, j01, j10, j11 = a0 * n2 + a1 * n, a0 * n2 + b1 * n, b0 * n2 + a1 * n, \
+            b0 * n2 + b1 * n
+        w00, w01, w10, w11 = g0 * g1, g0 * f1, f0 * g1, f0 * f1
         s0 = np.float32(0.0)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
-        for c in range(8):
-            if (c >> 2) & 1:
-                j0, w0 = b0 * n2, f0
-            else:
-                j0, w0 = a0 * n2, one - f0
-            if (c >> 1) & 1:
-                j1, w1 = b1 * n, f1
-            else:
-                j1, w1 = a1 * n, one - f1
-            if c & 1:
-                j2, w2 = b2, f2
-            else:
-                j2, w2 = a2, one - f2
-            w = (w0 * w1) * w2
-            m = (j0 + j1) + j2
-            s0 += w * flat[m, 0]
-            s1 += w * flat[m, 1]
-            s2 += w * flat[m, 2]
+        # the 8 corners in stencil order (first axis slowest), 3 contiguous values each
+        for jj, ww in ((j00, w00), (j01, w01), (j10, w10), (j11, w11)):
+            for kk, wk in ((a2, g2), (b2, f2)):
+                w = ww * wk
+                m = 3 * (jj + kk)
+                s0 += w * flat[m]
+                s1 += w * flat[m + 1]
+                s2 += w * flat[m + 2]
         out[0, p] = s0
         out[1, p] = s1
         out[2, p] = s2
