@@ -124,6 +124,8 @@ def main(argv=None) -> int:
             g3 = _timer(lambda: cic_kernels.gradient_mesh(psi, pm.gradient), t,
                         "force_c_gradient_mesh")
             _timer(lambda: cic_kernels.readout3(g3, cells), t, "force_c_readout3")
+            _timer(lambda: cic_kernels.readout_gradient(psi, cells, pm.gradient), t,
+                   "force_c_readout_gradient")
             del rho_c
         # ---- numpy-kernel force, part by part
         idx, w = _timer(lambda: cic_stencil(cells, nm), t, "force_stencil")

@@ -7,8 +7,9 @@ modes is exact whatever the number of steps. Gravity is solved on a periodic mes
 times finer than the particle lattice) by FFT, with CIC painting and interpolation. The
 design follows the public FlowPM code (Modi, Lanusse & Seljak 2020, arXiv:2010.11847).
 
-Two backends compute the same force. ``numpy`` (default, CPU): the CIC paint, the
-gradient and one fused readout of the three force components are compiled numba kernels
+Two backends compute the same force. ``numpy`` (default, CPU): the CIC paint and one fused
+readout of the three force components (finite differences taken at the particles' mesh
+points) are compiled numba kernels
 (:mod:`astrogen.nbody.cic_kernels`; without numba, or with ``kernels="numpy"``, the CIC stencil
 is computed once per force evaluation in numpy and used for the paint, one ``np.bincount``,
 and the readouts, ``np.take``: the same forces); the potential takes one real FFT pair (``scipy.fft``, float32,
@@ -412,8 +413,9 @@ class ParticleMesh:
     def _force_numpy(self, x3: np.ndarray) -> np.ndarray:
         """Numpy PM force at positions ``x3`` (3, n_part) in Mpc/h; returns (3, n_part) float32.
 
-        With the compiled kernels (:attr:`compiled`): paint, gradient and one fused readout of
-        the three components by :mod:`astrogen.nbody.cic_kernels`, no stencil arrays;
+        With the compiled kernels (:attr:`compiled`): the paint, and one readout that takes the
+        three finite differences of the potential at each particle's 8 mesh points
+        (:mod:`astrogen.nbody.cic_kernels`; no stencil arrays, no gradient meshes);
         otherwise the CIC stencil is computed once in numpy and shared by the ``np.bincount``
         paint and three ``np.take`` readouts. Both give the same forces (tested)."""
         import scipy.fft as sfft
@@ -431,8 +433,7 @@ class ParticleMesh:
             ws.update(npart=npart, compiled=compiled, mesh=np.empty((nm,) * 3, np.float32))
             if compiled:
                 ws.update(cells=np.empty((3, npart), np.float32),
-                          rho=np.empty((nm,) * 3, np.float64),
-                          grad3=np.empty((nm,) * 3 + (3,), np.float32))
+                          rho=np.empty((nm,) * 3, np.float64))
             else:
                 ws.update(idx=np.empty((8, npart), np.intp),
                           w=np.empty((8, npart), np.float32),
@@ -469,9 +470,8 @@ class ParticleMesh:
             return out
         dk *= kern
         psi = sfft.irfftn(dk, s=(nm,) * 3, workers=self.workers, overwrite_x=True)
-        if compiled:  # the three derivative meshes interleaved, then one gather
-            grad3 = cic_kernels.gradient_mesh(psi, self.gradient, out=ws["grad3"])
-            return cic_kernels.readout3(grad3, cells, out=out)
+        if compiled:  # the three differences at each particle's mesh points: one pass
+            return cic_kernels.readout_gradient(psi, cells, self.gradient, out=out)
         for axis in range(3):  # one contiguous derivative mesh at a time, read out at once
             gi = stencil_derivative(psi, axis, self.gradient, out=ws["grad"])
             np.take(gi.reshape(-1), idx, out=ws["vals"], mode="clip")  # clip: no buffering
