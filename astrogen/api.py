@@ -102,6 +102,8 @@ SHIPPED_MODELS: dict[str, tuple[str, str | None, str]] = {
                      "U-Net: projected density slab -> halo map and catalog"),
     "d3m_32": ("d3m", "d3m_32.keras",
                "D3M displacement emulator: Zel'dovich displacement -> z = 0 particles (3-D)"),
+    "d3m_64": ("d3m", "d3m_64.keras",
+               "D3M d3m_32 continued on 128 Mpc/h boxes (the default of nbody.displace)"),
     "halo_vnet_32": ("halo_vnet", "halo_vnet_32.keras",
                      "3-D halo V-Net: linear field on a 32^3 lattice -> protohalo mask + sizes"),
     "unet_blends": ("unet", "unet_blends.keras",
@@ -294,7 +296,7 @@ def load_model(name_or_path) -> Model:
     ----------
     name_or_path : str, pathlib.Path or Model
         A name of :data:`SHIPPED_MODELS` (``flowvae_cosmos64``, ``ddpm_cosmos64``,
-        ``parametric``, ``nbody_gan_32``, ``halo_unet_32``, ``d3m_32``, ``unet_blends``,
+        ``parametric``, ``nbody_gan_32``, ``halo_unet_32``, ``d3m_32``, ``d3m_64``, ``unet_blends``,
         ``prob_unet_blends``) or the path of a ``.keras`` file (its kind is read from the
         ``.json`` sidecar beside it, or from the segmenter class inside).
 

@@ -7,9 +7,12 @@ modes is exact whatever the number of steps. Gravity is solved on a periodic mes
 times finer than the particle lattice) by FFT, with CIC painting and interpolation. The
 design follows the public FlowPM code (Modi, Lanusse & Seljak 2020, arXiv:2010.11847).
 
-Two backends compute the same force. ``numpy`` (default, CPU): the CIC stencil of the
-particles is computed once per force evaluation and used for the paint (one ``np.bincount``)
-and the readout (``np.take``); the potential takes one real FFT pair (``scipy.fft``, float32,
+Two backends compute the same force. ``numpy`` (default, CPU): the CIC paint and one fused
+readout of the three force components (finite differences taken at the particles' mesh
+points) are compiled numba kernels
+(:mod:`astrogen.nbody.cic_kernels`; without numba, or with ``kernels="numpy"``, the CIC stencil
+is computed once per force evaluation in numpy and used for the paint, one ``np.bincount``,
+and the readouts, ``np.take``: the same forces); the potential takes one real FFT pair (``scipy.fft``, float32,
 all cores) and the finite-difference gradient (``fd2``/``fd4``) is applied in real space,
 which is the same linear operator as its Fourier kernel. ``tensorflow`` (the original code:
 ``tensor_scatter_nd_add``, ``gather_nd``, one forward and three inverse FFTs) is kept for
@@ -36,7 +39,7 @@ from astrogen.errors import ConfigError
 from astrogen.seeds import derive_seed
 
 __all__ = ["ParticleMesh", "PMSnapshot", "PMResult", "GRADIENT_KERNELS", "VELOCITY_UNIT",
-           "BACKENDS", "stencil_derivative"]
+           "BACKENDS", "KERNELS", "stencil_derivative"]
 
 #: Gradient kernels: ``exact`` (``i k``), ``fd2`` (2-point central difference with the matching
 #: 7-point Laplacian), ``fd4`` (4-point central difference, exact Laplacian).
@@ -44,6 +47,9 @@ GRADIENT_KERNELS = ("exact", "fd2", "fd4")
 
 #: Force backends (see the module docstring).
 BACKENDS = ("numpy", "tensorflow")
+
+#: CIC kernels of the numpy backend (see :class:`ParticleMesh`, ``kernels``).
+KERNELS = ("auto", "numba", "numpy")
 
 #: km/s per unit of ``p / a`` (H0 = 100 h km/s/Mpc with lengths in Mpc/h).
 VELOCITY_UNIT = 100.0
@@ -160,6 +166,11 @@ class ParticleMesh:
     workers : int, optional
         Threads of the numpy backend's FFTs (default: the CPUs this process may use). FFT
         results do not depend on it.
+    kernels : {"auto", "numba", "numpy"}
+        CIC paint, gradient and readout of the numpy backend: compiled
+        (:mod:`astrogen.nbody.cic_kernels`, one fused readout of the three force components)
+        or plain numpy; ``auto`` (default) takes numba when it imports. Same forces either way
+        (tested).
 
     References
     ----------
@@ -173,7 +184,7 @@ class ParticleMesh:
                  a_init: float = 0.1, n_steps: int = 10, lpt_order: int = 2,
                  gradient: str = "fd4", density_mesh: int | None = None,
                  fixed_amplitude: bool = False, inverted_phase: bool = False,
-                 backend: str = "numpy", workers: int | None = None):
+                 backend: str = "numpy", workers: int | None = None, kernels: str = "auto"):
         self.n = _positive_int(n_particles, "n_particles", 8)
         if self.n % 2 or self.n > 512:
             raise ConfigError("must be even and <= 512.", key="n_particles",
@@ -227,6 +238,18 @@ class ParticleMesh:
             workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
                 else (os.cpu_count() or 1)
         self.workers = _positive_int(workers, "workers", 1)
+        if kernels not in KERNELS:
+            from astrogen.errors import suggest
+
+            raise ConfigError("unknown kernels." + suggest(str(kernels), KERNELS),
+                              key="kernels", received={"kernels": kernels})
+        if kernels == "numba":
+            from astrogen.nbody import cic_kernels
+
+            if not cic_kernels.AVAILABLE:
+                raise ConfigError("numba is not installed (pip install numba).",
+                                  key="kernels", received={"kernels": kernels})
+        self.kernels = kernels
         self._force_fn = None
         self._psi_kernel = None
         self._work: dict = {}
@@ -235,6 +258,15 @@ class ParticleMesh:
         state = dict(self.__dict__)
         state.update(_force_fn=None, _work={})  # a tf.function and work arrays: rebuilt
         return state
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the numpy backend uses the compiled CIC kernels (``kernels``)."""
+        if self.kernels == "numpy":
+            return False
+        from astrogen.nbody import cic_kernels
+
+        return cic_kernels.AVAILABLE
 
     @property
     def lattice_shift(self) -> float:
@@ -379,28 +411,45 @@ class ParticleMesh:
         return out.astype(np.float32)
 
     def _force_numpy(self, x3: np.ndarray) -> np.ndarray:
-        """Numpy PM force at positions ``x3`` (3, n_part) in Mpc/h; returns (3, n_part) float32."""
-        import scipy.fft as sfft
+        """Numpy PM force at positions ``x3`` (3, n_part) in Mpc/h; returns (3, n_part) float32.
 
-        from astrogen.nbody.mesh import cic_stencil, paint_stencil
+        With the compiled kernels (:attr:`compiled`): the paint, and one readout that takes the
+        three finite differences of the potential at each particle's 8 mesh points
+        (:mod:`astrogen.nbody.cic_kernels`; no stencil arrays, no gradient meshes);
+        otherwise the CIC stencil is computed once in numpy and shared by the ``np.bincount``
+        paint and three ``np.take`` readouts. Both give the same forces (tested)."""
+        import scipy.fft as sfft
 
         nm = self.n_mesh
         npart = x3.shape[1]
+        compiled = self.compiled
         # work arrays kept between calls (fresh ones cost page faults every step), one set
         # per thread: a stage may run boxes in several threads on one solver
         import threading
 
         ws = self._work.setdefault(threading.get_ident(), {})
-        if ws.get("npart") != npart:
+        if ws.get("npart") != npart or ws.get("compiled") != compiled:
             ws.clear()
-            ws.update(npart=npart, idx=np.empty((8, npart), np.intp),
-                      w=np.empty((8, npart), np.float32),
-                      vals=np.empty((8, npart), np.float32),
-                      mesh=np.empty((nm,) * 3, np.float32),
-                      grad=np.empty((nm,) * 3, np.float32))
-        idx, w = cic_stencil(x3 * np.float32(nm / self.box_size), nm, dtype=np.float32,
-                             out=(ws["idx"], ws["w"]))
-        rho = paint_stencil(idx, w, nm)  # float64 particles per cell
+            ws.update(npart=npart, compiled=compiled, mesh=np.empty((nm,) * 3, np.float32))
+            if compiled:
+                ws.update(cells=np.empty((3, npart), np.float32),
+                          rho=np.empty((nm,) * 3, np.float64))
+            else:
+                ws.update(idx=np.empty((8, npart), np.intp),
+                          w=np.empty((8, npart), np.float32),
+                          vals=np.empty((8, npart), np.float32),
+                          grad=np.empty((nm,) * 3, np.float32))
+        if compiled:
+            from astrogen.nbody import cic_kernels
+
+            cells = np.multiply(x3, np.float32(nm / self.box_size), out=ws["cells"])
+            rho = cic_kernels.paint(cells, nm, out=ws["rho"])  # float64 particles per cell
+        else:
+            from astrogen.nbody.mesh import cic_stencil, paint_stencil
+
+            idx, w = cic_stencil(x3 * np.float32(nm / self.box_size), nm, dtype=np.float32,
+                                 out=(ws["idx"], ws["w"]))
+            rho = paint_stencil(idx, w, nm)  # float64 particles per cell
         # one pass: rho - mean in float64 (exact for small contrasts), rounded to float32; the
         # factor nm^3 / npart from counts to density contrast is folded into the kernel
         np.subtract(rho, float(npart) / float(nm**3), out=ws["mesh"], casting="same_kind")
@@ -410,15 +459,19 @@ class ParticleMesh:
             kern *= kern.dtype.type(float(nm**3) / float(npart))
             self._psi_kernel = (npart, kern)
         kern = self._psi_kernel[1]
+        out = np.empty((3, npart), np.float32)
         if self.gradient == "exact":
-            out = np.empty((3, npart), np.float32)
             for i in range(3):
                 gi = sfft.irfftn(dk * kern[i], s=(nm,) * 3, workers=self.workers)
-                np.einsum("cn,cn->n", w, np.take(gi.reshape(-1), idx), out=out[i])
+                if compiled:
+                    cic_kernels.readout(gi, cells, out=out[i])
+                else:
+                    np.einsum("cn,cn->n", w, np.take(gi.reshape(-1), idx), out=out[i])
             return out
         dk *= kern
         psi = sfft.irfftn(dk, s=(nm,) * 3, workers=self.workers, overwrite_x=True)
-        out = np.empty((3, npart), np.float32)
+        if compiled:  # the three differences at each particle's mesh points: one pass
+            return cic_kernels.readout_gradient(psi, cells, self.gradient, out=out)
         for axis in range(3):  # one contiguous derivative mesh at a time, read out at once
             gi = stencil_derivative(psi, axis, self.gradient, out=ws["grad"])
             np.take(gi.reshape(-1), idx, out=ws["vals"], mode="clip")  # clip: no buffering

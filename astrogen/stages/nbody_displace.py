@@ -88,7 +88,8 @@ class NBodyDisplace(Stage):
     Parameters
     ----------
     model : str
-        Shipped model name (``d3m_32``: trained on 32^3 particles in 64 Mpc/h, 2 Mpc/h
+        Shipped model name (``d3m_64``, the default: ``d3m_32`` continued on 64^3 particles
+        in 128 Mpc/h; ``d3m_32``: trained on 32^3 particles in 64 Mpc/h; both 2 Mpc/h
         spacing, z = 0, Planck 2018) or a ``.keras`` file written by
         :meth:`astrogen.models.d3m.D3M.save` (with its ``.json``).
     density_grid : int, optional
@@ -102,7 +103,7 @@ class NBodyDisplace(Stage):
     uses_tensorflow = True
     units = {"density_grid": "cells per side"}
 
-    def __init__(self, model: str = "d3m_32", density_grid: int | None = None,
+    def __init__(self, model: str = "d3m_64", density_grid: int | None = None,
                  batch_size: int = 1):
         if not isinstance(model, str) or not model:
             raise ConfigError("must be a shipped model name or a .keras file.", key="model",

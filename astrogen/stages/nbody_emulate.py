@@ -40,6 +40,7 @@ SHIPPED_MODELS = {
     "nbody_gan_32": ("nbody_gan_32.keras", "nbody_gan", "astrogen train configs/nbody_gan.yaml"),
     "halo_unet_32": ("halo_unet_32.keras", "halo_unet", "astrogen train configs/halo_unet.yaml"),
     "d3m_32": ("d3m_32.keras", "d3m", "astrogen train configs/d3m.yaml"),
+    "d3m_64": ("d3m_64.keras", "d3m", "astrogen train configs/d3m_64.yaml (from d3m_32)"),
     "halo_vnet_32": ("halo_vnet_32.keras", "halo_vnet", "astrogen train configs/halo_vnet.yaml"),
 }
 

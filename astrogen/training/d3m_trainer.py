@@ -18,10 +18,11 @@ from astrogen.seeds import derive_seed
 from astrogen.training.loop import Run
 from astrogen.training.registry import Trainer, register_trainer
 from astrogen.training.schema import (REQUIRED, check_bool, check_float, check_int,
-                                      check_int_list, check_sections, loop_keys, top_level)
+                                      check_int_list, check_optional_str, check_sections,
+                                      loop_keys, top_level)
 from astrogen.training.slices import exporter
 
-__all__ = ["D3M_SCHEMA", "D3MTrainer", "train_d3m", "augment_batch"]
+__all__ = ["D3M_SCHEMA", "D3MTrainer", "train_d3m", "augment_batch", "warm_start"]
 
 #: section -> key -> (default, check) of ``model: d3m``
 D3M_SCHEMA = {
@@ -36,6 +37,9 @@ D3M_SCHEMA = {
         "batch_size": (2, check_int(1)),
         "learning_rate": (1e-3, check_float(0.0, strict=True)),
         "augment": (True, check_bool),
+        # warm start: a saved D3M (same channels, convs_per_level and scale) whose weights
+        # start this run (a checkpoint of this run, on --resume, takes precedence)
+        "init_from": (None, check_optional_str),
         **loop_keys(checkpoint_every=50, log_every=10, progress=False),
         "export_every_checkpoint": (True, check_bool),
     },
@@ -99,6 +103,25 @@ def prepare_dataset(cfg, log=print):
     return path, read_manifest(path)
 
 
+def warm_start(model, path) -> dict:
+    """Copy the weights of the saved D3M at ``path`` into ``model`` (same architecture and
+    scale, else :class:`~astrogen.errors.ConfigError` naming ``training.init_from``); returns
+    ``{"model": path, "training": <its training record>}`` for the new model's metadata."""
+    from astrogen.errors import ConfigError
+    from astrogen.models.d3m import load_d3m
+
+    src = load_d3m(path)
+    if (src.channels, src.convs_per_level, src.scale) != (model.channels,
+                                                          model.convs_per_level, model.scale):
+        raise ConfigError("must be a D3M with the configured channels, convs_per_level and "
+                          "scale.", key="training.init_from",
+                          received={"init_from": str(path), "channels": src.channels,
+                                    "convs_per_level": src.convs_per_level,
+                                    "scale": src.scale})
+    model.network.set_weights(src.network.get_weights())
+    return {"model": str(path), "training": dict(src.meta.get("training", {}))}
+
+
 def train_d3m(cfg, resume: bool = False, log=print) -> dict:
     """Train the displacement emulator as configured; returns a summary."""
     import keras
@@ -130,6 +153,8 @@ def train_d3m(cfg, resume: bool = False, log=print) -> dict:
     keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
     model = D3M(channels=m_cfg["channels"], convs_per_level=m_cfg["convs_per_level"],
                 scale=scale, meta=meta)
+    if t_cfg["init_from"]:
+        meta["training"]["init_from"] = warm_start(model, t_cfg["init_from"])
     opt = keras.optimizers.Adam(t_cfg["learning_rate"], name="d3m_adam")
     opt.build(model.network.trainable_variables)
     step = run.restore({"network": model.network.weights, "optimizer": opt.variables},

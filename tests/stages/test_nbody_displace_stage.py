@@ -80,7 +80,7 @@ def test_yaml_equals_direct_construction():
 
     p = build_pipeline(load_config("pipelines/nbody_displace.yaml"))
     node = p.node("particles")
-    direct = NBodyDisplace(model="d3m_32")
+    direct = NBodyDisplace(model="d3m_64")
     assert type(node.stage) is NBodyDisplace and vars(node.stage) == vars(direct)
 
 

@@ -63,3 +63,40 @@ def test_config_refuses_test_split_and_bad_depth():
         with pytest.raises(ConfigError) as e:
             load_training_config(str(CONFIG), overrides=over)
         assert e.value.key == key
+
+
+def test_warm_start_continues_from_a_saved_model(tmp_path):
+    # training.init_from: a run of 0 steps exports the source weights unchanged (the
+    # warm-started model IS the source model), with the source's training in the metadata;
+    # a model of another architecture is refused naming the key
+    pytest.importorskip("keras")
+    from astrogen.datasets.nbody_displacements import (DisplacementDatasetConfig,
+                                                       write_synthetic_dataset)
+    from astrogen.models.d3m import load_d3m
+    from astrogen.training import run_training
+
+    ds = tmp_path / "ds"
+    write_synthetic_dataset(ds, DisplacementDatasetConfig(n_boxes=3, n_particles=8,
+                                                          box_size=16.0))
+    run_training(str(CONFIG), overrides=_overrides(tmp_path, ds, 2))
+    src = load_d3m(tmp_path / "m.keras")
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    over = _overrides(warm, ds, 0) + [f"training.init_from={tmp_path / 'm.keras'}"]
+    res = run_training(str(CONFIG), overrides=over)
+    assert res["steps_done"] == 0
+    got = load_d3m(warm / "m.keras")
+    for a, b in zip(src.network.get_weights(), got.network.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert got.meta["training"]["init_from"]["training"]["steps_done"] == 2
+    # one more step from the warm start moves the weights away from the source
+    res = run_training(str(CONFIG), resume=True, overrides=_overrides(warm, ds, 1) + [
+        f"training.init_from={tmp_path / 'm.keras'}"])
+    moved = load_d3m(warm / "m.keras").network.get_layer("head").get_weights()[0]
+    assert not np.array_equal(moved, src.network.get_layer("head").get_weights()[0])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with pytest.raises(ConfigError) as e:
+        run_training(str(CONFIG), overrides=_overrides(bad, ds, 1) + [
+            "d3m.channels=[4, 8, 8]", f"training.init_from={tmp_path / 'm.keras'}"])
+    assert e.value.key == "training.init_from"
