@@ -32,7 +32,11 @@ space) between each student and the teacher's DDIM 8 / DDIM 25 result from the s
 starting noise, the fraction of negative pixels, and the time per stamp.
 
 Writes ``results.json`` and ``samples.png`` (log stretch) to ``--out`` (default
-``benchmarks/results/ddpm_distill``); generated stamps are cached in ``--out/cache``.
+``benchmarks/results/ddpm_distill``); generated stamps are cached in ``--out/cache``, keyed
+by sampler, steps, seeds, model-file SHA-256, ``--n``, micro-batch and data set (the stamps are a
+deterministic function of these; ``from_cache`` in ``results.json`` says which settings were
+read back, whose ``seconds_per_stamp`` then comes from the run that made them; ``--fresh``
+regenerates all).
 """
 from __future__ import annotations
 
@@ -184,8 +188,13 @@ def main(argv=None) -> dict:
             path = teacher_path
             model = models["teacher"]
         seeds = row_seeds(20 + off, np.arange(args.n))
-        cache = out / "cache" / f"{label}.npz"
-        if cache.is_file() and not args.fresh:
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        # keyed by the model file's bytes, the rows, the data set and the micro-batch: a
+        # retrained student or another --n is never served stale stamps
+        cache = out / "cache" / (f"{sampler}{steps}_s{off}_{sha[:16]}_n{args.n}_"
+                                 f"b{args.batch_size}_{Path(ds).name}.npz")
+        cached = cache.is_file() and not args.fresh
+        if cached:
             z = np.load(cache)
             img, dt = z["images"], float(z["seconds"])
         else:
@@ -199,8 +208,8 @@ def main(argv=None) -> dict:
         print(f"{label}: {dt:.1f} s", flush=True)
         results["settings"][label] = {"sampler": sampler, "num_steps": steps,
                                       "seed_offset": off, "seconds_per_stamp": dt / args.n,
-                                      "model_file": str(path), "sha256": hashlib.sha256(
-                                          path.read_bytes()).hexdigest()}
+                                      "model_file": str(path), "sha256": sha,
+                                      "from_cache": bool(cached)}
     s_truth = statistics(truth, cond[:, 0])
     stats = {k: statistics(v, cond[:, 0]) for k, v in stamps.items()}
     for label, st in stats.items():
