@@ -2,6 +2,10 @@
 
     python benchmarks/ddpm_distill_quality.py                 # n=128 rows, shipped files
     python benchmarks/ddpm_distill_quality.py --n 32 --out /tmp/q   # smoke test
+    python benchmarks/ddpm_distill_quality.py --fresh \
+        --students output/models/ddpm_cosmos64_distilled.keras \
+        --baseline-students output/prev_students/ddpm_cosmos64_distilled.keras
+        # new students against the shipped ones (copied aside first), in the same run
 
 Held-out truth: the PSF-free, noise-free ``truth`` stamps of a simulated data set built with
 the teacher's data-set configuration but another seed (2099; the teacher was trained on seed
@@ -10,7 +14,12 @@ same ``--n`` rows (their (mag, hlr, z) conditions) and the same row seeds, it ge
 
 * the teacher ``ddpm_cosmos64``: DDIM 25 steps (seeds a, and seeds b for the run-to-run
   noise) and DDIM 8 steps (the grid distillation started from);
-* the distilled students (``sampler: distilled``) at 4, 2 and 1 steps.
+* the distilled students (``sampler: distilled``) at 4, 2 and 1 steps;
+* with ``--baseline-students``, a second set of students (labels ``baseline_student<N>``),
+  e.g. the shipped ones against a retrained set, so both are judged against the same
+  DDIM-25 run.
+
+Every setting records its model file and SHA-256.
 
 Statistics per PSF-free stamp: ``mag_err`` (stamp magnitude minus catalog magnitude), ``hlr``
 (circular half-light radius, arcsec; ``flowvae_benchmark.half_light_radius``), ``ellipticity``
@@ -23,11 +32,16 @@ space) between each student and the teacher's DDIM 8 / DDIM 25 result from the s
 starting noise, the fraction of negative pixels, and the time per stamp.
 
 Writes ``results.json`` and ``samples.png`` (log stretch) to ``--out`` (default
-``benchmarks/results/ddpm_distill``); generated stamps are cached in ``--out/cache``.
+``benchmarks/results/ddpm_distill``); generated stamps are cached in ``--out/cache``, keyed
+by sampler, steps, seeds, model-file SHA-256, ``--n``, micro-batch and data set (the stamps are a
+deterministic function of these; ``from_cache`` in ``results.json`` says which settings were
+read back, whose ``seconds_per_stamp`` then comes from the run that made them; ``--fresh``
+regenerates all).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -134,6 +148,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--teacher", default=None, help="teacher .keras (default: shipped)")
     ap.add_argument("--students", default=None,
                     help="student stem, files <stem>_<N>step.keras (default: shipped)")
+    ap.add_argument("--baseline-students", default=None,
+                    help="a second student stem to compare in the same run (optional)")
     ap.add_argument("--holdout", default=str(REPO / "output" / "datasets"
                                               / "cosmos_holdout_64_s2099"))
     ap.add_argument("--batch-size", type=int, default=32)
@@ -158,15 +174,27 @@ def main(argv=None) -> dict:
     results: dict = {"n": args.n, "holdout": {"path": str(ds), **HOLDOUT},
                      "teacher": str(teacher_path.name), "settings": {}}
     stamps, xs = {}, {}
-    for label, (kind, sampler, steps, off) in SETTINGS.items():
-        if kind == "distilled":
-            path = stem.with_name(f"{stem.stem}_{steps}step.keras")
+    settings = dict(SETTINGS)
+    stems = {"distilled": stem}
+    if args.baseline_students:
+        stems["baseline"] = Path(args.baseline_students)
+        settings.update({f"baseline_student{k}": ("baseline", "distilled", k, 0)
+                         for k in (1, 2, 4)})
+    for label, (kind, sampler, steps, off) in settings.items():
+        if kind in stems:
+            path = stems[kind].with_name(f"{stems[kind].stem}_{steps}step.keras")
             model = load_ddpm(path)
         else:
+            path = teacher_path
             model = models["teacher"]
         seeds = row_seeds(20 + off, np.arange(args.n))
-        cache = out / "cache" / f"{label}.npz"
-        if cache.is_file() and not args.fresh:
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        # keyed by the model file's bytes, the rows, the data set and the micro-batch: a
+        # retrained student or another --n is never served stale stamps
+        cache = out / "cache" / (f"{sampler}{steps}_s{off}_{sha[:16]}_n{args.n}_"
+                                 f"b{args.batch_size}_{Path(ds).name}.npz")
+        cached = cache.is_file() and not args.fresh
+        if cached:
             z = np.load(cache)
             img, dt = z["images"], float(z["seconds"])
         else:
@@ -179,7 +207,9 @@ def main(argv=None) -> dict:
         xs[label] = model.encode(img, cond[:, 0])
         print(f"{label}: {dt:.1f} s", flush=True)
         results["settings"][label] = {"sampler": sampler, "num_steps": steps,
-                                      "seed_offset": off, "seconds_per_stamp": dt / args.n}
+                                      "seed_offset": off, "seconds_per_stamp": dt / args.n,
+                                      "model_file": str(path), "sha256": sha,
+                                      "from_cache": bool(cached)}
     s_truth = statistics(truth, cond[:, 0])
     stats = {k: statistics(v, cond[:, 0]) for k, v in stamps.items()}
     for label, st in stats.items():
@@ -198,7 +228,8 @@ def main(argv=None) -> dict:
                 "mean_ks_vs_ddim25_a": distances(stats[label], stats["ddim25_a"])["mean_ks"],
                 "within_run_to_run_noise_of_ddim25":
                     distances(stats[label], stats["ddim25_a"])["mean_ks"] <= noise}
-        for label in ("student1", "student2", "student4", "ddim8")}
+        for label in ("student1", "student2", "student4", "ddim8",
+                      *(k for k in settings if k.startswith("baseline_")))}
     results["ks_critical_95"] = float(1.36 * np.sqrt(2.0 / args.n))
     results["load_average_1_5_15min"] = list(os.getloadavg())
     results["wall_time_s"] = time.time() - t_start

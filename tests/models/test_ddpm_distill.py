@@ -69,6 +69,41 @@ def test_loss_equals_numpy_two_step_definition(parts, prediction):
     assert loss == pytest.approx(np.mean(terms), rel=2e-3)
 
 
+@pytest.mark.parametrize("step", [0, 1])
+def test_v_loss_weights_the_clean_image_error_by_snr_plus_one(parts, step):
+    """Salimans & Ho 2022 (sec. 4, 'SNR+1' weighting): the v-loss of a v-student is its
+    clean-image error weighted by 1 + SNR_t >= 1, so at the lowest-SNR step (t = 999-like,
+    alpha ~ 0) the student is still trained to predict x (the weight does not vanish as the
+    plain SNR weighting of an eps-loss would)."""
+    import tensorflow as tf
+
+    from astrogen.models.ddpm_distill import distillation_loss
+    from astrogen.models.ddpm_unet import as_eps_model
+    from astrogen.schedulers import two_step_target
+
+    sched, grid, teacher, _ = parts
+    student = _net(4, "v")
+    rng = np.random.default_rng(3)
+    x0 = rng.normal(0, 0.3, (3, 8, 8, 1)).astype(np.float32)
+    noise = rng.normal(size=x0.shape).astype(np.float32)
+    cond = np.array([[22, -0.5, 0.4]] * 3, np.float32)
+    idx = np.full(3, step)
+    loss = float(distillation_loss(student, teacher, sched, grid, x0, idx, noise, cond,
+                                   np.ones(3, np.float32)))
+    full = list(grid) + [-1]
+    t, t1, t2 = full[2 * step], full[2 * step + 1], full[2 * step + 2]
+    ab = float(sched.alpha_bar[t])
+    a, s = np.sqrt(ab), np.sqrt(1.0 - ab)
+    z = a * x0.astype(np.float64) + s * noise
+    x_tilde = two_step_target(sched, as_eps_model(teacher, schedule=sched), z, t, t1, t2, cond)
+    v_hat = np.asarray(student((tf.constant(z, tf.float32), tf.constant([t] * 3),
+                                tf.constant(cond), tf.constant(np.ones(3, np.float32)))))
+    x_hat = a * z - s * v_hat          # the student's clean-image prediction
+    weight = 1.0 + ab / (1.0 - ab)     # 1 + SNR_t
+    assert weight >= 1.0
+    assert loss == pytest.approx(weight * np.mean((x_hat - x_tilde) ** 2), rel=2e-3)
+
+
 def test_train_step_trains_student_only_and_is_seeded(parts):
     import keras
 
