@@ -16,7 +16,11 @@ Everything below is measured in this one run, on the same dark-matter boxes:
 * mean Compton-y of the maps projected through the box along x, y, z and the ratio of their
   2-D (flat-sky, k_perp in h/Mpc) power spectra; the boxes are at z = 0, so no angular scale
   is defined: the maps are compared in comoving transverse wavenumber;
-* matter power suppression P_total / P_dm of the painted total matter vs BaryonForge's;
+* matter power suppression P_total / P_dm of the painted total matter vs BaryonForge's, and
+  vs the BCemu emulator's (Giri & Schneider 2021, ``BCemu2021``) for the same Schneider et
+  al. (2019) parameters (:func:`bcemu_params`) when ``--bcemu-python`` runs it; otherwise the
+  reason it did not run is recorded (BCemu 2.0.6 does not ship its emulator files: it fetches
+  them from GitHub on first use, which these machines cannot reach);
 * speed: painting one box (one sample) vs BaryonForge's painting + baryonification of the same
   box (its one-off table set-up reported apart), BaryonForge run in its own environment as a
   subprocess of this run, one after the other;
@@ -65,6 +69,59 @@ print(json.dumps({"setup_s": setup, "per_box_s": per_box, "max_abs_diff_gas_vs_s
 """
 
 
+BCEMU_RUNNER = r"""
+import json, sys
+import numpy as np
+import BCemu
+a = json.loads(sys.argv[1])
+emu = BCemu.BCM_7param(Ob=a["Ob0"], Om=a["Om0"], verbose=False)
+k = np.asarray(a["k"])
+ok = (k >= emu.ks0.min()) & (k <= emu.ks0.max())
+boost = np.full(k.shape, np.nan)
+boost[ok] = emu.get_boost(a["z"], a["params"], k[ok])
+print(json.dumps({"version": BCemu.__version__, "suppression": boost.tolist()}))
+"""
+
+
+def bcemu_params(bf_params: dict, h: float) -> dict:
+    """BaryonForge's Schneider et al. (2019) parameters -> BCemu2021's seven.
+
+    Same model family (Giri & Schneider 2021 emulate the baryonification of Schneider et al.
+    2019): ``log10Mc = log10(M_c h)`` (BaryonForge's ``M_c`` in Msun, BCemu's in Msun/h),
+    ``mu = mu_beta``, ``thej = theta_ej``, ``gamma``, ``delta``, ``eta`` as they are,
+    ``deta = eta_delta``; the baryon fraction comes from ``Ob0 / Om0``. Not mapped:
+    BaryonForge's ``theta_co``, ``tau``, ``A``, ``M1``, ``epsilon_h`` ... (BCemu fixes its
+    stellar and core parameters at the values of its training set).
+    """
+    return {"log10Mc": float(np.log10(bf_params["M_c"] * h)), "mu": bf_params["mu_beta"],
+            "thej": bf_params["theta_ej"], "gamma": bf_params["gamma"],
+            "delta": bf_params["delta"], "eta": bf_params["eta"],
+            "deta": bf_params["eta_delta"]}
+
+
+def run_bcemu(python: str, cfg: dict, k: np.ndarray) -> dict:
+    """BCemu's suppression at ``k`` (h/Mpc) for the data set's parameters, run by the
+    interpreter ``python`` (a subprocess); on failure, what failed."""
+    from astrogen.datasets.baryonforge_backend import DEFAULT_PARAMS
+
+    par = bcemu_params({**DEFAULT_PARAMS, **dict(cfg.get("bf_params") or {})}, cfg["h"])
+    out = {"params": par, "python": python}
+    if not Path(python).is_file():
+        return {**out, "status": "not run", "reason": f"no interpreter at {python}"}
+    arg = json.dumps({"Ob0": cfg["Ob0"], "Om0": cfg["Om0"], "z": cfg["redshift"],
+                      "params": par, "k": np.asarray(k).tolist()})
+    try:
+        r = subprocess.run([python, "-c", BCEMU_RUNNER, arg], capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        return {**out, "status": "failed", "reason": "timed out after 300 s"}
+    lines = [x for x in r.stdout.splitlines() if x.startswith("{")]
+    if r.returncode or not lines:
+        tail = (r.stderr or r.stdout)[-1500:]
+        return {**out, "status": "failed", "reason": tail}
+    return {**out, "status": "ok", **json.loads(lines[-1])}
+
+
 def spectra(a: np.ndarray, b: np.ndarray, box: float, nbin_per: int = 2):
     """Auto spectra of ``a``, ``b`` and their cross spectrum (mean subtracted, contrasts of the
     mean), in bins of ``nbin_per`` fundamental modes; 2-D or 3-D. Returns k (h/Mpc), Paa,
@@ -110,6 +167,8 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout", default=str(ROOT / "output/datasets/baryon_pairs_64_heldout"))
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--baryons-python", default="/work/venv-baryons/bin/python")
+    ap.add_argument("--bcemu-python", default="/work/venv-baryons/bin/python",
+                    help="an interpreter with BCemu (and its emulator files) installed")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--replot", action="store_true",
                     help="redraw baryons_spectra.png from the saved JSON only")
@@ -173,6 +232,12 @@ def main(argv=None) -> int:
                    "max_abs_pk_ratio_minus_1_k_le_half_nyq": float(np.max(np.abs(rm[half] - 1))),
                    "min_r_k_le_half_nyq": float(np.min(cm[half]))}
     sp, sb = np.mean(supp_p, 0), np.mean(supp_b, 0)
+    bcemu = run_bcemu(a.bcemu_python, cfg, k)
+    if bcemu["status"] == "ok":
+        bc = np.asarray(bcemu["suppression"], float)
+        sel = half & np.isfinite(bc)
+        bcemu["max_abs_diff_baryonforge_k_le_half_nyq"] = float(np.max(np.abs(bc - sb)[sel]))
+        bcemu["max_abs_diff_painted_k_le_half_nyq"] = float(np.max(np.abs(bc - sp)[sel]))
 
     ks = {}
     for f, tr in (("gas", np.log10), ("temperature", np.log10), ("pressure", np.log10)):
@@ -229,7 +294,7 @@ def main(argv=None) -> int:
         "matter_suppression": {"painted": sp.tolist(), "baryonforge": sb.tolist(),
                                "max_abs_diff_k_le_half_nyq": float(
                                    np.max(np.abs(sp[half] - sb[half]))),
-                               "bcemu": "not run (not installed here)"},
+                               "bcemu": bcemu},
         "sample_spread": spread,
         "conservation": cons,
         "speed": {"painter_per_box_s": t_paint,
@@ -250,6 +315,7 @@ def main(argv=None) -> int:
         print(f, {kk: v for kk, v in stat[f].items() if not isinstance(v, list)})
     print("compton_y", {kk: v for kk, v in res["compton_y"].items() if not isinstance(v, list)})
     print("suppression max diff", res["matter_suppression"]["max_abs_diff_k_le_half_nyq"])
+    print("bcemu", {kk: v for kk, v in bcemu.items() if kk != "suppression"})
     print("spread", spread)
     return 0
 
@@ -280,6 +346,9 @@ def spectra_figure(res, out_dir: Path) -> None:
     axes[1].set_ylabel("r(k)")
     axes[2].plot(k, res["matter_suppression"]["baryonforge"], "k", label="BaryonForge")
     axes[2].plot(k, res["matter_suppression"]["painted"], "C0--", label="painted")
+    bc = res["matter_suppression"].get("bcemu")
+    if isinstance(bc, dict) and bc.get("status") == "ok":
+        axes[2].plot(k, bc["suppression"], "C3:", label="BCemu2021")
     axes[2].axvline(kh, color="0.5", ls="--")
     axes[2].set_xscale("log")
     axes[2].set_xlabel("k [h/Mpc]")

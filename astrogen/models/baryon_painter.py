@@ -25,7 +25,13 @@ The small-scale gas is not fixed by the dark matter, so :meth:`BaryonPainter.pai
 ``z ~ N(0, I)`` (seeded) and returns one realisation per draw. Transforms: ``x = (ln max(dm,
 floor) - m) / s``; targets ``ln`` of ``total`` and ``gas``, ``log10`` of ``temperature`` and
 ``pressure``, standardised with the training set's means and standard deviations
-(``input_norm``, ``target_norm``, stored in the model). With ``conserve=True`` (default) the
+(``input_norm``, ``target_norm``, stored in the model). With ``residual=True`` each target is
+the residual over what the dark matter alone implies (``log f - a log dm``, ``a`` of
+:data:`DM_EXPONENTS`: ``total = gas = dm``, ``T ~ dm^(2/3)``, ``P_e ~ dm^(5/3)``), so a
+painter that has learned nothing paints the dark matter itself and the matter suppression is
+a learned correction of it; with ``heteroscedastic=True`` the likelihood's width is also
+predicted per cell (issue 18: the absolute-field painter missed the pressure and total-matter
+targets, ``benchmarks/results/baryons/``). With ``conserve=True`` (default) the
 painted ``total`` is rescaled to the mean of the input dark matter (mass conservation) and
 ``gas`` to ``gas_fraction`` times it (the training set's mean gas density in units of the
 mean baryon density).
@@ -47,30 +53,62 @@ from astrogen.errors import ConfigError, ModelError
 from astrogen.models.layers_periodic import PeriodicPad3D
 
 __all__ = ["BaryonPainter", "load_baryon_painter", "FIELDS", "FLOORS", "SIDECAR_FORMAT",
-           "forward_targets", "inverse_targets"]
+           "DM_EXPONENTS", "forward_targets", "inverse_targets"]
 
 #: painted fields, in channel order
 FIELDS = ("total", "gas", "temperature", "pressure")
 #: floors applied before the logarithms (dimensionless densities; K; keV cm^-3)
 FLOORS = {"dm": 1e-2, "total": 1e-2, "gas": 1e-2, "temperature": 1e2, "pressure": 1e-14}
 _LOG10 = {"total": False, "gas": False, "temperature": True, "pressure": True}
+#: exponent ``a`` of the field a box without haloes gets from its dark matter alone
+#: (``total = gas = dm``; photo-ionised gas ``T ~ gas^(2/3)``, ``P_e ~ gas^(5/3)``); with
+#: ``residual=True`` the painter learns ``log f - a log dm`` (same log base as the field)
+DM_EXPONENTS = {"total": 1.0, "gas": 1.0, "temperature": 2.0 / 3.0, "pressure": 5.0 / 3.0}
+#: bound (natural-log units) of the per-cell log-scale offset of a heteroscedastic painter
+_HETERO_BOUND = 2.0
 
 SIDECAR_FORMAT = "astrogen.baryon_painter/1"
 
 
-def forward_targets(fields: dict) -> np.ndarray:
-    """Physical fields -> unstandardised targets, shape ``(..., 4)``."""
+def _dm_logs(dm, shape) -> tuple[np.ndarray, np.ndarray]:
+    """``(ln, log10)`` of ``max(dm, floor)``, or zeros of ``shape`` when ``dm`` is None."""
+    if dm is None:
+        z = np.zeros(shape)
+        return z, z
+    ln = np.log(np.maximum(np.asarray(dm, np.float64), FLOORS["dm"]))
+    return ln, ln / np.log(10.0)
+
+
+def forward_targets(fields: dict, dm=None) -> np.ndarray:
+    """Physical fields -> unstandardised targets, shape ``(..., 4)``.
+
+    Parameters
+    ----------
+    fields : dict of array_like
+        ``total``, ``gas`` (dimensionless), ``temperature`` (K), ``pressure`` (keV cm^-3).
+    dm : array_like, optional
+        Dark-matter ``1 + delta`` of the same shape: the targets are then the residuals
+        ``log f - DM_EXPONENTS[f] log max(dm, floor)`` (``ln`` for the densities, ``log10``
+        for temperature and pressure), zero where the gas just follows the dark matter.
+    """
     out = []
+    ln_dm, lg_dm = _dm_logs(dm, np.shape(fields[FIELDS[0]]))
     for f in FIELDS:
         v = np.maximum(np.asarray(fields[f], np.float64), FLOORS[f])
-        out.append(np.log10(v) if _LOG10[f] else np.log(v))
+        if _LOG10[f]:
+            out.append(np.log10(v) - DM_EXPONENTS[f] * lg_dm)
+        else:
+            out.append(np.log(v) - DM_EXPONENTS[f] * ln_dm)
     return np.stack(out, axis=-1)
 
 
-def inverse_targets(t: np.ndarray) -> dict:
-    """Unstandardised targets ``(..., 4)`` -> physical fields."""
+def inverse_targets(t: np.ndarray, dm=None) -> dict:
+    """Unstandardised targets ``(..., 4)`` -> physical fields (inverse of
+    :func:`forward_targets` with the same ``dm``; ``dm`` broadcasts against ``t[..., 0]``)."""
     t = np.asarray(t, np.float64)
-    return {f: (10.0 ** t[..., i] if _LOG10[f] else np.exp(t[..., i]))
+    ln_dm, lg_dm = _dm_logs(dm, t.shape[:-1])
+    return {f: (10.0 ** (t[..., i] + DM_EXPONENTS[f] * lg_dm) if _LOG10[f]
+                else np.exp(t[..., i] + DM_EXPONENTS[f] * ln_dm))
             for i, f in enumerate(FIELDS)}
 
 
@@ -80,7 +118,7 @@ def _pconv(x, filters: int, stride: int = 1, name: str | None = None, act: bool 
     return keras.layers.LeakyReLU(0.2)(x) if act else x
 
 
-def _build_decoder(channels, latent_channels: int) -> keras.Model:
+def _build_decoder(channels, latent_channels: int, n_out: int = len(FIELDS)) -> keras.Model:
     c0, c1, c2 = channels
     x_in = keras.Input((None, None, None, 1), name="dm")
     z_in = keras.Input((None, None, None, latent_channels), name="z")
@@ -93,7 +131,7 @@ def _build_decoder(channels, latent_channels: int) -> keras.Model:
     u = _pconv(keras.layers.Concatenate()([u, e2]), c1)
     u = _pconv(keras.layers.UpSampling3D(2)(u), c0)
     u = _pconv(keras.layers.Concatenate()([u, e1]), c0)
-    out = keras.layers.Conv3D(len(FIELDS), 1, name="painter_mean")(u)
+    out = keras.layers.Conv3D(n_out, 1, name="painter_mean")(u)
     return keras.Model([x_in, z_in], out, name="painter_decoder")
 
 
@@ -142,11 +180,23 @@ class BaryonPainter(keras.Model):
         (the training set's ``mean(gas) / mean(dm)``), used by ``conserve``.
     meta : dict
         Free-form provenance (data set, cell size in Mpc/h, redshift, cosmology, training).
+    residual : bool
+        Learn the targets as residuals over what the dark matter alone implies
+        (:data:`DM_EXPONENTS`, :func:`forward_targets` with ``dm``): the baryonified total
+        matter is then ``dm`` times a learned correction, so the matter suppression is a
+        small correction instead of a field painted from scratch. False: the absolute
+        fields (format of the first shipped painter).
+    heteroscedastic : bool
+        The decoder also gives a per-cell log-scale of each field's likelihood (offset of
+        the per-field ``log_sigma``, bounded to +-2 in ln units), so that cells of uncertain
+        value (halo cores) get wider likelihoods and their own lognormal mean correction in
+        :meth:`paint`.
     """
 
     def __init__(self, channels=(8, 16, 32), latent_channels: int = 2, beta: float = 1.0,
                  margin: int = 4, input_norm=(0.0, 1.0), target_norm=None,
-                 gas_fraction: float = 1.0, meta: dict | None = None, **kwargs):
+                 gas_fraction: float = 1.0, meta: dict | None = None, residual: bool = False,
+                 heteroscedastic: bool = False, **kwargs):
         super().__init__(**kwargs)
         ch = list(channels) if isinstance(channels, (list, tuple)) else None
         if ch is None or len(ch) != 3 or any(isinstance(c, bool) or not isinstance(
@@ -166,6 +216,9 @@ class BaryonPainter(keras.Model):
                 or not gas_fraction > 0:
             raise ConfigError("must be a number > 0.", key="gas_fraction",
                               received={"gas_fraction": gas_fraction})
+        for key, v in (("residual", residual), ("heteroscedastic", heteroscedastic)):
+            if not isinstance(v, (bool, np.bool_)):
+                raise ConfigError("must be true or false.", key=key, received={key: v})
         tn = [[0.0, 1.0]] * len(FIELDS) if target_norm is None else list(target_norm)
         if len(tn) != len(FIELDS):
             raise ConfigError(f"must hold {len(FIELDS)} [mean, std] pairs.",
@@ -178,7 +231,10 @@ class BaryonPainter(keras.Model):
         self.target_norm = [_norm_pair(p, "target_norm") for p in tn]
         self.gas_fraction = float(gas_fraction)
         self.meta = dict(meta or {})
-        self.decoder = _build_decoder(self.channels, self.latent_channels)
+        self.residual = bool(residual)
+        self.heteroscedastic = bool(heteroscedastic)
+        self.decoder = _build_decoder(self.channels, self.latent_channels,
+                                      len(FIELDS) * (2 if self.heteroscedastic else 1))
         self.encoder = _build_encoder(self.channels, self.latent_channels)
         self.log_sigma = self.add_weight(shape=(len(FIELDS),), initializer="zeros",
                                          name="log_sigma")
@@ -189,7 +245,8 @@ class BaryonPainter(keras.Model):
                 "latent_channels": self.latent_channels, "beta": self.beta,
                 "margin": self.margin, "input_norm": self.input_norm,
                 "target_norm": self.target_norm, "gas_fraction": self.gas_fraction,
-                "meta": self.meta}
+                "meta": self.meta, "residual": self.residual,
+                "heteroscedastic": self.heteroscedastic}
 
     @classmethod
     def from_config(cls, config):
@@ -202,18 +259,34 @@ class BaryonPainter(keras.Model):
         return ((np.log(np.maximum(np.asarray(dm, np.float64), FLOORS["dm"])) - m) / s
                 ).astype(np.float32)
 
-    def standardize_targets(self, fields: dict) -> np.ndarray:
-        """Physical fields -> standardised targets ``(..., 4)`` float32."""
-        t = forward_targets(fields)
+    def standardize_targets(self, fields: dict, dm=None) -> np.ndarray:
+        """Physical fields -> standardised targets ``(..., 4)`` float32 (``dm``, the dark
+        matter ``1 + delta`` of the same cells, is needed by a ``residual`` painter)."""
+        if self.residual and dm is None:
+            raise ModelError("a residual painter needs the dark matter.", key="dm")
+        t = forward_targets(fields, dm if self.residual else None)
         mu = np.array([p[0] for p in self.target_norm])
         sd = np.array([p[1] for p in self.target_norm])
         return ((t - mu) / sd).astype(np.float32)
 
-    def destandardize(self, y: np.ndarray) -> dict:
-        """Standardised network outputs ``y`` -> the physical gas fields (dict of arrays with the data set's units)."""
+    def destandardize(self, y: np.ndarray, dm=None) -> dict:
+        """Standardised network outputs ``y`` (the 4 means) -> the physical gas fields (dict
+        of arrays with the data set's units; ``dm`` as in :meth:`standardize_targets`)."""
+        if self.residual and dm is None:
+            raise ModelError("a residual painter needs the dark matter.", key="dm")
         mu = np.array([p[0] for p in self.target_norm])
         sd = np.array([p[1] for p in self.target_norm])
-        return inverse_targets(np.asarray(y, np.float64) * sd + mu)
+        return inverse_targets(np.asarray(y, np.float64)[..., :len(FIELDS)] * sd + mu,
+                               dm if self.residual else None)
+
+    def _split(self, out):
+        """Decoder output -> (means, log-scales) of the standardised targets."""
+        nf = len(FIELDS)
+        if self.heteroscedastic:
+            raw = out[..., nf:]
+            return out[..., :nf], self.log_sigma + _HETERO_BOUND * tf.tanh(
+                raw / _HETERO_BOUND)
+        return out, self.log_sigma + tf.zeros_like(out)
 
     def latent_shape(self, n: int) -> tuple[int, int, int, int]:
         """Shape of the latent cube for a box of ``n`` cells a side (``n`` a multiple of 4)."""
@@ -232,7 +305,8 @@ class BaryonPainter(keras.Model):
         return tfp.distributions.Normal(mu, tf.nn.softplus(raw) + 1e-4)
 
     def call(self, inputs, training=False):
-        """``[x, z]`` -> means of the standardised targets."""
+        """``[x, z]`` -> means of the standardised targets (then, if ``heteroscedastic``,
+        the raw per-cell log-scale offsets)."""
         x, z = inputs
         return self.decoder([x, z], training=training)
 
@@ -248,11 +322,12 @@ class BaryonPainter(keras.Model):
         tfd = tfp.distributions
         q = self.posterior(x, y, training=training)
         z = q.loc + q.scale * eps
-        mean = self.decoder([x, z], training=training)
+        mean, log_scale = self._split(self.decoder([x, z], training=training))
         m = self.margin
         if m:
             mean, y = mean[:, m:-m, m:-m, m:-m], y[:, m:-m, m:-m, m:-m]
-        like = tfd.Normal(mean, tf.exp(self.log_sigma))
+            log_scale = log_scale[:, m:-m, m:-m, m:-m]
+        like = tfd.Normal(mean, tf.exp(log_scale))
         nll = -tf.reduce_mean(like.log_prob(y))
         n_out = tf.cast(tf.size(y), tf.float32)
         kl = tf.reduce_sum(tfd.kl_divergence(q, tfd.Normal(0.0, 1.0))) / n_out
@@ -274,14 +349,17 @@ class BaryonPainter(keras.Model):
         return step
 
     # ------------------------------------------------------------------ painting
-    def residual_scale(self) -> dict:
+    def residual_scale(self, log_scale=None) -> dict:
         """The likelihood's width per field in natural-log units of the physical field
         (``exp(log_sigma) * std`` of the transformed target, times ``ln 10`` for the
-        ``log10`` fields)."""
-        sig = np.exp(np.asarray(self.log_sigma.numpy(), np.float64))
-        return {f: float(sig[i] * self.target_norm[i][1] * (np.log(10.0) if _LOG10[f]
-                                                             else 1.0))
-                for i, f in enumerate(FIELDS)}
+        ``log10`` fields); with ``log_scale`` (per-cell log-scales ``(..., 4)`` of a
+        heteroscedastic painter) arrays of those cells' widths."""
+        ls = self.log_sigma.numpy() if log_scale is None else log_scale
+        sig = np.exp(np.asarray(ls, np.float64))
+        out = {f: sig[..., i] * self.target_norm[i][1] * (np.log(10.0) if _LOG10[f]
+                                                          else 1.0)
+               for i, f in enumerate(FIELDS)}
+        return {f: float(v) for f, v in out.items()} if log_scale is None else out
 
     def paint(self, dm, n_samples: int = 1, seed: int = 0, conserve: bool = True,
               temperature: float = 1.0, eps: np.ndarray | None = None,
@@ -306,9 +384,10 @@ class BaryonPainter(keras.Model):
             of drawing them from ``seed``).
         mean_correct : bool
             Multiply ``temperature`` and ``pressure`` by ``exp(s^2 / 2)``, ``s`` the
-            likelihood's width in ln units (:meth:`residual_scale`): the decoder gives the
-            conditional mean of the logarithm (a median), this is the mean of a lognormal of
-            that width (the density fields are set by ``conserve`` instead).
+            likelihood's width in ln units (:meth:`residual_scale`; per cell for a
+            heteroscedastic painter): the decoder gives the conditional mean of the
+            logarithm (a median), this is the mean of a lognormal of that width (the density
+            fields are set by ``conserve`` instead).
 
         Returns
         -------
@@ -332,11 +411,16 @@ class BaryonPainter(keras.Model):
             raise ModelError("eps has the wrong shape.", key="eps",
                              received={"shape": eps.shape, "expected": shape})
         x = tf.constant(self.standardize_input(dm)[None, ..., None])
-        outs = [np.asarray(self.decoder([x, tf.constant(eps[i:i + 1])], training=False))[0]
-                for i in range(shape[0])]
-        fields = self.destandardize(np.stack(outs))
+        outs, scales = [], []
+        for i in range(shape[0]):
+            mean, log_scale = self._split(self.decoder([x, tf.constant(eps[i:i + 1])],
+                                                       training=False))
+            outs.append(np.asarray(mean)[0])
+            if self.heteroscedastic and mean_correct:
+                scales.append(np.asarray(log_scale)[0])
+        fields = self.destandardize(np.stack(outs), dm)
         if mean_correct:
-            scale = self.residual_scale()
+            scale = self.residual_scale(np.stack(scales) if scales else None)
             for f in ("temperature", "pressure"):
                 fields[f] *= np.exp(0.5 * scale[f] ** 2)
         if conserve:
@@ -394,7 +478,9 @@ def load_baryon_painter(path) -> BaryonPainter:
     if not isinstance(model, BaryonPainter):
         raise ModelError("the Keras file does not hold a BaryonPainter.", key=str(p),
                          received={"class": type(model).__name__})
-    for key in ("channels", "latent_channels", "input_norm", "target_norm"):
-        if meta["config"].get(key) != model.get_config()[key]:
+    defaults = {"residual": False, "heteroscedastic": False}  # absent from format-1 files
+    for key in ("channels", "latent_channels", "input_norm", "target_norm", "residual",
+                "heteroscedastic"):
+        if meta["config"].get(key, defaults.get(key)) != model.get_config()[key]:
             raise ModelError("sidecar and model file disagree.", key=f"{side.name}:{key}")
     return model

@@ -33,6 +33,8 @@ BARYON_SCHEMA = {
         "latent_channels": (2, check_int(1)),
         "beta": (1.0, check_float(0.0)),
         "margin": (4, check_int(0)),
+        "residual": (False, check_bool),
+        "heteroscedastic": (False, check_bool),
     },
     "training": {
         "steps": (REQUIRED, check_int(0)),
@@ -125,7 +127,8 @@ def train_baryon_painter(cfg, resume: bool = False, log=print) -> dict:
     run.start()
     boxes = [read_baryon_box(path, b) for b in manifest["box_ids"]]
     dm = np.stack([b["dm"] for b in boxes])
-    tgt = forward_targets({f: np.stack([b[f] for b in boxes]) for f in FIELDS})
+    tgt = forward_targets({f: np.stack([b[f] for b in boxes]) for f in FIELDS},
+                          dm if m_cfg["residual"] else None)
     lx = np.log(np.maximum(dm.astype(np.float64), 1e-2))
     x_norm = [float(lx.mean()), float(lx.std())]
     t_norm = [[float(tgt[..., i].mean()), float(max(tgt[..., i].std(), 1e-6))]
@@ -143,7 +146,9 @@ def train_baryon_painter(cfg, resume: bool = False, log=print) -> dict:
     keras.utils.set_random_seed(derive_seed(seed, "init") % (2 ** 31))
     model = BaryonPainter(channels=m_cfg["channels"], latent_channels=m_cfg["latent_channels"],
                           beta=m_cfg["beta"], margin=m_cfg["margin"], input_norm=x_norm,
-                          target_norm=t_norm, gas_fraction=gas_fraction, meta=meta)
+                          target_norm=t_norm, gas_fraction=gas_fraction, meta=meta,
+                          residual=m_cfg["residual"],
+                          heteroscedastic=m_cfg["heteroscedastic"])
     x_all = model.standardize_input(dm)[..., None]
     y_all = ((tgt - np.array([p[0] for p in t_norm])) / np.array([p[1] for p in t_norm])
              ).astype(np.float32)

@@ -79,3 +79,30 @@ def test_configuration_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match="dataset.backend"):
         load_training_config(_yaml(tmp_path).replace("box_size: 32.0",
                                                      "box_size: 32.0\n  backend: hydro"))
+    with pytest.raises(ConfigError, match="baryon_painter.residual"):
+        load_training_config(_yaml(tmp_path).replace("margin: 2",
+                                                     "margin: 2\n  residual: maybe"))
+
+
+def test_residual_heteroscedastic_painter_trains_on_residual_targets(tmp_path):
+    """``residual: true`` and ``heteroscedastic: true`` reach the model; its target
+    normalisation is that of the residuals ``log f - a log dm`` of the fixture (so the mean
+    total-matter residual is ~0: baryonification moves mass, it does not create it)."""
+    from astrogen.models.baryon_painter import forward_targets, load_baryon_painter
+    from astrogen.training.registry import get_trainer
+
+    extra = "  residual: true\n  heteroscedastic: true\n"
+    text = _yaml(tmp_path, steps=1).replace("  margin: 2\n", "  margin: 2\n" + extra)
+    res = get_trainer("baryon_painter").train(load_training_config(text))
+    assert res["complete"]
+    m = load_baryon_painter(tmp_path / "p.keras")
+    assert m.residual and m.heteroscedastic
+    box = np.load(FIXTURE / "box_00000.npz")
+    t = forward_targets({f: box[f] for f in ("total", "gas", "temperature", "pressure")},
+                        box["dm"])
+    np.testing.assert_allclose([p[0] for p in m.target_norm], t.mean(axis=(0, 1, 2)),
+                               rtol=1e-6, atol=1e-9)
+    assert abs(m.target_norm[0][0]) < 0.1
+    out = m.paint(box["dm"], n_samples=1)
+    assert np.isfinite(out["pressure"]).all()
+    assert abs(out["total"].mean(dtype=np.float64) / box["dm"].mean() - 1) < 1e-5
