@@ -126,6 +126,10 @@ class FlowVAE(keras.Model):
     padding : {"zeros", "reflect"}
         Border handling of every 3x3 convolution of encoder and decoder
         (:data:`astrogen.models.flowvae_layers.PADDINGS`); files without the key: ``zeros``.
+    output_bias : float
+        Initial bias of the decoder's last convolution, before the ``softplus`` (see
+        :func:`astrogen.models.flowvae_layers.build_decoder`): the initial empty-sky floor
+        is ``flux_scale * softplus(output_bias)`` per pixel. Only changes initialisation.
     condition_range : list of two lists, optional
         ``[minima, maxima]`` of each condition over the training catalog, in physical units
         (set by :meth:`adapt_conditions`); generation stages use it to refuse or clip rows
@@ -138,10 +142,11 @@ class FlowVAE(keras.Model):
                  flow_num_bijectors=4, flow_hidden_units=(128, 128), flow_activation="elu",
                  flow_permutation="random", flow_seed=0, beta=1.0, free_bits=0.0,
                  kl_warmup_steps=0, pad_psf=True, pixel_scale=COSMOS_PIXEL_SCALE, flux_unit="count/s",
-                 condition_range=None, upsampling="nearest", padding="zeros", **kwargs):
+                 condition_range=None, upsampling="nearest", padding="zeros",
+                 output_bias=-2.0, **kwargs):
         super().__init__(**kwargs)
         check_architecture(stamp_size, latent_dim, channels, blocks_per_level,
-                           output_activation, flux_scale, upsampling, padding)
+                           output_activation, flux_scale, upsampling, padding, output_bias)
         if isinstance(condition_names, str):
             condition_names = [condition_names]
         names = [str(c) for c in condition_names]
@@ -178,6 +183,7 @@ class FlowVAE(keras.Model):
         self.condition_range = self._check_range(condition_range)
         self.upsampling = str(upsampling)
         self.padding = str(padding)
+        self.output_bias = float(output_bias)
 
         self.encoder = build_encoder(self.stamp_size, self.latent_dim, self.channels,
                                      self.blocks_per_level, activation, self.flux_scale,
@@ -185,7 +191,7 @@ class FlowVAE(keras.Model):
         self.decoder = build_decoder(self.stamp_size, self.latent_dim, self.channels,
                                      self.blocks_per_level, activation, output_activation,
                                      self.flux_scale, upsampling=self.upsampling,
-                                     padding=self.padding)
+                                     padding=self.padding, output_bias=self.output_bias)
         self.flow = ConditionalMAF(self.latent_dim, len(self.condition_names),
                                    num_bijectors=self.flow_num_bijectors,
                                    hidden_units=self.flow_hidden_units,
@@ -221,6 +227,7 @@ class FlowVAE(keras.Model):
             "condition_range": self.condition_range,
             "upsampling": self.upsampling,
             "padding": self.padding,
+            "output_bias": self.output_bias,
         }
 
     @classmethod
@@ -523,6 +530,7 @@ class FlowVAE(keras.Model):
             "condition_range": self.condition_range,
             "upsampling": self.upsampling,
             "padding": self.padding,
+            "output_bias": self.output_bias,
         }
 
     def save(self, filepath, overwrite: bool = True, **kwargs) -> None:

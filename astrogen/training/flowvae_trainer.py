@@ -90,6 +90,7 @@ SCHEMA: dict = {
         # decoder artefacts (issue 20): bilinear + reflect has no blocks, streaks or frame
         "upsampling": ("nearest", check_choice("nearest", "bilinear")),
         "padding": ("zeros", check_choice("zeros", "reflect")),
+        "output_bias": (-2.0, check_float()),  # initial softplus floor (pedestal, issue 20)
     },
     "training": {
         "batch_size": (32, check_int(1)),
