@@ -91,6 +91,8 @@ SCHEMA: dict = {
         "upsampling": ("nearest", check_choice("nearest", "bilinear")),
         "padding": ("zeros", check_choice("zeros", "reflect")),
         "output_bias": (-2.0, check_float()),  # initial softplus floor (pedestal, issue 20)
+        # latent flow (issue 20): maf samples in latent_dim passes per bijector, coupling in 1
+        "flow_type": ("maf", check_choice("maf", "coupling")),
     },
     "training": {
         "batch_size": (32, check_int(1)),
