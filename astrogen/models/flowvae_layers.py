@@ -321,9 +321,10 @@ def build_decoder(stamp_size, latent_dim, channels, blocks_per_level=1, activati
     ``output_bias`` is the initial bias of the last convolution (before the activation;
     ignored by ``linear``, which starts at 0). ``softplus`` has no true zero: the empty sky
     sits near ``flux_scale * softplus(b)`` per pixel, and the likelihood, whose noise hides a
-    pedestal that faint, hardly moves ``b`` (a short run from ``b = -2``, ``softplus = 0.13``,
-    ended at a floor of 0.045 ``flux_scale``: 30 % of a faint stamp's light spread over the
-    stamp). ``b = -6`` (``softplus = 0.0025``) starts that floor 50x lower.
+    pedestal that faint, hardly moves ``b``: an 800-step run from ``b = -2`` (``softplus =
+    0.13``) kept a sky pedestal (light in the outer 2-pixel ring 0.035 of the stamp, truth
+    0.007); from ``b = -6`` (``softplus = 0.0025``, 50x lower) the same run gave 0.010
+    (``benchmarks/flowvae_artefacts.py``), but a slower-rising ELBO (README, issue 20).
     """
     n = int(stamp_size)
     k = len(channels)
