@@ -9,8 +9,10 @@ models for galaxy image simulations", MNRAS 504, 5543 (arXiv:2008.03833), in Ker
    noise (white ``sigma`` or a noise power spectrum;
    :func:`astrogen.models.psf_likelihood.psf_log_likelihood`), with an optional ``beta``
    weight of the KL term, a linear warm-up of ``beta`` and "free bits" (Kingma et al. 2016);
-2. a conditional masked autoregressive flow ``p(z | c)`` on the latent space
-   (:class:`~astrogen.models.flowvae_flow.ConditionalMAF`), trained afterwards on the encoder
+2. a conditional normalizing flow ``p(z | c)`` on the latent space (``flow_type``: ``maf``,
+   :class:`~astrogen.models.flowvae_flow.ConditionalMAF`, or ``coupling``,
+   :class:`~astrogen.models.flowvae_flow.ConditionalRealNVP`, which samples in one network
+   pass per bijector instead of ``latent_dim``), trained afterwards on the encoder
    means of the training stamps, conditioned on catalog properties ``c`` (by default the
    COSMOS ``mag_auto``, ``flux_radius``, ``zphot`` of Lanusse et al. 2021), standardised with
    stored means and standard deviations.
@@ -49,7 +51,7 @@ import tensorflow as tf
 
 from astrogen.constants import COSMOS_PIXEL_SCALE
 from astrogen.errors import CatalogError, ConfigError, ModelError
-from astrogen.models.flowvae_flow import ConditionalMAF
+from astrogen.models.flowvae_flow import FLOW_TYPES, build_flow
 from astrogen.models.flowvae_layers import (build_decoder, build_encoder,
                                             check_architecture)
 from astrogen.models.psf_likelihood import psf_log_likelihood
@@ -81,7 +83,7 @@ def _compiled(model) -> dict:
 
 @keras.saving.register_keras_serializable(package="astrogen")
 class FlowVAE(keras.Model):
-    """Conditional FlowVAE: VAE (encoder, decoder) + conditional MAF on its latent space.
+    """Conditional FlowVAE: VAE (encoder, decoder) + conditional flow on its latent space.
 
     Parameters
     ----------
@@ -106,7 +108,7 @@ class FlowVAE(keras.Model):
     condition_names : list of str
         Catalog columns the flow is conditioned on, in order.
     flow_num_bijectors, flow_hidden_units, flow_activation, flow_permutation, flow_seed
-        Flow architecture (see :class:`~astrogen.models.flowvae_flow.ConditionalMAF`).
+        Flow architecture (see :class:`~astrogen.models.flowvae_flow.ConditionalFlow`).
     beta : float
         Weight of the KL term of the ELBO (1 is the true ELBO).
     free_bits : float
@@ -126,6 +128,14 @@ class FlowVAE(keras.Model):
     padding : {"zeros", "reflect"}
         Border handling of every 3x3 convolution of encoder and decoder
         (:data:`astrogen.models.flowvae_layers.PADDINGS`); files without the key: ``zeros``.
+    output_bias : float
+        Initial bias of the decoder's last convolution, before the ``softplus`` (see
+        :func:`astrogen.models.flowvae_layers.build_decoder`): the initial empty-sky floor
+        is ``flux_scale * softplus(output_bias)`` per pixel. Only changes initialisation.
+    flow_type : {"maf", "coupling"}
+        Latent flow (:data:`astrogen.models.flowvae_flow.FLOW_TYPES`): masked autoregressive
+        (sampling takes ``latent_dim`` sequential passes per bijector; files without the key)
+        or affine coupling (RealNVP: one pass per bijector).
     condition_range : list of two lists, optional
         ``[minima, maxima]`` of each condition over the training catalog, in physical units
         (set by :meth:`adapt_conditions`); generation stages use it to refuse or clip rows
@@ -138,10 +148,11 @@ class FlowVAE(keras.Model):
                  flow_num_bijectors=4, flow_hidden_units=(128, 128), flow_activation="elu",
                  flow_permutation="random", flow_seed=0, beta=1.0, free_bits=0.0,
                  kl_warmup_steps=0, pad_psf=True, pixel_scale=COSMOS_PIXEL_SCALE, flux_unit="count/s",
-                 condition_range=None, upsampling="nearest", padding="zeros", **kwargs):
+                 condition_range=None, upsampling="nearest", padding="zeros",
+                 output_bias=-2.0, flow_type="maf", **kwargs):
         super().__init__(**kwargs)
         check_architecture(stamp_size, latent_dim, channels, blocks_per_level,
-                           output_activation, flux_scale, upsampling, padding)
+                           output_activation, flux_scale, upsampling, padding, output_bias)
         if isinstance(condition_names, str):
             condition_names = [condition_names]
         names = [str(c) for c in condition_names]
@@ -152,6 +163,9 @@ class FlowVAE(keras.Model):
                            ("kl_warmup_steps", kl_warmup_steps)):
             if not (value >= 0):
                 raise ConfigError("must be >= 0.", key=key, received={key: value})
+        if flow_type not in FLOW_TYPES:
+            raise ConfigError(f"must be one of {tuple(FLOW_TYPES)}.", key="flow_type",
+                              received={"flow_type": flow_type})
         if not (pixel_scale > 0):
             raise ConfigError("must be > 0 arcsec/pixel.", key="pixel_scale",
                               received={"pixel_scale": pixel_scale})
@@ -178,6 +192,8 @@ class FlowVAE(keras.Model):
         self.condition_range = self._check_range(condition_range)
         self.upsampling = str(upsampling)
         self.padding = str(padding)
+        self.output_bias = float(output_bias)
+        self.flow_type = str(flow_type)
 
         self.encoder = build_encoder(self.stamp_size, self.latent_dim, self.channels,
                                      self.blocks_per_level, activation, self.flux_scale,
@@ -185,12 +201,12 @@ class FlowVAE(keras.Model):
         self.decoder = build_decoder(self.stamp_size, self.latent_dim, self.channels,
                                      self.blocks_per_level, activation, output_activation,
                                      self.flux_scale, upsampling=self.upsampling,
-                                     padding=self.padding)
-        self.flow = ConditionalMAF(self.latent_dim, len(self.condition_names),
-                                   num_bijectors=self.flow_num_bijectors,
-                                   hidden_units=self.flow_hidden_units,
-                                   activation=flow_activation, permutation=flow_permutation,
-                                   permutation_seed=self.flow_seed, name="flow")
+                                     padding=self.padding, output_bias=self.output_bias)
+        self.flow = build_flow(self.flow_type, self.latent_dim, len(self.condition_names),
+                               num_bijectors=self.flow_num_bijectors,
+                               hidden_units=self.flow_hidden_units,
+                               activation=flow_activation, permutation=flow_permutation,
+                               permutation_seed=self.flow_seed, name="flow")
         self.built = True  # every weight exists now; nothing to build at load time
 
     # ------------------------------------------------------------------ config
@@ -221,6 +237,8 @@ class FlowVAE(keras.Model):
             "condition_range": self.condition_range,
             "upsampling": self.upsampling,
             "padding": self.padding,
+            "output_bias": self.output_bias,
+            "flow_type": self.flow_type,
         }
 
     @classmethod
@@ -523,6 +541,8 @@ class FlowVAE(keras.Model):
             "condition_range": self.condition_range,
             "upsampling": self.upsampling,
             "padding": self.padding,
+            "output_bias": self.output_bias,
+            "flow_type": self.flow_type,
         }
 
     def save(self, filepath, overwrite: bool = True, **kwargs) -> None:

@@ -8,6 +8,7 @@ stamps, for example ``count/s`` at the COSMOS zero point); the layers rescale th
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from astrogen.errors import ConfigError
 
@@ -240,7 +241,7 @@ class GaussianPosterior(keras.layers.Layer):
 
 def check_architecture(stamp_size, latent_dim, channels, blocks_per_level,
                        output_activation, flux_scale, upsampling="nearest",
-                       padding="zeros") -> None:
+                       padding="zeros", output_bias=-2.0) -> None:
     """Raise :class:`~astrogen.errors.ConfigError` on an invalid encoder/decoder setting."""
     if upsampling not in UPSAMPLINGS:
         raise ConfigError(f"must be one of {UPSAMPLINGS}.", key="upsampling",
@@ -268,6 +269,10 @@ def check_architecture(stamp_size, latent_dim, channels, blocks_per_level,
     if not (flux_scale > 0):
         raise ConfigError("must be > 0 (flux per pixel).", key="flux_scale",
                           received={"flux_scale": flux_scale})
+    if isinstance(output_bias, bool) or not isinstance(output_bias, (int, float)) \
+            or not np.isfinite(output_bias):
+        raise ConfigError("must be a finite number (initial pre-activation output bias).",
+                          key="output_bias", received={"output_bias": output_bias})
 
 
 def build_encoder(stamp_size, latent_dim, channels, blocks_per_level=1, activation="elu",
@@ -297,7 +302,7 @@ def build_encoder(stamp_size, latent_dim, channels, blocks_per_level=1, activati
 
 def build_decoder(stamp_size, latent_dim, channels, blocks_per_level=1, activation="elu",
                   output_activation="softplus", flux_scale=1.0, name="decoder",
-                  upsampling="nearest", padding="zeros") -> keras.Model:
+                  upsampling="nearest", padding="zeros", output_bias=-2.0) -> keras.Model:
     """Convolutional decoder ``z (B, L) -> unconvolved light profile (B, N, N)``.
 
     Mirrors :func:`build_encoder`: a dense layer to ``(N / 2**K, N / 2**K, channels[-1])``,
@@ -313,8 +318,13 @@ def build_decoder(stamp_size, latent_dim, channels, blocks_per_level=1, activati
     shows every layer a dark frame, which the decoder reproduces as a frame along the
     border. ``bilinear`` + ``reflect`` removes both causes.
 
-    ``softplus`` output starts with a bias of -2 (``softplus(-2) ~ 0.13``): close to empty
-    sky but with useful gradients.
+    ``output_bias`` is the initial bias of the last convolution (before the activation;
+    ignored by ``linear``, which starts at 0). ``softplus`` has no true zero: the empty sky
+    sits near ``flux_scale * softplus(b)`` per pixel, and the likelihood, whose noise hides a
+    pedestal that faint, hardly moves ``b``: an 800-step run from ``b = -2`` (``softplus =
+    0.13``) kept a sky pedestal (light in the outer 2-pixel ring 0.035 of the stamp, truth
+    0.007); from ``b = -6`` (``softplus = 0.0025``, 50x lower) the same run gave 0.010
+    (``benchmarks/flowvae_artefacts.py``), but a slower-rising ELBO (README, issue 20).
     """
     n = int(stamp_size)
     k = len(channels)
@@ -331,7 +341,8 @@ def build_decoder(stamp_size, latent_dim, channels, blocks_per_level=1, activati
                               name=f"res_{i}_{j}")(h)
     softplus = output_activation == "softplus"
     h = _conv(1, 3, padding, name="to_image",
-              bias_initializer=keras.initializers.Constant(-2.0 if softplus else 0.0))(h)
+              bias_initializer=keras.initializers.Constant(
+                  float(output_bias) if softplus else 0.0))(h)
     if softplus:
         h = keras.layers.Activation("softplus", name="non_negative")(h)
     h = keras.layers.Rescaling(float(flux_scale), name="flux_scale")(h)

@@ -14,6 +14,12 @@ Phases (global step ``g`` counts both):
    rows ``perm_e[i*B:(i+1)*B]`` with ``e, i = divmod(f, n // B)`` and ``perm_e`` a numpy
    permutation seeded with ``derive_seed(seed, "flow_data", e)``.
 
+Flow-only runs (``training.init_vae_from: path/to/model.keras`` with ``vae_steps: 0``): the
+encoder and decoder weights are copied from that trained FlowVAE (its architecture and
+``flux_scale`` must match the ``flowvae`` section) and only phase 2 runs, with this
+configuration's flow (e.g. ``flowvae.flow_type: coupling`` on a VAE trained with a MAF):
+the same latents, batches and schedule as phase 2 of a full run.
+
 Everything random is therefore a function of ``(seed, step)``; a checkpoint (weights,
 non-trainable condition normalisation, both optimizers' variables including their iteration
 counters, and the step) is all the state there is, and ``--resume`` continues exactly.
@@ -54,12 +60,12 @@ from astrogen.training.loop import Run, current_lr, learning_rate
 from astrogen.training.registry import Trainer, register_trainer
 from astrogen.training.schema import (REQUIRED, check_bool, check_choice, check_devices,
                                       check_float, check_int, check_int_list, check_sections,
-                                      check_str, loop_keys, top_level)
+                                      check_optional_str, check_str, loop_keys, top_level)
 
 __all__ = ["FlowVAETrainer", "train_flowvae", "SCHEMA", "RESUME_MUTABLE_KEYS",
            "is_real_source", "prepare_dataset",
            "check_distribution", "setup_strategy", "temper_bright_stamps", "auto_flux_scale",
-           "vae_eval", "evaluate_real"]
+           "vae_eval", "evaluate_real", "copy_vae_weights", "VAE_KEYS"]
 
 
 def _flux_scale(v):
@@ -90,6 +96,9 @@ SCHEMA: dict = {
         # decoder artefacts (issue 20): bilinear + reflect has no blocks, streaks or frame
         "upsampling": ("nearest", check_choice("nearest", "bilinear")),
         "padding": ("zeros", check_choice("zeros", "reflect")),
+        "output_bias": (-2.0, check_float()),  # initial softplus floor (pedestal, issue 20)
+        # latent flow (issue 20): maf samples in latent_dim passes per bijector, coupling in 1
+        "flow_type": ("maf", check_choice("maf", "coupling")),
     },
     "training": {
         "batch_size": (32, check_int(1)),
@@ -109,6 +118,8 @@ SCHEMA: dict = {
         "monitor_size": (256, check_int(0)),
         "monitor_every": (500, check_int(0)),
         "eval_real": (True, check_bool),
+        # flow-only run on a trained FlowVAE's encoder/decoder (needs vae_steps: 0)
+        "init_vae_from": (None, check_optional_str),
         # tf.distribute (astrogen.pipeline.tf_distribute): data-parallel replicas
         "strategy": ("default", check_choice("default", "mirrored")),
         "devices": (None, check_devices),
@@ -159,6 +170,12 @@ class FlowVAETrainer(Trainer):
                                   received={key: t[key],
                                             "n_galaxies": out["dataset"]["n_galaxies"]})
         check_distribution(t, lambda k: cfg.line(("training", k)))
+        if t["init_vae_from"] is not None and t["vae_steps"] != 0:
+            raise ConfigError("a flow-only run (training.init_vae_from) needs "
+                              "training.vae_steps: 0.", key="training.init_vae_from",
+                              line=cfg.line(("training", "init_vae_from")),
+                              received={"init_vae_from": t["init_vae_from"],
+                                        "vae_steps": t["vae_steps"]})
         return out
 
     def train(self, cfg, resume: bool = False) -> dict:
@@ -257,6 +274,40 @@ def evaluate_real(model, stamp_size: int, noise_model: str, seed: int) -> dict:
     real = load_real_cosmos(stamp_size, seed=seed)
     out = vae_eval(model, real, noise_model, seed, batch=50)
     return out | {"n": len(real["observed"])}
+
+
+#: FlowVAE settings that define the encoder and decoder (must match for ``init_vae_from``)
+VAE_KEYS = ("stamp_size", "latent_dim", "channels", "blocks_per_level", "activation",
+            "output_activation", "flux_scale", "min_posterior_std", "upsampling", "padding",
+            "pixel_scale", "flux_unit")
+
+
+def copy_vae_weights(model, path) -> None:
+    """Copy the encoder and decoder weights of the trained FlowVAE at ``path`` into ``model``.
+
+    Parameters
+    ----------
+    model : FlowVAE
+        The model of a flow-only run (``training.init_vae_from``).
+    path : str or Path
+        A ``.keras`` file written by :meth:`FlowVAE.save`.
+
+    Raises
+    ------
+    ConfigError
+        If the file's encoder/decoder settings (:data:`VAE_KEYS`) differ from ``model``'s.
+    """
+    from astrogen.models.flowvae import load_flowvae
+
+    src = load_flowvae(path)
+    a, b = src.get_config(), model.get_config()
+    diff = {k: {"init_vae_from": a.get(k), "config": b.get(k)} for k in VAE_KEYS
+            if a.get(k) != b.get(k)}
+    if diff:
+        raise ConfigError("the encoder/decoder of training.init_vae_from differ from the "
+                          "flowvae section.", key="training.init_vae_from", received=diff)
+    model.encoder.set_weights(src.encoder.get_weights())
+    model.decoder.set_weights(src.decoder.get_weights())
 
 
 def temper_bright_stamps(batch: dict, max_peak_snr: float) -> dict:
@@ -414,6 +465,8 @@ def train_flowvae(cfg, resume: bool = False) -> dict:
                           t_cfg["lr_final_fraction"]), name="flow_adam", **clip)
         vae_opt.build(model.vae_variables)
         flow_opt.build(model.flow_variables)
+    if t_cfg.get("init_vae_from"):
+        copy_vae_weights(model, t_cfg["init_vae_from"])
     step = run.restore({"model": model.weights, "vae_optimizer": vae_opt.variables,
                         "flow_optimizer": flow_opt.variables}, seed=seed)
     if step < vae_steps:  # files derived from a finished VAE phase cannot be current

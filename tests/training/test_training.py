@@ -124,3 +124,31 @@ def test_temper_bright_stamps_caps_the_peak_snr():
     np.testing.assert_allclose(out["noise_power"].numpy()[:, 0, 0], [1.0, 1.0, 100.0], rtol=1e-5)
     peak_snr = obs.max(axis=(1, 2)) / out["noise_sigma"].numpy()
     assert peak_snr.max() <= 50.0 + 1e-4
+
+
+def test_flow_only_run_fits_a_coupling_flow_on_a_trained_vae(full_run, tiny_overrides):
+    """training.init_vae_from + vae_steps 0: the trained encoder/decoder are kept, the
+    latents are the same, and the configured (coupling) flow is fitted by likelihood."""
+    from astrogen.models.flowvae import load_flowvae
+    from astrogen.models.flowvae_flow import ConditionalRealNVP
+
+    flow_only = ["training.vae_steps=0", f"training.init_vae_from={full_run['output']}",
+                 "flowvae.flow_type=coupling", "flowvae.flow_num_bijectors=4"]
+    with pytest.raises(ConfigError, match="vae_steps: 0"):
+        load_training_config(str(TINY_CONFIG), tiny_overrides("bad") + flow_only[1:])
+    with pytest.raises(ConfigError, match="init_vae_from"):
+        run_training(str(TINY_CONFIG), overrides=tiny_overrides("arch") + flow_only
+                     + ["flowvae.latent_dim=4"])
+    r = run_training(str(TINY_CONFIG), overrides=tiny_overrides("flow") + flow_only)
+    assert r["complete"] and r["steps_done"] == 10
+    vae, new = load_flowvae(full_run["output"]), load_flowvae(r["output"])
+    assert new.flow_type == "coupling" and isinstance(new.flow, ConditionalRealNVP)
+    for a, b in zip(vae.encoder.weights + vae.decoder.weights,
+                    new.encoder.weights + new.decoder.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with np.load(f"{full_run['run_dir']}/latents.npz") as z0, \
+            np.load(f"{r['run_dir']}/latents.npz") as z1:
+        np.testing.assert_allclose(z1["z"], z0["z"], rtol=1e-5, atol=1e-5)
+        lat, cond = z1["z"], z1["conditions"]
+    initial = np.mean(0.5 * np.sum(lat ** 2, axis=1) + 0.5 * lat.shape[1] * np.log(2 * np.pi))
+    assert -float(np.mean(new.log_prob(lat, cond))) < initial
