@@ -12,6 +12,9 @@ Every method runs through its pipeline stage on the same chunks, timed in the sa
 
     python benchmarks/deblend_benchmark.py                     # 2,000 scenes, shipped models
     python benchmarks/deblend_benchmark.py --n-scenes 200 --unet-model path.keras ...
+    # other models in the same run (same scenes, same process), e.g. retrained vs shipped:
+    python benchmarks/deblend_benchmark.py --compare unet_old=unet:old.keras \
+        --compare prob_unet_old=prob_unet:old_prob.keras
 
 Writes ``benchmarks/results/deblend/deblend_benchmark.json`` (and the per-object records as
 ``objects_<method>.ecsv``), ``deblend_scenes.png`` and ``deblend_metrics.png``.
@@ -52,6 +55,7 @@ def markdown_table(result: dict) -> str:
     """The README tables, from the results dict (so every README number is this output)."""
     m = result["methods"]
     names = [k for k in ("unet", "prob_unet", "sep", "sep_1sigma") if k in m]
+    names += [k for k in m if k not in names]  # --compare models
     head = "| measure | " + " | ".join(names) + " |\n| --- |" + " --- |" * len(names) + "\n"
     rows = [
         ("median IoU per object", lambda s: _f(s["iou_median"])),
@@ -156,6 +160,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--prob-unet-temperature", type=float, default=None,
                     help="override the model's fitted temperature (1 = the raw network)")
     ap.add_argument("--max-distance", type=float, default=3.0, help="matching radius, pixels")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=KIND:PATH",
+                    help="another model measured on the same scenes (KIND unet or prob_unet)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "deblend"))
     args = ap.parse_args(argv)
 
@@ -184,6 +190,16 @@ def main(argv=None) -> dict:
         "sep": DeblendSEP(thresh=1.5),
         "sep_1sigma": DeblendSEP(thresh=1.0),
     }
+    compare = {}
+    for spec in args.compare:
+        name, _, rest = spec.partition("=")
+        kind, _, path = rest.partition(":")
+        if not name or name in methods or kind not in ("unet", "prob_unet") or not path:
+            ap.error(f"--compare {spec!r}: expected NAME=unet:PATH or NAME=prob_unet:PATH "
+                     f"with a new NAME")
+        methods[name] = (DeblendUNet(model=path) if kind == "unet" else
+                         DeblendProbUNet(model=path, n_samples=args.n_samples))
+        compare[name] = {"kind": kind, "model": path}
     for name, st in methods.items():
         st.setup(_ctx(name, args.seed, out))
     if args.prob_unet_temperature is not None:
@@ -256,7 +272,8 @@ def main(argv=None) -> dict:
                  "noiseless object inside the stamp",
         "models": {"unet": args.unet_model, "prob_unet": args.prob_unet_model,
                    "n_samples": args.n_samples,
-                   "prob_unet_temperature": float(methods["prob_unet"].net.temperature)},
+                   "prob_unet_temperature": float(methods["prob_unet"].net.temperature),
+                   "compare": compare},
         "scene_generation_seconds": t_gen,
         "targets": TARGETS, "checks": checks, "methods": summaries,
         "oracle_fractions": oracle_summary({k: np.concatenate(v) for k, v in oracle.items()}),

@@ -263,6 +263,12 @@ class CosmosSampler:
     ['beta', 'bulge_frac', 'hlr']
     """
 
+    #: version of the draws: 2 = ``mag_range`` conditions the other variables on the
+    #: magnitude (1, before that fix, rescaled the magnitude's rank only, which made faint
+    #: galaxies of a range too small and too distant). Data sets built from the sampler
+    #: record it so that one built by version 1 is not reused.
+    VERSION = 2
+
     def __init__(self, mag_range=(16.5, 26.0), bands=None):
         from astrogen.catalog.bands import interpolation_weights
 

@@ -5,7 +5,11 @@ atomically (:mod:`astrogen.io.atomic`) and recorded in ``manifest.json`` only on
 
 1. **Library**: ``n_library`` galaxies drawn from
    :class:`~astrogen.catalog.cosmos.CosmosSampler` (seed ``derive_seed(seed, "library")``,
-   magnitudes in ``mag_range``), each PSF-convolved and drawn in isolation by GalSim on a
+   magnitudes in ``mag_range``, drawn conditionally: the sampler's version
+   :attr:`~astrogen.catalog.cosmos.CosmosSampler.VERSION` is recorded in the manifest as
+   ``sampler_version``, and a folder built by another version, or by one that predates the
+   record (version 1, whose ``mag_range`` made faint galaxies too small and too distant),
+   is refused rather than reused), each PSF-convolved and drawn in isolation by GalSim on a
    canvas ``2 * margin`` pixels larger than the stamp, with a sub-pixel offset
    (:func:`astrogen.physics.blends.draw_isolated`); shards ``library_00000.npz`` ...
 2. **Scenes**: scene ``s`` is a pure function of ``(seed, s)`` and the library: its number
@@ -45,6 +49,12 @@ __all__ = ["BlendDatasetConfig", "build_blend_dataset", "blend_dataset_is_comple
 
 BLEND_FORMAT = "astrogen.blend_scenes"
 _VERSION = 1
+
+
+def _sampler_version() -> int:
+    from astrogen.catalog.cosmos import CosmosSampler
+
+    return int(CosmosSampler.VERSION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,12 +262,22 @@ def build_blend_dataset(path, cfg: BlendDatasetConfig | dict, progress: bool = F
             raise ConfigError("the folder holds a blend dataset of another configuration; "
                               "change dataset.path or delete the folder.", key="dataset.path",
                               received={"path": str(path)})
+        built_by = int(manifest.get("sampler_version", 1))
+        if built_by != _sampler_version():
+            raise ConfigError(
+                f"the folder holds a blend dataset drawn by COSMOS sampler version {built_by}"
+                f" (this astrogen's is {_sampler_version()}; version 1's mag_range made faint "
+                "galaxies too small and too distant); change dataset.path or delete the "
+                "folder.", key="dataset.path",
+                received={"path": str(path), "sampler_version": built_by})
         if manifest.get("status") == "complete":
             return manifest
     else:
         survey = cfg.survey_obj()
         manifest = {
             "format": BLEND_FORMAT, "format_version": _VERSION, "config": cfg.to_dict(),
+            "sampler": "astrogen.catalog.cosmos.CosmosSampler",
+            "sampler_version": _sampler_version(),
             "status": "building", "n_scenes": cfg.n_scenes, "stamp_size": cfg.stamp_size,
             "max_objects": cfg.max_objects, "pixel_scale": survey.pixel_scale,
             "noise_sigma": survey.noise_sigma, "survey": survey.to_dict(),

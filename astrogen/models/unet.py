@@ -474,7 +474,9 @@ class UNet(keras.Model):
         return out
 
     def compute_losses(self, x, classes, fractions, weights, fraction_weight: float = 1.0,
-                       order_weight: float = 0.0, permutations=None, training=False) -> dict:
+                       order_weight: float = 0.0, permutations=None, training=False,
+                       scene=None, flux=None, flux_weight: float = 0.0,
+                       flux_floor: float = 10.0) -> dict:
         """The training loss of a batch and its terms (scalar tensors, nats per pixel).
 
         Per-pixel cross-entropy of the classes head (one-hot ``classes`` (B, h, w, 3)) plus
@@ -484,7 +486,27 @@ class UNet(keras.Model):
         order, or, with ``permutations`` (:func:`astrogen.models.losses.slot_permutations`),
         the minimum over them plus ``order_weight`` x the slot-order term.
 
-        Returns ``{"loss", "classes", "fractions", "fractions_ordered"}``.
+        With ``flux_weight > 0`` (and ``scene``, ``flux`` given) the loss also has
+        ``flux_weight`` x the mean relative flux error of flux redistribution in slot order,
+        ``|sum_p scene_p f_pk - flux_k| / (flux_k + flux_floor)`` averaged over the batch and
+        the ``K`` slots, where ``f_pk`` is the predicted fraction of slot ``k``; an empty slot
+        (``flux_k = 0``) counts the light given to it relative to the scene's flux,
+        ``|sum_p scene_p f_pk| / (sum_j flux_j + flux_floor)``.
+
+        Parameters
+        ----------
+        scene : tensor (B, h, w), optional
+            Noiseless scene (sum of the objects) in units of the noise sigma.
+        flux : tensor (B, K), optional
+            True flux of each slot's object in the stamp, same unit (0 for empty slots).
+        flux_weight : float
+            Weight of the flux term (0: not computed).
+        flux_floor : float
+            Added to the denominator (noise-sigma units x pixels) so that faint objects
+            do not dominate.
+
+        Returns ``{"loss", "classes", "fractions", "fractions_ordered"}`` and, with the flux
+        term, ``"flux"`` (the mean relative error, dimensionless).
         """
         import tensorflow as tf
 
@@ -500,8 +522,22 @@ class UNet(keras.Model):
                                            else permutations, weights)
         ce_o, _ = permutation_invariant_ce(fractions, logf, identity, weights)
         loss = tf.reduce_mean(ce_c + fraction_weight * (ce_f + order_weight * ce_o))
-        return {"loss": loss, "classes": tf.reduce_mean(ce_c),
-                "fractions": tf.reduce_mean(ce_f), "fractions_ordered": tf.reduce_mean(ce_o)}
+        terms = {"classes": tf.reduce_mean(ce_c), "fractions": tf.reduce_mean(ce_f),
+                 "fractions_ordered": tf.reduce_mean(ce_o)}
+        if flux_weight > 0:
+            if scene is None or flux is None:
+                raise ConfigError("flux_weight > 0 needs the noiseless scene and the true "
+                                  "fluxes.", key="flux_weight",
+                                  received={"flux_weight": flux_weight})
+            pred = tf.reduce_sum(tf.cast(scene, out["fractions"].dtype)[..., None]
+                                 * out["fractions"][..., 1:], axis=(1, 2))
+            flux = tf.cast(flux, pred.dtype)
+            total = tf.reduce_sum(flux, axis=1, keepdims=True)
+            ref = tf.where(flux > 0, flux, total * tf.ones_like(flux))
+            rel = tf.reduce_mean(tf.abs(pred - flux) / (ref + flux_floor))
+            loss = loss + flux_weight * rel
+            terms["flux"] = rel
+        return {"loss": loss, **terms}
 
     def compute_output_shape(self, input_shape):
         """Shapes of the ``"classes"`` (and ``"fractions"``) outputs."""

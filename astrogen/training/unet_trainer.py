@@ -67,10 +67,10 @@ from astrogen.seeds import derive_seed
 from astrogen.training.loop import Run, adam, checkpoint_of_run, current_lr, learning_rate
 from astrogen.training.registry import Trainer, register_trainer
 from astrogen.training.schema import (REQUIRED, check_bool, check_choice, check_float,
-                                      check_int, check_str, loop_keys,
+                                      check_int, check_optional_str, check_str, loop_keys,
                                       top_level)
 
-__all__ = ["calibrate_temperature", "SEGMENTER_MODELS", "SegmenterTrainer", "train_segmenter",
+__all__ = ["calibrate_temperature", "init_weights", "SEGMENTER_MODELS", "SegmenterTrainer", "train_segmenter",
            "make_batch", "build_model", "export_checkpoint", "SEGMENTER_SCHEMA"]
 
 SEGMENTER_MODELS = ("unet", "prob_unet")
@@ -92,7 +92,8 @@ SEGMENTER_SCHEMA: dict = {
     "unet": {**_ARCH_COMMON,
              "fraction_background": (0.1, check_float(0.0, strict=True)),
              "object_weight": (5.0, check_float(0.0)),
-             "fraction_weight": (1.0, check_float(0.0))},
+             "fraction_weight": (1.0, check_float(0.0)),
+             "flux_weight": (0.0, check_float(0.0))},
     "prob_unet": {**_ARCH_COMMON,
                   "fraction_background": (1.0, check_float(0.0, strict=True)),
                   "latent_dim": (6, check_int(1)),
@@ -106,6 +107,7 @@ SEGMENTER_SCHEMA: dict = {
         "lr_final_fraction": (0.05, check_float(0.0)),
         "clipnorm": (None, check_float(0.0, strict=True, optional=True)),
         "augment": (True, check_bool),
+        "init_model": (None, check_optional_str),
         "validation_scenes": (256, check_int(0)),
         "calibration_scenes": (128, check_int(0)),
         **loop_keys(checkpoint_every=200, log_every=20, progress=True),
@@ -194,7 +196,11 @@ def make_batch(images, models, sigma, rows, arch_cfg: dict, augment: bool, seed:
         With ``augment`` one of the 8 symmetries of the square (seeded by ``(seed, step)``)
         is applied to each scene's image and object images *together*, before the targets
         are computed. ``with_labels``: also ``labels`` (B, h, w), the ownership above
-        ``class_threshold`` sigma in slot order (0 = background).
+        ``class_threshold`` sigma in slot order (0 = background). With
+        ``arch_cfg['flux_weight'] > 0`` also ``scene`` (B, h, w), the noiseless scene, and
+        ``flux`` (B, K), each slot's true flux in the stamp (0 for empty slots), both in
+        units of the noise sigma (the flux term of :meth:`astrogen.models.unet.UNet.
+        compute_losses`).
     """
     from astrogen.physics.blends import order_by_centre_distance, truth_targets
 
@@ -228,6 +234,10 @@ def make_batch(images, models, sigma, rows, arch_cfg: dict, augment: bool, seed:
            "weights": weights.astype(np.float32)}
     if with_labels:
         out["labels"] = t["labels"]
+    if arch_cfg.get("flux_weight", 0.0) > 0:
+        m_sig = m / sig[:, None, None, None]
+        out["scene"] = m_sig.sum(axis=1).astype(np.float32)
+        out["flux"] = m_sig.sum(axis=(2, 3)).astype(np.float32)
     return out
 
 
@@ -269,6 +279,8 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
     opt.build(model.trainable_variables)
     step = run.restore({"model": model.weights, "optimizer": opt.variables}, seed=seed,
                        model=arch)
+    if step == 0 and t_cfg["init_model"]:
+        init_weights(model, t_cfg["init_model"])
 
     perms = [list(map(int, p)) for p in slot_permutations(k)]
     batch = int(t_cfg["batch_size"])
@@ -281,7 +293,9 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
         if arch == "unet":
             return model.compute_losses(b["x"], b["classes"], b["fractions"], b["weights"],
                                         float(a_cfg.get("fraction_weight", 1.0)), ow, pit,
-                                        training=training)
+                                        training=training, scene=b.get("scene"),
+                                        flux=b.get("flux"),
+                                        flux_weight=float(a_cfg.get("flux_weight", 0.0)))
         return model.compute_losses(b["x"], b["fractions"], training=training, eps=eps_z,
                                     order_weight=ow, permutations=pit)
 
@@ -347,6 +361,37 @@ def train_segmenter(cfg, resume: bool = False) -> dict:
     if summary["complete"]:
         save_model_atomic(model, run.output)
     return run.finish(result)
+
+
+def init_weights(model, path) -> None:
+    """Copy the weights of the saved segmenter ``path`` (``training.init_model``: a
+    ``.keras`` file of the same model type and architecture, e.g. a shipped model to
+    fine-tune on another data set) into the freshly built ``model``.
+
+    Raises
+    ------
+    astrogen.errors.ConfigError
+        Naming ``training.init_model`` when the file is missing or its model differs
+        (type, or the shape of any weight).
+    """
+    import keras
+
+    import astrogen.models.prob_unet  # noqa: F401  (registers the Keras classes)
+    import astrogen.models.unet  # noqa: F401
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("is not a file.", key="training.init_model", received={"path": str(p)})
+    src = keras.saving.load_model(p, compile=False)
+    have = [tuple(w.shape) for w in src.weights]
+    want = [tuple(w.shape) for w in model.weights]
+    if type(src) is not type(model) or have != want:
+        raise ConfigError(f"holds a {type(src).__name__} whose weights do not match this "
+                          f"configuration's {type(model).__name__}.", key="training.init_model",
+                          received={"path": str(p), "weights": len(have),
+                                    "expected": len(want)})
+    for w, v in zip(model.weights, src.weights):
+        w.assign(v)
 
 
 def calibrate_temperature(model, data: dict, rows, arch_cfg: dict, seed: int,

@@ -145,6 +145,20 @@ def test_dataset_build_resume_and_identity(tmp_path):
     # another configuration in the same folder is refused
     with pytest.raises(ConfigError, match="another configuration"):
         build_blend_dataset(tmp_path / "a", {**TINY, "seed": 6})
+    # the sampler version is recorded; a folder built by the biased version-1 sampler (no
+    # record) or any other version is refused, naming the key and the version
+    from astrogen.catalog.cosmos import CosmosSampler
+
+    assert full["sampler_version"] == CosmosSampler.VERSION >= 2
+    for old in (None, CosmosSampler.VERSION + 1):
+        man = json.loads((b_path / "manifest.json").read_text())
+        man.pop("sampler_version", None)
+        if old is not None:
+            man["sampler_version"] = old
+        (b_path / "manifest.json").write_text(json.dumps(man))
+        with pytest.raises(ConfigError, match="sampler version") as err:
+            build_blend_dataset(b_path, {**TINY, "shard_size": 10})
+        assert err.value.key == "dataset.path"
     with pytest.raises(ConfigError):
         BlendDatasetConfig.from_dict({**TINY, "noise": "pink"})
 

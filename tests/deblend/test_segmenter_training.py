@@ -289,3 +289,46 @@ def test_make_batch_orders_slots_by_centre_distance():
     b0 = make_batch(images, m[None], sig, np.arange(1), a, False, 0, 0, 1.0)
     np.testing.assert_array_equal(b0["fractions"], truth_targets(m[None], sig, 0.1, 1.0)
                                   ["fractions"])
+
+
+def test_make_batch_flux_targets_follow_the_slots_and_the_symmetries():
+    """With ``flux_weight`` the batch holds the noiseless scene (aligned with the augmented
+    input) and each slot's flux in sigma units, in slot order; the slot fluxes sum to the
+    scene's flux."""
+    from astrogen.training.unet_trainer import make_batch
+
+    m, pos = _two_blob_scene()
+    n = 8
+    models = np.repeat(m[None], n, axis=0)
+    images = models.sum(axis=1)
+    sigma = np.full(n, 2.0, np.float32)
+    a = {"fraction_background": 0.1, "class_threshold": 1.0, "object_weight": 5.0,
+         "radial_channel": True, "flux_weight": 1.0}
+    assert "flux" not in make_batch(images, models, sigma, np.arange(n), {**a, "flux_weight": 0},
+                                    True, 0, 1, 1.0)
+    b = make_batch(images, models, sigma, np.arange(n), a, True, 0, 1, 1.0, np.repeat(
+        pos[None], n, axis=0))
+    np.testing.assert_allclose(b["scene"], b["x"][..., 0] / 2.0, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(b["flux"].sum(1), b["scene"].sum((1, 2)), rtol=1e-5)
+    # slot 1 is the object nearest the centre: the dataset's second one
+    np.testing.assert_allclose(b["flux"][:, 0], m[1].sum() / 2.0, rtol=1e-5)
+    np.testing.assert_allclose(b["flux"][:, 1], m[0].sum() / 2.0, rtol=1e-5)
+
+
+def test_init_model_copies_the_weights_and_refuses_another_architecture(tmp_path, data_dir,
+                                                                         unet_run):
+    tmp, _ = unet_run
+    src = tmp / "run" / "model.keras"
+    text = tiny(tmp_path, data_dir, steps=0, name="init")
+    res = run_training(text, overrides=[f"training.init_model={src}"])
+    assert res["complete"]
+    a = keras.models.load_model(src)
+    b = keras.models.load_model(tmp_path / "init" / "model.keras")
+    for va, vb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(np.asarray(va), np.asarray(vb))
+    with pytest.raises(ConfigError, match="init_model"):
+        run_training(tiny(tmp_path, data_dir, steps=0, name="wide"),
+                     overrides=[f"training.init_model={src}", "unet.base_filters=6"])
+    with pytest.raises(ConfigError, match="init_model"):
+        run_training(tiny(tmp_path, data_dir, steps=0, name="none"),
+                     overrides=[f"training.init_model={tmp_path / 'missing.keras'}"])

@@ -132,3 +132,35 @@ def test_relu_layers_keep_the_signal_at_init(seed):
 
     assert type(_initializer(1, "head")).__name__ == "GlorotUniform"
     assert type(_initializer(1, "conv", activation="relu")).__name__ == "HeNormal"
+
+
+def test_flux_term_is_the_relative_flux_error_of_redistribution():
+    """The flux term of ``compute_losses`` is |sum(scene x predicted fraction) - flux| /
+    (flux + floor) averaged over scenes and slots, an empty slot's light relative to the
+    scene's flux (computed here with numpy from the model's own fractions), adds ``flux_weight`` x itself to the loss, and vanishes without weight."""
+    import tensorflow as tf
+
+    x, frac, cls = toy_blends(4, seed=3)
+    rng = np.random.default_rng(0)
+    scene = np.abs(x[..., 0]).astype(np.float32)
+    flux = rng.uniform(0, 2000, (4, 2)).astype(np.float32)
+    flux[0, 1] = 0.0  # an empty slot
+    w = np.ones(x.shape[:3], np.float32)
+    model = UNet(n_bands=1, depth=2, base_filters=4, max_objects=2, seed=1)
+    base = model.compute_losses(x, cls, frac, w)
+    assert "flux" not in base
+    out = model.compute_losses(x, cls, frac, w, scene=scene, flux=flux, flux_weight=2.5,
+                               flux_floor=7.0)
+    f = np.asarray(model(x)["fractions"])
+    pred = (scene[..., None] * f[..., 1:]).sum(axis=(1, 2))
+    ref = np.where(flux > 0, flux, flux.sum(1, keepdims=True))  # empty: vs the scene flux
+    want = np.mean(np.abs(pred - flux) / (ref + 7.0))
+    np.testing.assert_allclose(float(out["flux"]), want, rtol=1e-4)
+    np.testing.assert_allclose(float(out["loss"]), float(base["loss"]) + 2.5 * want, rtol=1e-4)
+    # the term has gradients for the weights of the fraction head
+    with tf.GradientTape() as tape:
+        o = model.compute_losses(x, cls, frac, 0 * w, scene=scene, flux=flux, flux_weight=1.0)
+    g = tape.gradient(o["loss"], model.fraction_head.trainable_variables)
+    assert all(gg is not None and float(tf.reduce_max(tf.abs(gg))) > 0 for gg in g)
+    with pytest.raises(ConfigError, match="flux_weight"):
+        model.compute_losses(x, cls, frac, w, flux_weight=1.0)
