@@ -13,7 +13,7 @@ mock: install
 	astrogen run pipelines/parametric_mock.yaml
 
 test: install
-	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q
+	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q -n auto --dist loadfile
 
 # the docs site (Sphinx, warnings are errors; runs the tutorials): HTML in docs/_build/html
 docs:

@@ -59,7 +59,8 @@ def test_worker_killed_mid_run_completes_with_identical_outputs(write_pipeline, 
     spec = ExecutorSpec(type="dask", n_workers=2, threads_per_worker=1, max_in_flight=3)
     t0 = time.time()
     res = run_pipeline(build_pipeline(load_config(path)), progress=False, executor=spec)
-    assert time.time() - t0 < 60
+    assert time.time() - t0 < 240  # no hang on the dead worker (a few s unloaded; the suite
+    # runs under pytest-xdist on 2 cores, so a fixed small bound would measure the load)
     assert marker.is_file()  # a worker process did die, at the chunk of rows 20-23
     attempts = [line.split() for line in (logs / "calls.txt").read_text().splitlines()]
     killed = [pid for pid, row in attempts if row == "20"]
@@ -128,7 +129,7 @@ def test_kill_driver_10_times_then_resume(write_pipeline):
     while _done(out) < 0 and proc.poll() is None:
         time.sleep(0.01)
     t0 = time.time()
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=300) == 0
     active = time.time() - t0
     assert_same_outputs(ref, output_bytes(out))
     rng = np.random.default_rng(20261124)
@@ -155,7 +156,7 @@ def test_kill_driver_10_times_then_resume(write_pipeline):
 def _stop_dask_driver(proc, out, sig, done_at_least: int) -> None:
     """Send ``sig`` to a running ``astrogen run --workers 2`` once ``done_at_least`` chunks
     are committed; check that its worker processes exit with it."""
-    deadline = time.time() + 90
+    deadline = time.time() + 300  # time to reach the chunks, generous for a loaded machine
     children = []
     while time.time() < deadline and _done(out) < done_at_least and proc.poll() is None:
         try:
