@@ -492,8 +492,7 @@ class ConditionalMAF(ConditionalFlow):
 
     Parameters
     ----------
-    event_size, condition_size, num_bijectors, hidden_units, activation, permutation,
-    permutation_seed, log_scale_clamp
+    event_size, condition_size, num_bijectors, hidden_units, activation, permutation, permutation_seed, log_scale_clamp
         See :class:`ConditionalFlow`; each bijector is a MAF step with a conditional
         :class:`MADE` of ``hidden_units``.
     """
@@ -664,8 +663,7 @@ class ConditionalRealNVP(ConditionalFlow):
 
     Parameters
     ----------
-    event_size, condition_size, num_bijectors, hidden_units, activation, permutation,
-    permutation_seed, log_scale_clamp
+    event_size, condition_size, num_bijectors, hidden_units, activation, permutation, permutation_seed, log_scale_clamp
         See :class:`ConditionalFlow`.
     """
 

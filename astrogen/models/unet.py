@@ -505,8 +505,11 @@ class UNet(keras.Model):
             Added to the denominator (noise-sigma units x pixels) so that faint objects
             do not dominate.
 
-        Returns ``{"loss", "classes", "fractions", "fractions_ordered"}`` and, with the flux
-        term, ``"flux"`` (the mean relative error, dimensionless).
+        Returns
+        -------
+        dict
+            ``{"loss", "classes", "fractions", "fractions_ordered"}`` and, with the flux
+            term, ``"flux"`` (the mean relative error, dimensionless).
         """
         import tensorflow as tf
 

@@ -19,6 +19,13 @@ from astrogen.models.flowvae_flow import (ConditionalMAF, ConditionalRealNVP,  #
                                           CouplingNet, build_flow)
 
 
+@pytest.fixture(autouse=True)
+def _seeded_keras():
+    """Every test builds its flows from seeded hidden-layer weights (reproducible, also
+    under pytest-xdist where other tests draw from the same global generators first)."""
+    keras.utils.set_random_seed(20261202)
+
+
 def _randomize(flow, scale=0.3, seed=0):
     """Random weights in the (zero-initialised) output layers: a non-trivial flow."""
     rng = np.random.default_rng(seed)
@@ -56,14 +63,24 @@ def test_coupling_flow_is_invertible_with_exact_log_det():
 
 
 def test_coupling_density_is_normalised_in_2d():
+    """The density integrated over a box equals the fraction of the flow's own samples that
+    fall in it (the hidden layers' random initialisation can put a few % of the mass beyond
+    any fixed box, so the box's mass is measured, not assumed to be 1)."""
+    keras.utils.set_random_seed(6)  # a draw that puts ~3 % of the mass outside the box
     flow = ConditionalRealNVP(2, 1, num_bijectors=4, hidden_units=(16,), permutation="reverse")
     _randomize(flow, scale=0.25, seed=3)
     cond = np.full((1, 1), -0.4, dtype="float32")
-    g = np.linspace(-15, 15, 301)
+    half = 15.0
+    g = np.linspace(-half, half, 301)
+    step = g[1] - g[0]
     zz = np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2).astype("float32")
     logp = flow.log_prob(zz, np.repeat(cond, len(zz), axis=0)).numpy()
-    integral = np.exp(logp).sum() * (g[1] - g[0]) ** 2
-    assert abs(integral - 1.0) < 1e-3
+    integral = np.exp(logp).sum() * step ** 2  # cells centred on the grid: box half + step/2
+    n = 20000
+    z = flow.sample(np.repeat(cond, n, axis=0), seed=11).numpy()
+    inside = np.mean(np.all(np.abs(z) <= half + step / 2, axis=1))
+    assert abs(integral - inside) < 4 * np.sqrt(inside * (1 - inside) / n) + 1e-3
+    assert integral > 0.9
     gaussian = -0.5 * np.sum(zz ** 2, axis=1) - np.log(2 * np.pi)
     near = np.sum(zz ** 2, axis=1) < 4
     assert np.abs(logp - gaussian)[near].max() > 0.1  # not the base density
