@@ -345,12 +345,17 @@ class ConditionalFlow(keras.layers.Layer):
         """The network of each bijector, in order (built by :meth:`build`)."""
         raise NotImplementedError
 
+    @property
+    def network_input_size(self) -> int:
+        """Length of the vector each bijector network reads (the whole event here)."""
+        return self.event_size
+
     def build(self, input_shape=None):
         """Build every bijector network and the (non-trainable) condition mean and std."""
         if self.built:
             return
         for net in self.networks:
-            net.build((None, self.event_size))
+            net.build((None, self.network_input_size))
         c = max(self.condition_size, 0)
         self.condition_mean = self.add_weight(name="condition_mean", shape=(c,),
                                               initializer="zeros", trainable=False)
@@ -689,18 +694,10 @@ class ConditionalRealNVP(ConditionalFlow):
         """The :class:`CouplingNet` of each bijector."""
         return self.couplings
 
-    def build(self, input_shape=None):
-        """Build every coupling network and the condition mean and std."""
-        if self.built:
-            return
-        for net in self.couplings:
-            net.build((None, self.num_masked))
-        c = max(self.condition_size, 0)
-        self.condition_mean = self.add_weight(name="condition_mean", shape=(c,),
-                                              initializer="zeros", trainable=False)
-        self.condition_std = self.add_weight(name="condition_std", shape=(c,),
-                                             initializer="ones", trainable=False)
-        self.built = True
+    @property
+    def network_input_size(self) -> int:
+        """Each coupling network reads the ``num_masked`` unchanged dimensions."""
+        return self.num_masked
 
     def _shift_and_log_scale(self, index, cond_std, x, output_units, **kwargs):
         return self.couplings[index](x, conditional_input=cond_std)
