@@ -395,9 +395,24 @@ class ConditionalFlow(keras.layers.Layer):
         return (c - self.condition_mean) / self.condition_std
 
     # ---------------------------------------------------------------- bijector
-    def bijector(self, cond_std=None) -> tfb.Bijector:
-        """TFP bijector ``u -> z`` for *standardised* conditions ``cond_std`` (B, C)."""
+    #: name of the TFP chain :meth:`bijector` builds
+    chain_name = "conditional_flow"
+
+    def bijector_step(self, index: int, shift_and_log_scale_fn) -> tfb.Bijector:
+        """The TFP bijector of step ``index`` driven by ``shift_and_log_scale_fn``."""
         raise NotImplementedError
+
+    def bijector(self, cond_std=None) -> tfb.Bijector:
+        """TFP bijector ``u -> z`` for *standardised* conditions ``cond_std`` (B, C): the
+        :meth:`bijector_step` of every bijector, separated by the fixed permutations."""
+        steps = []
+        for i in range(self.num_bijectors):
+            if i > 0:
+                steps.append(tfb.Permute(permutation=self.permutations[i - 1]))
+            fn = functools.partial(self._shift_and_log_scale, i, cond_std)
+            steps.append(self.bijector_step(i, fn))
+        # Chain applies its last element first in the forward direction
+        return tfb.Chain(steps[::-1], name=self.chain_name)
 
     def forward(self, u, conditions=None):
         """Base noise ``u`` (B, D) -> latent ``z`` (B, D) (sequential; used for sampling)."""
@@ -522,17 +537,12 @@ class ConditionalMAF(ConditionalFlow):
     def _shift_and_log_scale(self, index, cond_std, x):
         return self.mades[index](x, conditional_input=cond_std)
 
-    def bijector(self, cond_std=None) -> tfb.Bijector:
-        """TFP bijector ``u -> z`` for *standardised* conditions ``cond_std`` (B, C)."""
-        steps = []
-        for i in range(self.num_bijectors):
-            if i > 0:
-                steps.append(tfb.Permute(permutation=self.permutations[i - 1]))
-            fn = functools.partial(self._shift_and_log_scale, i, cond_std)
-            steps.append(tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=fn,
-                                                      name=f"maf_{i}"))
-        # Chain applies its last element first in the forward direction
-        return tfb.Chain(steps[::-1], name="conditional_maf")
+    chain_name = "conditional_maf"
+
+    def bijector_step(self, index, shift_and_log_scale_fn) -> tfb.Bijector:
+        """A masked autoregressive step (its MADE gives shift and log scale)."""
+        return tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=shift_and_log_scale_fn,
+                                            name=f"maf_{index}")
 
 
 @keras.saving.register_keras_serializable(package="astrogen")
@@ -702,16 +712,13 @@ class ConditionalRealNVP(ConditionalFlow):
     def _shift_and_log_scale(self, index, cond_std, x, output_units, **kwargs):
         return self.couplings[index](x, conditional_input=cond_std)
 
-    def bijector(self, cond_std=None) -> tfb.Bijector:
-        """TFP bijector ``u -> z`` for *standardised* conditions ``cond_std`` (B, C)."""
-        steps = []
-        for i in range(self.num_bijectors):
-            if i > 0:
-                steps.append(tfb.Permute(permutation=self.permutations[i - 1]))
-            fn = functools.partial(self._shift_and_log_scale, i, cond_std)
-            steps.append(tfb.RealNVP(num_masked=self.num_masked, shift_and_log_scale_fn=fn,
-                                     name=f"coupling_{i}"))
-        return tfb.Chain(steps[::-1], name="conditional_realnvp")
+    chain_name = "conditional_realnvp"
+
+    def bijector_step(self, index, shift_and_log_scale_fn) -> tfb.Bijector:
+        """An affine coupling step of the last ``event_size - num_masked`` dimensions."""
+        return tfb.RealNVP(num_masked=self.num_masked,
+                           shift_and_log_scale_fn=shift_and_log_scale_fn,
+                           name=f"coupling_{index}")
 
 
 #: ``flow_type`` of a FlowVAE -> flow class: ``maf`` (sampling: ``event_size`` sequential

@@ -104,9 +104,18 @@ def _neighbours(n):
 
 
 @_jit
+def _d(fd4, m2, m1, p1, p2):
+    """One unnormalised derivative from the four neighbours' values, rounded as the numpy
+    passes of :func:`astrogen.nbody.pm.stencil_derivative` round it."""
+    d = p1 - m1
+    if fd4:
+        d = (d * np.float32(8.0) - p2) + m2
+    return d
+
+
+@_jit
 def _gradient_mesh(f, fd4, out):
     n = f.shape[0]
-    eight = np.float32(8.0)
     nb = _neighbours(n)
     for i in range(n):
         im2, im1, ip1, ip2 = nb[0, i], nb[1, i], nb[2, i], nb[3, i]
@@ -114,16 +123,12 @@ def _gradient_mesh(f, fd4, out):
             jm2, jm1, jp1, jp2 = nb[0, j], nb[1, j], nb[2, j], nb[3, j]
             for k in range(n):
                 km2, km1, kp1, kp2 = nb[0, k], nb[1, k], nb[2, k], nb[3, k]
-                d0 = f[ip1, j, k] - f[im1, j, k]
-                d1 = f[i, jp1, k] - f[i, jm1, k]
-                d2 = f[i, j, kp1] - f[i, j, km1]
-                if fd4:
-                    d0 = (d0 * eight - f[ip2, j, k]) + f[im2, j, k]
-                    d1 = (d1 * eight - f[i, jp2, k]) + f[i, jm2, k]
-                    d2 = (d2 * eight - f[i, j, kp2]) + f[i, j, km2]
-                out[i, j, k, 0] = d0
-                out[i, j, k, 1] = d1
-                out[i, j, k, 2] = d2
+                out[i, j, k, 0] = _d(fd4, f[im2, j, k], f[im1, j, k], f[ip1, j, k],
+                                     f[ip2, j, k])
+                out[i, j, k, 1] = _d(fd4, f[i, jm2, k], f[i, jm1, k], f[i, jp1, k],
+                                     f[i, jp2, k])
+                out[i, j, k, 2] = _d(fd4, f[i, j, km2], f[i, j, km1], f[i, j, kp1],
+                                     f[i, j, kp2])
     return out
 
 
@@ -159,16 +164,6 @@ def _readout3(g, cells, n, out):
 
 
 @_jit
-def _d(f, fd4, m2, m1, p1, p2):
-    """One unnormalised derivative from the four neighbours' values, rounded as the numpy
-    passes of :func:`astrogen.nbody.pm.stencil_derivative` round it."""
-    d = p1 - m1
-    if fd4:
-        d = (d * np.float32(8.0) - p2) + m2
-    return d
-
-
-@_jit
 def _readout_gradient(f, cells, fd4, nb, out):
     n = f.shape[0]
     npart = cells.shape[1]
@@ -186,11 +181,11 @@ def _readout_gradient(f, cells, fd4, nb, out):
                 wij = wi * wj
                 for k, wk in ((a2, g2), (b2, f2)):
                     w = wij * wk
-                    s0 += w * _d(f, fd4, f[nb[0, i], j, k], f[nb[1, i], j, k],
+                    s0 += w * _d(fd4, f[nb[0, i], j, k], f[nb[1, i], j, k],
                                  f[nb[2, i], j, k], f[nb[3, i], j, k])
-                    s1 += w * _d(f, fd4, f[i, nb[0, j], k], f[i, nb[1, j], k],
+                    s1 += w * _d(fd4, f[i, nb[0, j], k], f[i, nb[1, j], k],
                                  f[i, nb[2, j], k], f[i, nb[3, j], k])
-                    s2 += w * _d(f, fd4, f[i, j, nb[0, k]], f[i, j, nb[1, k]],
+                    s2 += w * _d(fd4, f[i, j, nb[0, k]], f[i, j, nb[1, k]],
                                  f[i, j, nb[2, k]], f[i, j, nb[3, k]])
         out[0, p] = s0
         out[1, p] = s1
