@@ -92,28 +92,14 @@ def scene_inputs(image: Any, pixel_scale: Any, bands: Any, noise_sigma: Any = No
 
 
 def _psf_fwhm_pix(psf: Any, pixel_scale: float) -> float:
-    """FWHM (pixels) of the detection filter: ``psf`` as a FWHM in arcsec, as PSF images
-    ``(C, h, w)`` or ``(h, w)`` (FWHM of the Gaussian of the same second moments, mean over
-    bands), or None (:data:`astrogen.deblend.survey.SEP_DEFAULT_FWHM_PIX`)."""
-    from astrogen.deblend.survey import SEP_DEFAULT_FWHM_PIX
+    """FWHM (pixels) of the detection filter: ``psf`` in any form
+    :func:`astrogen.deblend.survey.psf_fwhm_arcsec` reads, or None
+    (:data:`astrogen.deblend.survey.SEP_DEFAULT_FWHM_PIX`)."""
+    from astrogen.deblend.survey import SEP_DEFAULT_FWHM_PIX, psf_fwhm_arcsec
 
     if psf is None:
         return SEP_DEFAULT_FWHM_PIX
-    if np.ndim(psf) == 0:
-        fwhm = float(psf) / pixel_scale
-    else:
-        stamps = np.asarray(psf, np.float64)
-        stamps = stamps.reshape((-1,) + stamps.shape[-2:])
-        yy, xx = np.indices(stamps.shape[1:], dtype=np.float64)
-        fw = []
-        for p in stamps:
-            tot = p.sum()
-            if not tot > 0:
-                continue
-            cx, cy = (p * xx).sum() / tot, (p * yy).sum() / tot
-            r2 = (p * ((xx - cx) ** 2 + (yy - cy) ** 2)).sum() / tot
-            fw.append(2.3548 * np.sqrt(max(r2, 1e-12) / 2.0))
-        fwhm = float(np.mean(fw)) if fw else float("nan")
+    fwhm = psf_fwhm_arcsec(psf, pixel_scale) / pixel_scale
     if not (np.isfinite(fwhm) and fwhm > 0):
         raise ConfigError("must be a FWHM in arcsec or PSF images with positive flux.",
                           key="psf", received={"psf": str(psf)[:80]})

@@ -28,7 +28,7 @@ import numpy as np
 from astrogen.deblend.result import SceneResult
 from astrogen.errors import ConfigError, ModelError
 
-__all__ = ["SHIPPED_SCENE_MODELS", "SCENE_METHODS", "scene_model_path", "load_scene_model",
+__all__ = ["SHIPPED_SCENE_MODELS", "SCENE_METHODS", "psf_fwhm_arcsec", "scene_model_path", "load_scene_model",
            "check_image_survey", "deblend_survey_scene", "PSF_FACTOR", "SEP_DEFAULT_FWHM_PIX"]
 
 #: survey -> shipped model file (astrogen/data/models)
@@ -126,11 +126,33 @@ def check_image_survey(card: dict, pixel_scale: float, bands, psf_fwhm: float | 
     return index
 
 
-def _psf_fwhm(psf) -> float | None:
-    """FWHM (arcsec) of ``psf``: a number, a GalSim object, or a config dict."""
+def psf_fwhm_arcsec(psf, pixel_scale: float | None = None) -> float | None:
+    """FWHM (arcsec) of a PSF given in any of the forms the deblenders accept.
+
+    Parameters
+    ----------
+    psf : float, galsim.GSObject, dict, array_like or None
+        A FWHM in arcsec; a GalSim PSF or its config dict (``fwhm`` key, or built by
+        :func:`astrogen.physics.psf.build_psf`); PSF images ``(C, h, w)`` or ``(h, w)`` at
+        ``pixel_scale`` (FWHM of the Gaussian of the same second moments, mean over bands);
+        ``None``.
+    pixel_scale : float, optional
+        Arcsec per pixel of PSF images (needed only for them).
+
+    Returns
+    -------
+    float or None
+        FWHM in arcsec (``None`` for ``psf=None``).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``psf`` for any other value, or images without positive flux.
+    """
     if psf is None:
         return None
-    if isinstance(psf, (int, float, np.floating)):
+    if isinstance(psf, (int, float, np.integer, np.floating)) or \
+            (isinstance(psf, np.ndarray) and psf.ndim == 0):
         return float(psf)
     if isinstance(psf, dict):
         if "fwhm" in psf:
@@ -138,11 +160,26 @@ def _psf_fwhm(psf) -> float | None:
         from astrogen.physics.psf import build_psf
 
         psf = build_psf(psf)
-    try:
+    if hasattr(psf, "calculateFWHM"):
         return float(psf.calculateFWHM())
-    except AttributeError:
-        raise ConfigError("must be a FWHM in arcsec, a GalSim PSF or its config dict.",
-                          key="psf", received={"psf": str(psf)}) from None
+    if isinstance(psf, (list, tuple, np.ndarray)) and np.ndim(psf) >= 2 \
+            and pixel_scale is not None:
+        stamps = np.asarray(psf, np.float64)
+        stamps = stamps.reshape((-1,) + stamps.shape[-2:])
+        yy, xx = np.indices(stamps.shape[1:], dtype=np.float64)
+        fw = []
+        for p in stamps:
+            tot = p.sum()
+            if not tot > 0:
+                continue
+            cx, cy = (p * xx).sum() / tot, (p * yy).sum() / tot
+            r2 = (p * ((xx - cx) ** 2 + (yy - cy) ** 2)).sum() / tot
+            fw.append(2.3548 * np.sqrt(max(r2, 1e-12) / 2.0))
+        if fw:
+            return float(np.mean(fw)) * float(pixel_scale)
+    raise ConfigError("must be a FWHM in arcsec, a GalSim PSF or its config dict, or PSF "
+                      "images with positive flux.", key="psf",
+                      received={"psf": str(psf)[:80]})
 
 
 def deblend_survey_scene(image: Any, *, pixel_scale: float, bands, method: str = "unet",
@@ -169,7 +206,7 @@ def deblend_survey_scene(image: Any, *, pixel_scale: float, bands, method: str =
         if sig is None:
             raise ConfigError(f"must be one number or one per band ({len(img)}).",
                               key="noise_sigma", received={"noise_sigma": noise_sigma})
-    fwhm = _psf_fwhm(psf)
+    fwhm = psf_fwhm_arcsec(psf, pixel_scale)
     if method == "sep":
         if fwhm is None:
             fwhm = SEP_DEFAULT_FWHM_PIX * float(pixel_scale)
