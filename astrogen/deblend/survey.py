@@ -179,7 +179,8 @@ def psf_fwhm_arcsec(psf, pixel_scale: float | None = None) -> float | None:
             return float(np.mean(fw)) * float(pixel_scale)
     raise ConfigError("must be a FWHM in arcsec, a GalSim PSF or its config dict, or PSF "
                       "images with positive flux.", key="psf",
-                      received={"psf": str(psf)[:80]})
+                      received={"psf": (f"array of shape {np.shape(psf)}" if np.ndim(psf)
+                                        else str(psf)[:80])})
 
 
 def deblend_survey_scene(image: Any, *, pixel_scale: float, bands, method: str = "unet",
