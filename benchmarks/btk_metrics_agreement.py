@@ -14,12 +14,15 @@ stamps, six bands, BTK's Poisson noise) every deblender runs through the BTK ada
    FWHM), flux bias / NMAD / MAPE per band against BTK's isolated-image fluxes, overall and
    for blendedness > 0.1, BTK's reconstruction metrics, and seconds per scene, for
    ``sep_scene`` (ours), BTK's own ``SepSingleBand`` (detection and reconstruction only: it
-   reports no fluxes; here on the i band) and, when installed, scarlet2
+   reports no fluxes; here on the i band), the shipped LSST scene network
+   (``unet``, ``prob_unet``: :func:`astrogen.deblend.btk.network_scene`, on g r i z, the other
+   bands measured with its light fractions) and, when installed, scarlet2
    (:mod:`astrogen.deblend.external`).
 
 Writes ``benchmarks/results/btk/<tag>.json`` and ``.md``; the committed results are::
 
-    python benchmarks/btk_metrics_agreement.py --n-scenes 200 --batch-size 50
+    python benchmarks/btk_metrics_agreement.py --n-scenes 200 --batch-size 50 \
+        --methods sep_scene,unet,prob_unet,btk_sep
     python benchmarks/btk_metrics_agreement.py --n-scenes 16 --batch-size 8 \
         --methods sep_scene,scarlet2,btk_sep --tag sep_vs_scarlet2     # scarlet2: ~37 s / scene
 
@@ -28,6 +31,7 @@ Needs the ``btk`` extra (and ``scarlet2`` for that method).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
@@ -83,7 +87,7 @@ def main(argv=None):
     p.add_argument("--max-shift", type=float, default=4.0, help="arcsec")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--methods", default="sep_scene,btk_sep",
-                   help="comma list of sep_scene, scarlet2, btk_sep")
+                   help="comma list of sep_scene, unet, prob_unet, scarlet2, btk_sep")
     p.add_argument("--tag", default="metrics_agreement", help="output file stem")
     p.add_argument("--out", type=Path, default=OUT)
     a = p.parse_args(argv)
@@ -100,6 +104,10 @@ def main(argv=None):
 
         import_scarlet2()
         methods["scarlet2"] = ab.as_btk_deblender(scarlet2_scene, max_n)
+    for kind in ("unet", "prob_unet"):  # the shipped LSST scene network on its g r i z
+        if kind in wanted:
+            methods[kind] = ab.as_btk_deblender(
+                functools.partial(ab.network_scene, method=kind), max_n)
     if "btk_sep" in wanted:
         methods["btk_sep_single_band_i"] = btk.deblend.SepSingleBand(max_n, use_band=3)
     if "sep_scene" not in methods:
@@ -195,7 +203,7 @@ def main(argv=None):
     (a.out / f"{a.tag}.json").write_text(json.dumps(result, indent=2, default=float))
     lines = [f"# BTK metrics agreement and deblenders on {n_scenes} BTK LSST blends", "",
              f"Command: `{result['command']}`", "",
-             f"Agreement (sep_scene{', scarlet2' if 'scarlet2' in summary else ''}): "
+             f"Agreement ({', '.join(m for m in summary if m != 'btk_sep_single_band_i')}): "
              f"{agree['n_blends_matching_differs']} of {agree['n_blends']} blends with different "
              f"matched pairs; largest |BTK - ours|: " + ", ".join(
                  f"{k} {v:.2e}" for k, v in agree["max_abs_diff"].items()), "",

@@ -9,7 +9,10 @@ out for the temperature of the probabilistic (MC-dropout) variant, fitted after 
 the pixels of the validation scenes' returned segmentations: the confidence that a pixel's
 assigned object is its true majority-light owner, against whether it is
 (:func:`fit_scene_temperature`); stored in the model card with the fit and the validation
-scene ids.
+scene ids. With ``training.calibration_scenes: N`` (> 0) the temperature and the isotonic
+map are fitted instead on ``N`` scenes rendered after the training set (ids
+``first_scene + n_scenes`` onwards, same seed: never trained on); the card records them and
+:func:`check_heldout` refuses them for evaluation too.
 
 Batch ``g`` is drawn with ``derive_seed(seed, "batch", g)`` and augmented with one of the 8
 symmetries of the square per cut-out (the PSFs are round), so a resumed run continues
@@ -28,7 +31,7 @@ from astrogen.training.schema import (REQUIRED, check_bool, check_choice, check_
 
 __all__ = ["SCENE_SCHEMA", "SceneDeblenderTrainer", "train_scene_deblender",
            "fit_scene_temperature", "scene_label_samples", "scene_ece", "calibrate", "fit_scene_confidence_map",
-           "check_heldout"]
+           "check_heldout", "calibration_scene_set"]
 
 #: section -> key -> (default, check) of ``model: scene_deblender``
 SCENE_SCHEMA = {
@@ -52,6 +55,7 @@ SCENE_SCHEMA = {
         "augment": (True, check_bool),
         "validation_scenes": (50, check_int(1)),
         "calibration_samples": (8, check_int(2)),
+        "calibration_scenes": (0, check_int(0)),
         **loop_keys(checkpoint_every=100, log_every=10, progress=False),
     },
 }
@@ -199,12 +203,13 @@ def scene_ece(data, temperature: float, n_bins: int = 10, cmap: dict | None = No
                                       n_bins)
 
 
-def calibrate(model, val_scenes, sigma, fwhm_pix: float, n_samples: int) -> dict:
+def calibrate(model, val_scenes, sigma, fwhm_pix: float, n_samples: int,
+              seed: int | None = None) -> dict:
     """Fit the MC-dropout temperature on ``val_scenes``, then a monotone (isotonic) map of
     the tempered confidence (what one temperature cannot fix: pixels that only one
     detection covers have confidence 1 at any temperature), and record both in
-    ``model.card`` with the validation scenes' ids, so an evaluation can prove it uses other
-    scenes."""
+    ``model.card`` with the validation scenes' ids (and their scene ``seed``), so an
+    evaluation can prove it uses other scenes."""
     data = [scene_label_samples(model, sc, sigma, fwhm_pix, n_samples, seed=i)
             for i, sc in enumerate(val_scenes)]
     fit = fit_scene_temperature(data)
@@ -222,6 +227,7 @@ def calibrate(model, val_scenes, sigma, fwhm_pix: float, n_samples: int) -> dict
     model.card["calibration"].update(
         scenes=len(val_scenes), n_samples=int(n_samples),
         scene_id_range=[int(min(ids)), int(max(ids))] if ids else None,
+        **({"seed": int(seed)} if seed is not None else {}),
         target="assigned object is the pixel's true majority-light owner, over the pixels "
                "of the returned segmentation's objects")
     return fit
@@ -234,35 +240,68 @@ def check_heldout(card: dict, dataset_seed: int, scene_ids) -> None:
     the validation scenes)."""
     from astrogen.errors import ConfigError
 
-    tr = card.get("training", {}).get("dataset", {})
-    if not tr or int(tr.get("seed", -1)) != int(dataset_seed):
-        return
-    lo = int(tr.get("first_scene", 0))
-    hi = lo + int(tr.get("n_scenes", 0))
     ids = np.asarray(list(scene_ids), np.int64)
-    bad = ids[(ids >= lo) & (ids < hi)]
-    if len(bad):
-        raise ConfigError("scenes used for training or calibration cannot evaluate the "
-                          "model.", key="scenes",
-                          received={"overlap": bad[:5].tolist(), "n_overlap": int(len(bad)),
-                                    "training_scenes": [lo, hi - 1],
-                                    "seed": int(dataset_seed)})
+    tr = card.get("training", {}).get("dataset", {})
+    used = []  # (seed, first id, last id) of scene sets the model has seen
+    if tr:
+        lo = int(tr.get("first_scene", 0))
+        used.append(("training_scenes", int(tr.get("seed", -1)), lo,
+                     lo + int(tr.get("n_scenes", 0)) - 1))
+    cal = card.get("calibration") or {}
+    if cal.get("scene_id_range") and "seed" in cal:
+        used.append(("calibration_scenes", int(cal["seed"]), *map(int, cal["scene_id_range"])))
+    for what, seed, lo, hi in used:
+        if seed != int(dataset_seed):
+            continue
+        bad = ids[(ids >= lo) & (ids <= hi)]
+        if len(bad):
+            raise ConfigError("scenes used for training or calibration cannot evaluate the "
+                              "model.", key="scenes",
+                              received={"overlap": bad[:5].tolist(),
+                                        "n_overlap": int(len(bad)), what: [lo, hi],
+                                        "seed": int(dataset_seed)})
+
+
+def calibration_scene_set(path, dcfg, n_val: int, n_cal: int, val_scenes=None) -> list:
+    """The scenes the temperature and isotonic map are fitted on: ``n_cal`` scenes rendered
+    after the training set (ids ``first_scene + n_scenes`` on, same seed; built next to
+    ``path`` as ``<name>_calibration_<n_cal>``) when ``n_cal > 0``, else the training set's
+    last ``n_val`` (validation) scenes: ``val_scenes`` when given, read from ``path`` when
+    it is complete, or built alone (a scene is a function of (seed, scene id) only)."""
+    import dataclasses
+    from pathlib import Path
+
+    from astrogen.datasets.base import is_complete
+    from astrogen.datasets.survey_scenes import build_scene_dataset, read_scene_dataset
+
+    path = Path(path)
+    if n_cal:
+        vcfg = dataclasses.replace(dcfg, first_scene=dcfg.first_scene + dcfg.n_scenes,
+                                   n_scenes=n_cal)
+        vpath = path.with_name(path.name + f"_calibration_{n_cal}")
+    elif val_scenes is not None:
+        return list(val_scenes)
+    elif is_complete(path):
+        return read_scene_dataset(path)[-n_val:]
+    else:
+        vcfg = dataclasses.replace(dcfg, first_scene=dcfg.first_scene + dcfg.n_scenes - n_val,
+                                   n_scenes=n_val)
+        vpath = path.with_name(path.name + "_validation")
+    if not is_complete(vpath):
+        build_scene_dataset(vpath, vcfg, progress=True)
+    return read_scene_dataset(vpath)
 
 
 def calibrate_trained(config_path) -> dict:
     """Fit the temperature of the model a finished run exported and rewrite its card.
 
-    Uses the run's validation scenes and settings; command line:
-    ``python -m astrogen.training.scene_trainer calibrate <config>``."""
-    import dataclasses
+    Uses the run's calibration scenes (:func:`calibration_scene_set`) and settings; command
+    line: ``python -m astrogen.training.scene_trainer calibrate <config>``."""
     from pathlib import Path
 
-    from astrogen.datasets.survey_scenes import SceneDatasetConfig, read_scene_dataset
+    from astrogen.datasets.survey_scenes import SceneDatasetConfig
     from astrogen.models.scene_deblender import load_scene_deblender
     from astrogen.training.config import load_training_config
-
-    from astrogen.datasets.base import is_complete
-    from astrogen.datasets.survey_scenes import build_scene_dataset
 
     cfg = load_training_config(str(config_path))
     ds = dict(cfg["dataset"])
@@ -271,19 +310,10 @@ def calibrate_trained(config_path) -> dict:
     spec = dcfg.spec()
     model = load_scene_deblender(cfg["output"])
     n_val = int(cfg["training"]["validation_scenes"])
-    if is_complete(path):
-        val = read_scene_dataset(path)[-n_val:]
-    else:
-        # a scene is a function of (seed, scene id) only: build just the validation scenes
-        # (the training set's last n_val ids) instead of the whole training set
-        vcfg = dataclasses.replace(dcfg, first_scene=dcfg.first_scene + dcfg.n_scenes - n_val,
-                                   n_scenes=n_val)
-        vpath = path.with_name(path.name + "_validation")
-        build_scene_dataset(vpath, vcfg)
-        val = read_scene_dataset(vpath)
+    val = calibration_scene_set(path, dcfg, n_val, int(cfg["training"]["calibration_scenes"]))
     fwhm_pix = float(np.mean(spec.psf_fwhm())) / spec.pixel_scale
     fit = calibrate(model, val, spec.noise_sigma(), fwhm_pix,
-                    int(cfg["training"]["calibration_samples"]))
+                    int(cfg["training"]["calibration_samples"]), seed=dcfg.seed)
     model.save(cfg["output"])
     return fit
 
@@ -377,7 +407,10 @@ def train_scene_deblender(cfg, resume: bool = False, log=print) -> dict:
 
     summary = run.loop(step, total, step_fn, name="scene_deblender", on_checkpoint=export)
     if summary["complete"]:
-        fit = calibrate(model, val_scenes, sigma, fwhm_pix, int(t_cfg["calibration_samples"]))
+        cal = calibration_scene_set(path, ds_cfg, n_val, int(t_cfg["calibration_scenes"]),
+                                    val_scenes)
+        fit = calibrate(model, cal, sigma, fwhm_pix, int(t_cfg["calibration_samples"]),
+                        seed=ds_cfg.seed)
         export(summary["steps_done"])
         log(f"scene_deblender: temperature {fit['temperature']:.3f} (NLL {fit['nll_at_1']:.4f}"
             f" -> {fit['nll_best']:.4f})")

@@ -58,6 +58,32 @@ def test_tiny_training_writes_a_model_with_its_survey_card(tiny_run):
     assert json.loads((out / "model.json").read_text())["card"]["bands"] == card["bands"]
 
 
+def test_calibrate_trained_on_scenes_after_the_training_set(tiny_run, tmp_path):
+    """``training.calibration_scenes: 2`` fits the calibration on scene ids 4 and 5 (after
+    the 4 training scenes, same seed), records them, and the held-out check refuses them."""
+    import shutil
+
+    from astrogen.errors import ConfigError
+    from astrogen.models.scene_deblender import load_scene_deblender
+    from astrogen.training.scene_trainer import calibrate_trained, check_heldout
+
+    out, _ = tiny_run
+    shutil.copytree(out / "data", tmp_path / "data")
+    for f in ("model.keras", "model.json"):
+        shutil.copy(out / f, tmp_path / f)
+    cfg = tmp_path / "cal.yaml"
+    cfg.write_text(TINY.format(out=tmp_path) + "  calibration_scenes: 2\n")
+    calibrate_trained(cfg)
+    card = load_scene_deblender(tmp_path / "model.keras").card
+    cal = card["calibration"]
+    assert cal["scenes"] == 2 and cal["scene_id_range"] == [4, 5] and cal["seed"] == 3
+    assert (tmp_path / "data_calibration_2" / "manifest.json").is_file()
+    check_heldout(card, 3, [6, 7])  # after training and calibration scenes: fine
+    with pytest.raises(ConfigError, match="scenes") as e:
+        check_heldout(card, 3, [5, 6])
+    assert "calibration_scenes" in str(e.value)
+
+
 def test_training_cutouts_hold_fractions_of_the_detected_object(tiny_run):
     from astrogen.datasets.survey_scenes import read_scene_dataset, training_cutouts
 
@@ -142,10 +168,13 @@ def test_shipped_model_was_calibrated_off_the_benchmark_scenes():
     d = bench.DATASET
     ids = range(d["first_scene"], d["first_scene"] + d["n_scenes"])
     check_heldout(card, d["seed"], ids)
-    lo, hi = card["calibration"]["scene_id_range"]
+    cal = card["calibration"]
+    lo, hi = cal["scene_id_range"]
     tr = card["training"]["dataset"]
-    assert tr["first_scene"] <= lo <= hi < tr["first_scene"] + tr["n_scenes"]
-    assert d["seed"] != tr["seed"] or hi < d["first_scene"]
+    # calibrated on scenes of the training seed after the training set (never trained on)
+    assert cal["seed"] == tr["seed"] and lo == tr["first_scene"] + tr["n_scenes"]
+    assert hi - lo + 1 == cal["scenes"] >= 500
+    assert d["seed"] != cal["seed"] or hi < d["first_scene"]
 
 
 def test_isotonic_map_calibrates_what_temperature_cannot():
