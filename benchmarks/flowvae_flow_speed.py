@@ -9,7 +9,9 @@ rounds over all models, so the machine's load hits every model alike; figures ar
 over rounds and ratios are taken within a round):
 
 * at batch 1, 32 and 256 (``--batches``): wall time of the compiled latent flow
-  (``flow.forward(u, c)``, one ``tf.function``), of the compiled decoder on those latents,
+  (``flow.forward(u, c)`` as ``FlowVAE.generate`` runs it: one XLA-compiled
+  ``tf.function``; also timed without XLA, ``*_no_xla``), of the compiled decoder on those
+  latents,
   and of ``FlowVAE.generate`` (flow + decoder in one ``tf.function``, what the
   ``flowvae.generate`` stage calls) on ``--rows`` rows of held-out conditions, micro-batches
   of the batch size; the share of time in the flow is ``t_flow / (t_flow + t_decoder)``;
@@ -69,7 +71,8 @@ def speed(model, cond: np.ndarray, batch: int, rows: int, reps: int) -> dict:
     c_all = np.resize(cond, (rows, cond.shape[1])).astype(np.float32)
     u_all = seeds.normals(seeds.row_seeds(11, np.arange(rows)), model.latent_dim)
     u_all = u_all.astype(np.float32)
-    flow_fn = tf.function(lambda u, c: model.flow.forward(u, c))
+    flow_fn = model._flow_forward_fn()  # what FlowVAE.generate runs (XLA-compiled)
+    flow_graph = tf.function(lambda u, c: model.flow.forward(u, c))  # the same without XLA
     dec_fn = tf.function(lambda z: model.decoder(z, training=False))
     chunks = [(u_all[i:i + batch], c_all[i:i + batch]) for i in range(0, rows, batch)]
     chunks = [(u, c) for u, c in chunks if len(u) == batch]
@@ -79,6 +82,10 @@ def speed(model, cond: np.ndarray, batch: int, rows: int, reps: int) -> dict:
     def run_flow():
         for u, c in chunks:
             flow_fn(tf.constant(u), tf.constant(c)).numpy()
+
+    def run_flow_graph():
+        for u, c in chunks:
+            flow_graph(tf.constant(u), tf.constant(c)).numpy()
 
     def run_dec():
         for z in zs:
@@ -90,8 +97,11 @@ def speed(model, cond: np.ndarray, batch: int, rows: int, reps: int) -> dict:
         model.generate(c_all[:n], seeds_rows, batch_size=batch)
 
     t_flow, t_dec, t_gen = _timed(run_flow, reps), _timed(run_dec, reps), _timed(run_gen, reps)
+    t_graph = _timed(run_flow_graph, reps)
     return {"rows": n, "t_flow_s": t_flow, "t_decoder_s": t_dec, "t_generate_s": t_gen,
-            "flow_share": t_flow / (t_flow + t_dec), "stamps_per_s": n / t_gen}
+            "flow_share": t_flow / (t_flow + t_dec), "stamps_per_s": n / t_gen,
+            "t_flow_no_xla_s": t_graph, "flow_share_no_xla": t_graph / (t_graph + t_dec),
+            "flow_xla_speedup": t_graph / t_flow}
 
 
 def density(model, z: np.ndarray, cond: np.ndarray) -> float:
@@ -148,7 +158,8 @@ def main(argv=None) -> dict:
         for b in map(str, args.batches):
             med[name][b] = {k: float(np.median([rd[name][b][k] for rd in rounds]))
                             for k in ("flow_share", "stamps_per_s", "t_flow_s", "t_decoder_s",
-                                      "t_generate_s")}
+                                      "t_generate_s", "flow_share_no_xla",
+                                      "flow_xla_speedup")}
             if name != names[0]:
                 med[name][b][f"stamps_per_s_over_{names[0]}"] = float(np.median(
                     [rd[name][b]["stamps_per_s"] / rd[names[0]][b]["stamps_per_s"]
@@ -173,14 +184,17 @@ def main(argv=None) -> dict:
     dest = Path(args.out)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "results.json").write_text(json.dumps(out, indent=2))
-    lines = ["| model | flow | batch | stamps/s | share of time in the flow | stamps/s ratio | "
-             "flow time ratio |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | flow | batch | stamps/s | share of time in the flow | same without XLA "
+             "| flow speed-up by XLA | stamps/s ratio | flow time ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         for b in map(str, args.batches):
             x = med[name][b]
             lines.append(f"| {name} | {out['models'][name]['flow_type']} "
                          f"({out['models'][name]['flow_num_bijectors']} bijectors) | {b} | "
                          f"{x['stamps_per_s']:.1f} | {100 * x['flow_share']:.1f} % | "
+                         f"{100 * x['flow_share_no_xla']:.1f} % | "
+                         f"{x['flow_xla_speedup']:.2f}x | "
                          f"{x.get(f'stamps_per_s_over_{names[0]}', 1.0):.2f} | "
                          f"{x.get(f'flow_time_over_{names[0]}', 1.0):.3f} |")
     lines.append("")
