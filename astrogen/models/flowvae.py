@@ -77,6 +77,10 @@ SIDECAR_FORMAT_VERSION = 1
 _COMPILED: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
+#: Largest micro-batch whose latent flow is sampled through XLA (FlowVAE._flow_forward_fn)
+XLA_FLOW_MAX_BATCH = 8
+
+
 def _compiled(model) -> dict:
     return _COMPILED.setdefault(model, {})
 
@@ -441,24 +445,30 @@ class FlowVAE(keras.Model):
         return np.asarray(self._flow_forward_fn()(tf.constant(u), tf.constant(c)))
 
     def _flow_forward_fn(self):
-        """``z = flow.forward(u, c)`` compiled with XLA (``jit_compile=True``; one compile per
-        batch shape). Sampling a MAF is one MADE pass per latent dimension and bijector
-        (128 small sequential passes here); XLA fuses them, which made the flow 12x faster
-        at batch 1 on the CPU (``benchmarks/flowvae_flow_speed.py``), equal to float rounding
-        (max |dz| 5e-7 at batch 1). The decoder stays outside XLA: its convolutions are
-        slower there than with oneDNN (same benchmark)."""
+        """``z = flow.forward(u, c)`` as a compiled ``tf.function``: with XLA
+        (``jit_compile=True``, one compile per batch shape) for batches of at most
+        :data:`XLA_FLOW_MAX_BATCH` rows, without it above. Sampling a MAF is one MADE pass
+        per latent dimension and bijector (128 small sequential passes here); at batch 1
+        XLA fuses them, 6.6x faster on the CPU, but at batch 32 and 256 it was 0.84x and
+        0.46x the plain graph (``benchmarks/flowvae_flow_speed.py``,
+        ``benchmarks/results/flowvae_flow/xla/``). Equal to float rounding (max |dz| 5e-7
+        at batch 1). The decoder stays outside XLA: its convolutions are slower there than
+        with oneDNN."""
         fns = _compiled(self)
         if "flow_forward" not in fns:
             conditional = bool(self.condition_names)
             model_ref = weakref.ref(self)
 
-            @tf.function(jit_compile=True)
-            def compiled(u, c):
+            def forward(u, c):
                 return model_ref().flow.forward(u, c if conditional else None)
 
+            compiled = tf.function(forward, jit_compile=True)
+            graph = tf.function(forward)
             shapes: set = set()
 
             def flow_forward(u, c):
+                if int(u.shape[0]) > XLA_FLOW_MAX_BATCH:
+                    return graph(u, c)
                 key = (tuple(u.shape), tuple(c.shape))
                 if key in shapes:
                     return compiled(u, c)
