@@ -237,12 +237,13 @@ def check_heldout(card: dict, dataset_seed: int, scene_ids) -> None:
     """Refuse to evaluate a model's calibration on scenes it was calibrated (or trained) on:
     the scene set of ``dataset_seed`` and ``scene_ids`` must not meet the card's training
     set (same seed and scene ids ``first_scene`` to ``first_scene + n_scenes - 1``, which holds
-    the validation scenes)."""
+    the validation scenes) nor its calibration scenes (``calibration.seed`` and
+    ``calibration.scene_id_range``, when the card records them)."""
     from astrogen.errors import ConfigError
 
     ids = np.asarray(list(scene_ids), np.int64)
     tr = card.get("training", {}).get("dataset", {})
-    used = []  # (seed, first id, last id) of scene sets the model has seen
+    used = []  # (name, seed, first id, last id) of scene sets the model has seen
     if tr:
         lo = int(tr.get("first_scene", 0))
         used.append(("training_scenes", int(tr.get("seed", -1)), lo,
